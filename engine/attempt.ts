@@ -1,0 +1,73 @@
+/**
+ * Runs one attempt of one step: the timeout, the abort signal, and the
+ * abandonment of a body that ignores its signal.
+ *
+ * @module
+ */
+import type { Clock } from "./clock.ts";
+import { StepTimeoutError } from "./errors.ts";
+
+/** How an attempt ended. */
+export type AttemptOutcome =
+  | { ok: true; value: unknown }
+  | { ok: false; error: unknown };
+
+/** What {@linkcode runAttempt} needs. */
+export interface AttemptSpec {
+  /** The step, for the timeout error. */
+  step: string;
+  /** The attempt, for the timeout error. */
+  attempt: number;
+  /** Limit of the attempt. */
+  timeoutMs: number;
+  /** Aborted by the engine to stop the attempt (cancellation, run failure). */
+  controller: AbortController;
+  /** The source of time. */
+  clock: Clock;
+  /** Calls the body; it receives `controller.signal`. */
+  body: () => unknown;
+}
+
+/**
+ * Runs the body until it settles, times out, or is aborted, whichever comes
+ * first. On timeout the signal aborts with a {@linkcode StepTimeoutError}.
+ * The outcome never waits for a body that ignores its signal.
+ *
+ * @example
+ * ```ts
+ * import { runAttempt } from "./attempt.ts";
+ * import { systemClock } from "./clock.ts";
+ * const outcome = await runAttempt({
+ *   step: "s", attempt: 1, timeoutMs: 1_000, controller: new AbortController(),
+ *   clock: systemClock, body: () => 42,
+ * });
+ * console.assert(outcome.ok && outcome.value === 42);
+ * ```
+ */
+export function runAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
+  const { controller, clock } = spec;
+  return new Promise<AttemptOutcome>((resolve) => {
+    let settled = false;
+    const finish = (outcome: AttemptOutcome) => {
+      if (settled) return;
+      settled = true;
+      clock.clearTimeout(timer);
+      controller.signal.removeEventListener("abort", onAbort);
+      resolve(outcome);
+    };
+    const onAbort = () => finish({ ok: false, error: controller.signal.reason });
+    const timer = clock.setTimeout(() => {
+      controller.abort(new StepTimeoutError(spec.step, spec.attempt, spec.timeoutMs));
+    }, spec.timeoutMs);
+    if (controller.signal.aborted) return onAbort();
+    controller.signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      Promise.resolve(spec.body()).then(
+        (value) => finish({ ok: true, value }),
+        (error) => finish({ ok: false, error }),
+      );
+    } catch (error) {
+      finish({ ok: false, error });
+    }
+  });
+}

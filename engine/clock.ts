@@ -1,0 +1,124 @@
+/**
+ * Time as the engine sees it. Every timeout, backoff and timestamp in Weft
+ * goes through a {@linkcode Clock}, so tests can replace real time with a
+ * {@linkcode FakeClock} and move it forward by hand.
+ *
+ * @module
+ */
+
+/** An opaque handle returned by {@linkcode Clock.setTimeout}. */
+export type TimerHandle = { readonly id: unknown };
+
+/**
+ * The source of time and timers for an engine.
+ *
+ * @example Use the system clock
+ * ```ts
+ * import { systemClock } from "./clock.ts";
+ * const started = systemClock.now();
+ * console.assert(typeof started === "number");
+ * ```
+ */
+export interface Clock {
+  /** Milliseconds since the Unix epoch. */
+  now(): number;
+  /** Calls `fn` once after `delayMs` milliseconds of this clock's time. */
+  setTimeout(fn: () => void, delayMs: number): TimerHandle;
+  /** Cancels a timer; cancelling a fired or unknown timer does nothing. */
+  clearTimeout(handle: TimerHandle): void;
+}
+
+/**
+ * The real clock: `Date.now()` and the runtime's timers.
+ *
+ * @example
+ * ```ts
+ * import { systemClock } from "./clock.ts";
+ * const t = systemClock.setTimeout(() => {}, 10);
+ * systemClock.clearTimeout(t);
+ * ```
+ */
+export const systemClock: Clock = Object.freeze({
+  now: () => Date.now(),
+  setTimeout: (fn: () => void, delayMs: number): TimerHandle => ({
+    id: setTimeout(fn, Math.max(0, delayMs)),
+  }),
+  clearTimeout: (handle: TimerHandle) => clearTimeout(handle.id as number),
+});
+
+interface FakeTimer {
+  id: number;
+  at: number;
+  fn: () => void;
+}
+
+/**
+ * A clock that only moves when told to. Timers due at or before the new time
+ * fire in order of their due time when {@linkcode FakeClock.advance} or
+ * {@linkcode FakeClock.tick} is called.
+ *
+ * @example Fire a timer without waiting
+ * ```ts
+ * import { FakeClock } from "./clock.ts";
+ * const clock = new FakeClock(0);
+ * let fired = false;
+ * clock.setTimeout(() => fired = true, 1_000);
+ * clock.tick(1_000);
+ * console.assert(fired);
+ * ```
+ */
+export class FakeClock implements Clock {
+  #now: number;
+  #nextId = 1;
+  #timers: FakeTimer[] = [];
+
+  /** Creates a clock that reads `startMs` until moved. */
+  constructor(startMs = Date.UTC(2026, 0, 1)) {
+    this.#now = startMs;
+  }
+
+  /** The clock's current time in epoch milliseconds. */
+  now(): number {
+    return this.#now;
+  }
+
+  /** Schedules `fn` at `now() + delayMs`. */
+  setTimeout(fn: () => void, delayMs: number): TimerHandle {
+    const id = this.#nextId++;
+    this.#timers.push({ id, at: this.#now + Math.max(0, delayMs), fn });
+    return { id };
+  }
+
+  /** Removes a pending timer. */
+  clearTimeout(handle: TimerHandle): void {
+    this.#timers = this.#timers.filter((t) => t.id !== handle.id);
+  }
+
+  /** The number of timers not yet fired. */
+  get pendingTimers(): number {
+    return this.#timers.length;
+  }
+
+  /** Moves time forward by `ms`, firing due timers synchronously in order. */
+  tick(ms: number): void {
+    const target = this.#now + ms;
+    for (;;) {
+      this.#timers.sort((a, b) => a.at - b.at || a.id - b.id);
+      const next = this.#timers[0];
+      if (!next || next.at > target) break;
+      this.#timers.shift();
+      this.#now = Math.max(this.#now, next.at);
+      next.fn();
+    }
+    this.#now = target;
+  }
+
+  /**
+   * Moves time forward by `ms` and lets promise callbacks and pending I/O
+   * that the fired timers started run before returning.
+   */
+  async advance(ms: number): Promise<void> {
+    this.tick(ms);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+}

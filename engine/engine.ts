@@ -1,0 +1,1109 @@
+/**
+ * The engine: starts runs, schedules their steps under the concurrency caps,
+ * runs attempts with timeouts and retries, commits every transition to KV
+ * before acting on it, and resumes unfinished runs after a restart.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { monotonicFactory } from "ulid";
+import { type Clock, systemClock, type TimerHandle } from "./clock.ts";
+import { CommitBatcher } from "./commit_batcher.ts";
+import {
+  AttemptInterruptedError,
+  EngineClosedError,
+  type ErrorData,
+  InvalidArgumentError,
+  InvalidInputError,
+  NonRetryableError,
+  OutputError,
+  RetryAfterError,
+  RunFinishedError,
+  RunNotFoundError,
+  StepCancelledError,
+  StepTimeoutError,
+  toErrorData,
+  UnknownWorkflowError,
+} from "./errors.ts";
+import { keyLayout, type KeyPrefix } from "./keys.ts";
+import { DEFAULT_MAX_OUTPUT_BYTES, encodeOutput } from "./output.ts";
+import {
+  type HistoryEvent,
+  queueMessageSchema,
+  type RunRecord,
+  type StepRecord,
+} from "./records.ts";
+import { backoffDelayMs } from "./retry.ts";
+import { type AttemptOutcome, runAttempt } from "./attempt.ts";
+import { Slots } from "./slots.ts";
+import {
+  isTerminalRun,
+  isTerminalStep,
+  type RunStatus,
+  type StepStatus,
+  transitionRun,
+  transitionStep,
+} from "./states.ts";
+import { type RunSnapshot, type RunSummary, snapshotOf, summarize } from "./snapshot.ts";
+import { type ListRunsOptions, RunStore } from "./store.ts";
+import type { AnyWorkflow, StepDefinition } from "../steps/workflow.ts";
+
+/** Options of {@linkcode createEngine}. */
+export interface EngineOptions {
+  /** The KV database holding every run. The engine takes its queue listener. */
+  kv: Deno.Kv;
+  /** The workflows this engine runs; names must be unique. */
+  workflows: readonly AnyWorkflow[];
+  /** Most step attempts in flight at once in this engine. @default {100} */
+  maxConcurrentSteps?: number;
+  /** Largest step output stored, in bytes of JSON. @default {1048576} */
+  maxOutputBytes?: number;
+  /** Largest run input accepted, in bytes of JSON. @default {262144} */
+  maxInputBytes?: number;
+  /** How long `close()` waits for attempts in flight. @default {10000} */
+  shutdownGraceMs?: number;
+  /** Prefix of every KV key Weft uses. @default {["weft"]} */
+  keyPrefix?: KeyPrefix;
+  /** The source of time; tests pass a `FakeClock`. @default {systemClock} */
+  clock?: Clock;
+  /** Random numbers in [0, 1) for backoff jitter. @default {Math.random} */
+  random?: () => number;
+  /**
+   * Whether to listen on the KV queue for wake-ups. Turn off only when the
+   * KV does not support queues (KV Connect); recovery then happens at start.
+   * @default {true}
+   */
+  useQueue?: boolean;
+}
+
+/** Options of {@linkcode Engine.start}. */
+export interface StartOptions {
+  /** Starting twice with the same key and workflow returns the first run. */
+  idempotencyKey?: string;
+}
+
+/** What {@linkcode Engine.start} returns. */
+export interface StartResult extends RunSummary {
+  /** `false` when the idempotency key matched an earlier run. */
+  created: boolean;
+}
+
+/** A committed transition, as delivered to subscribers. */
+export interface EngineEvent {
+  /** The run. */
+  runId: string;
+  /** Its workflow. */
+  workflow: string;
+  /** The transition. */
+  event: HistoryEvent;
+}
+
+/** Live counters of an engine. */
+export interface EngineStats {
+  /** Runs not yet terminal, held by this engine. */
+  activeRuns: number;
+  /** Attempts in flight. */
+  runningSteps: number;
+  /** Steps waiting for a backoff timer. */
+  waitingRetries: number;
+  /** Ready steps waiting for a concurrency slot. */
+  queuedSteps: number;
+  /** The engine-wide cap. */
+  maxConcurrentSteps: number;
+  /** KV commits made. */
+  commits: number;
+}
+
+/** Options of {@linkcode Engine.close}. */
+export interface CloseOptions {
+  /** Overrides the engine's `shutdownGraceMs`. */
+  graceMs?: number;
+}
+
+/**
+ * A running Weft engine. Create one with {@linkcode createEngine}.
+ */
+export interface Engine {
+  /** The workflows it runs. */
+  readonly workflows: readonly AnyWorkflow[];
+  /**
+   * Validates the input, stores the run and starts its first steps. Resolves
+   * once the run is committed to KV.
+   *
+   * @throws {UnknownWorkflowError} when no workflow has that name.
+   * @throws {InvalidInputError} when the input does not match the schema.
+   * @throws {EngineClosedError} after `close()`.
+   */
+  start(workflow: string, input: unknown, options?: StartOptions): Promise<StartResult>;
+  /**
+   * The current state of a run.
+   *
+   * @throws {RunNotFoundError} for an unknown id.
+   */
+  get(runId: string): Promise<RunSnapshot>;
+  /**
+   * Resolves with the run's snapshot once it is terminal (succeeded, failed
+   * or cancelled); rejects with the signal's reason if `signal` aborts first.
+   *
+   * @throws {RunNotFoundError} for an unknown id.
+   */
+  result(runId: string, options?: { signal?: AbortSignal }): Promise<RunSnapshot>;
+  /**
+   * Cancels a run: aborts its running steps, starts nothing new, and ends it
+   * as cancelled.
+   *
+   * @throws {RunNotFoundError} for an unknown id.
+   * @throws {RunFinishedError} when the run is already terminal.
+   */
+  cancel(runId: string, options?: { reason?: string }): Promise<RunSnapshot>;
+  /** One page of runs, newest first. */
+  list(options?: ListRunsOptions): Promise<{ runs: RunSummary[]; nextCursor: string | null }>;
+  /** Every recorded transition of a run, oldest first. */
+  history(runId: string): Promise<HistoryEvent[]>;
+  /** Calls `listener` after each committed transition; returns an unsubscribe function. */
+  subscribe(listener: (event: EngineEvent) => void): () => void;
+  /** Live counters. */
+  stats(): EngineStats;
+  /**
+   * Stops taking work, waits up to the grace period for attempts in flight,
+   * abandons the rest (they resume as new attempts on the next start), and
+   * flushes every pending write. Does not close the KV.
+   */
+  close(options?: CloseOptions): Promise<void>;
+}
+
+interface RunningAttempt {
+  attempt: number;
+  controller: AbortController;
+  startedAt: number;
+  capKey: string;
+}
+
+interface LiveRun {
+  def: AnyWorkflow;
+  record: RunRecord;
+  steps: Map<string, StepRecord>;
+  results: Map<string, unknown>;
+  nextSeq: number;
+  running: Map<string, RunningAttempt>;
+  retryTimers: Map<string, TimerHandle>;
+  queued: Set<string>;
+  waiters: Set<(snapshot: RunSnapshot) => void>;
+}
+
+/** Changes to apply in one write; materialised only when committed. */
+class Txn {
+  readonly runs = new Map<LiveRun, { fromStatus: RunStatus | null; idem?: string }>();
+  readonly steps = new Map<LiveRun, Set<string>>();
+  readonly history = new Map<LiveRun, HistoryEvent[]>();
+  readonly extraSets: [Deno.KvKey, unknown][] = [];
+  readonly enqueues: { value: unknown; delayMs?: number }[] = [];
+  readonly wake = new Set<string>();
+  readonly after: (() => void)[] = [];
+
+  touchRun(live: LiveRun, fromStatus: RunStatus | null = live.record.status): void {
+    if (!this.runs.has(live)) this.runs.set(live, { fromStatus });
+  }
+
+  touchStep(live: LiveRun, step: string): void {
+    let set = this.steps.get(live);
+    if (!set) this.steps.set(live, set = new Set());
+    set.add(step);
+  }
+
+  record(live: LiveRun, event: HistoryEvent): void {
+    let list = this.history.get(live);
+    if (!list) this.history.set(live, list = []);
+    list.push(event);
+  }
+
+  get empty(): boolean {
+    return this.runs.size === 0 && this.steps.size === 0 && this.history.size === 0 &&
+      this.extraSets.length === 0;
+  }
+}
+
+const log = getLogger(["weft", "engine"]);
+
+/**
+ * Creates an engine, resumes every run left unfinished in `kv` by an earlier
+ * process, and starts listening on the KV queue.
+ *
+ * @example Run a workflow to the end
+ * ```ts
+ * import { z } from "zod";
+ * import { createEngine, workflow } from "../mod.ts";
+ * const hello = workflow("hello", { input: z.object({ name: z.string() }) })
+ *   .step("greet", ({ input }) => `hello ${input.name}`);
+ * const kv = await Deno.openKv(":memory:");
+ * const engine = await createEngine({ kv, workflows: [hello] });
+ * const run = await engine.start("hello", { name: "ada" });
+ * const done = await engine.result(run.id);
+ * console.assert(done.status === "succeeded" && done.output === "hello ada");
+ * await engine.close();
+ * kv.close();
+ * ```
+ */
+export async function createEngine(options: EngineOptions): Promise<Engine> {
+  const engine = new WeftEngine(options);
+  await engine.recover();
+  return engine;
+}
+
+class WeftEngine implements Engine {
+  readonly workflows: readonly AnyWorkflow[];
+  readonly #kv: Deno.Kv;
+  readonly #defs = new Map<string, AnyWorkflow>();
+  readonly #keys;
+  readonly #store: RunStore;
+  readonly #batcher: CommitBatcher;
+  readonly #clock: Clock;
+  readonly #random: () => number;
+  readonly #slots: Slots;
+  readonly #maxOutputBytes: number;
+  readonly #maxInputBytes: number;
+  readonly #graceMs: number;
+  readonly #live = new Map<string, LiveRun>();
+  readonly #pendingStarts = new Map<string, Promise<StartResult>>();
+  readonly #listeners = new Set<(event: EngineEvent) => void>();
+  readonly #ulid = monotonicFactory();
+  #closing = false;
+  #stopped = false;
+  #pumpScheduled = false;
+  #idleWaiters = new Set<() => void>();
+
+  constructor(options: EngineOptions) {
+    this.#kv = options.kv;
+    this.workflows = Object.freeze([...options.workflows]);
+    for (const wf of options.workflows) {
+      if (this.#defs.has(wf.name)) {
+        throw new InvalidArgumentError(
+          `Cannot create engine as workflow '${wf.name}' is registered twice`,
+        );
+      }
+      this.#defs.set(wf.name, wf);
+    }
+    const max = options.maxConcurrentSteps ?? 100;
+    if (!Number.isInteger(max) || max < 1) {
+      throw new InvalidArgumentError(
+        `Cannot create engine as 'maxConcurrentSteps' must be an integer >= 1: current value is ${max}`,
+      );
+    }
+    this.#keys = keyLayout(options.keyPrefix);
+    this.#store = new RunStore(this.#kv, this.#keys);
+    this.#clock = options.clock ?? systemClock;
+    this.#random = options.random ?? Math.random;
+    this.#slots = new Slots(max);
+    this.#maxOutputBytes = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
+    this.#maxInputBytes = options.maxInputBytes ?? 256 * 1024;
+    this.#graceMs = options.shutdownGraceMs ?? 10_000;
+    const useQueue = options.useQueue ?? true;
+    this.#batcher = new CommitBatcher(this.#kv, {
+      wakeMessage: useQueue ? (runIds) => ({ weft: "wake", runIds }) : undefined,
+    });
+    if (useQueue) {
+      this.#kv.listenQueue((message) => this.#onQueueMessage(message)).catch((error) =>
+        log.error("Queue listener stopped: {error}", { error })
+      );
+    }
+  }
+
+  // ---------------------------------------------------------------- public API
+
+  start(workflow: string, input: unknown, options: StartOptions = {}): Promise<StartResult> {
+    if (this.#closing) return Promise.reject(new EngineClosedError());
+    const def = this.#defs.get(workflow);
+    if (!def) return Promise.reject(new UnknownWorkflowError(workflow));
+    const parsed = def.input.safeParse(input);
+    if (!parsed.success) {
+      return Promise.reject(
+        new InvalidInputError(
+          workflow,
+          parsed.error.issues.map((i) => ({
+            code: i.code,
+            path: i.path.map((p) => typeof p === "symbol" ? String(p) : p),
+            message: i.message,
+          })),
+        ),
+      );
+    }
+    let size: number;
+    try {
+      size = new TextEncoder().encode(JSON.stringify(parsed.data) ?? "null").byteLength;
+    } catch (error) {
+      return Promise.reject(
+        new InvalidInputError(workflow, [{
+          code: "invalid_type",
+          path: [],
+          message: `Input is not JSON-serializable: ${(error as Error).message}`,
+        }]),
+      );
+    }
+    if (size > this.#maxInputBytes) {
+      return Promise.reject(
+        new InvalidInputError(workflow, [{
+          code: "too_big",
+          path: [],
+          message: `Input is ${size} bytes of JSON, over the limit of ${this.#maxInputBytes}`,
+        }]),
+      );
+    }
+    const key = options.idempotencyKey;
+    if (key === undefined) return this.#create(def, parsed.data, undefined);
+    if (typeof key !== "string" || key.length === 0 || key.length > 512) {
+      return Promise.reject(
+        new InvalidArgumentError(
+          `Cannot start run as 'idempotencyKey' must be a string of 1 to 512 characters`,
+        ),
+      );
+    }
+    const slot = `${workflow}\u0000${key}`;
+    const inFlight = this.#pendingStarts.get(slot);
+    if (inFlight) return inFlight.then((r) => ({ ...r, created: false }));
+    const promise = (async () => {
+      const existing = await this.#store.getIdempotent(workflow, key);
+      if (existing) return await this.#existing(existing);
+      return await this.#create(def, parsed.data, key);
+    })().finally(() => this.#pendingStarts.delete(slot));
+    this.#pendingStarts.set(slot, promise);
+    return promise;
+  }
+
+  async get(runId: string): Promise<RunSnapshot> {
+    const live = this.#live.get(runId);
+    if (live) return this.#snapshot(live);
+    const run = await this.#store.getRun(runId);
+    if (!run) throw new RunNotFoundError(runId);
+    const steps = await this.#store.getSteps(runId);
+    const outputs = await this.#store.getOutputs(runId, steps);
+    return snapshotOf(run, steps, outputs, this.#defs.get(run.workflow));
+  }
+
+  async result(runId: string, options: { signal?: AbortSignal } = {}): Promise<RunSnapshot> {
+    const { signal } = options;
+    signal?.throwIfAborted();
+    const live = this.#live.get(runId);
+    if (!live) {
+      const snapshot = await this.get(runId);
+      if (isTerminalRun(snapshot.status)) return snapshot;
+      throw new InvalidArgumentError(
+        `Cannot wait for run '${runId}' as this engine does not run it: workflow '${snapshot.workflow}' is not registered`,
+      );
+    }
+    return await new Promise<RunSnapshot>((resolve, reject) => {
+      const onAbort = () => {
+        live.waiters.delete(done);
+        reject(signal!.reason);
+      };
+      const done = (snapshot: RunSnapshot) => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve(snapshot);
+      };
+      live.waiters.add(done);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  async cancel(runId: string, options: { reason?: string } = {}): Promise<RunSnapshot> {
+    const live = this.#live.get(runId);
+    if (!live || isTerminalRun(live.record.status)) {
+      const run = live?.record ?? await this.#store.getRun(runId);
+      if (!run) throw new RunNotFoundError(runId);
+      if (isTerminalRun(run.status)) throw new RunFinishedError(runId, run.status);
+      throw new InvalidArgumentError(
+        `Cannot cancel run '${runId}' as this engine does not run it: workflow '${run.workflow}' is not registered`,
+      );
+    }
+    const reason = options.reason ?? "cancelled by request";
+    const txn = new Txn();
+    this.#endRun(txn, live, "cancelled", { name: "RunCancelledError", message: reason });
+    const snapshot = this.#snapshot(live);
+    await this.#commit(txn);
+    return snapshot;
+  }
+
+  async list(options: ListRunsOptions = {}) {
+    const page = await this.#store.listRuns(options);
+    return {
+      runs: page.runs.map((r) => summarize(this.#live.get(r.id)?.record ?? r)),
+      nextCursor: page.nextCursor,
+    };
+  }
+
+  async history(runId: string): Promise<HistoryEvent[]> {
+    if (!this.#live.has(runId) && !(await this.#store.getRun(runId))) {
+      throw new RunNotFoundError(runId);
+    }
+    return await this.#store.getHistory(runId);
+  }
+
+  subscribe(listener: (event: EngineEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  stats(): EngineStats {
+    let running = 0, waiting = 0;
+    for (const live of this.#live.values()) {
+      running += live.running.size;
+      waiting += live.retryTimers.size;
+    }
+    return {
+      activeRuns: this.#live.size,
+      runningSteps: running,
+      waitingRetries: waiting,
+      queuedSteps: this.#slots.waiting,
+      maxConcurrentSteps: this.#slots.max,
+      commits: this.#batcher.commits,
+    };
+  }
+
+  async close(options: CloseOptions = {}): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    const graceMs = options.graceMs ?? this.#graceMs;
+    if (this.#runningCount() > 0 && graceMs > 0) {
+      let timer: TimerHandle | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => this.#idleWaiters.add(resolve)),
+        new Promise<void>((resolve) => timer = this.#clock.setTimeout(resolve, graceMs)),
+      ]);
+      if (timer) this.#clock.clearTimeout(timer);
+      this.#idleWaiters.clear();
+    }
+    await this.#batcher.drain();
+    this.#stopped = true;
+    for (const live of this.#live.values()) {
+      for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
+      live.retryTimers.clear();
+      for (const r of live.running.values()) {
+        r.controller.abort(new StepCancelledError("*", "engine closed"));
+      }
+    }
+    this.#live.clear();
+    await this.#batcher.drain();
+    log.info("Engine closed");
+  }
+
+  // ---------------------------------------------------------------- recovery
+
+  /** Loads every unfinished run and carries it on. */
+  async recover(): Promise<void> {
+    const ids = await this.#store.activeRunIds();
+    let resumed = 0;
+    for (const runId of ids) {
+      if (await this.#resume(runId)) resumed++;
+    }
+    if (ids.length > 0) {
+      log.info("Recovered {resumed} of {found} unfinished runs", { resumed, found: ids.length });
+    }
+  }
+
+  async #resume(runId: string): Promise<boolean> {
+    const record = await this.#store.getRun(runId);
+    if (!record || isTerminalRun(record.status)) return false;
+    const def = this.#defs.get(record.workflow);
+    if (!def) {
+      log.warn("Run {runId} of unknown workflow {workflow} left as it is", {
+        runId,
+        workflow: record.workflow,
+      });
+      return false;
+    }
+    const steps = await this.#store.getSteps(runId);
+    const results = await this.#store.getOutputs(runId, steps);
+    const history = await this.#store.getHistory(runId);
+    const live: LiveRun = {
+      def,
+      record,
+      steps,
+      results,
+      nextSeq: (history.at(-1)?.seq ?? -1) + 1,
+      running: new Map(),
+      retryTimers: new Map(),
+      queued: new Set(),
+      waiters: new Set(),
+    };
+    for (const s of def.steps) {
+      if (!steps.has(s.name)) steps.set(s.name, { status: "pending", attempts: 0, errors: [] });
+    }
+    this.#live.set(runId, live);
+    const txn = new Txn();
+    const now = this.#clock.now();
+    const interrupted = new Set<string>();
+    for (const s of def.steps) {
+      const rec = steps.get(s.name)!;
+      if (rec.status === "running") {
+        interrupted.add(s.name);
+        // The process that ran this attempt is gone; its result was never committed.
+        log.warn("Recovering step {step} of run {runId}: attempt {attempt} was interrupted", {
+          workflow: def.name,
+          runId,
+          step: s.name,
+          attempt: rec.attempts,
+        });
+        this.#attemptFailed(
+          txn,
+          live,
+          s,
+          rec.attempts,
+          new AttemptInterruptedError(s.name, rec.attempts),
+          0,
+        );
+      }
+    }
+    if (!isTerminalRun(live.record.status)) {
+      for (const s of def.steps) {
+        const rec = steps.get(s.name)!;
+        if (rec.status === "waiting" && !interrupted.has(s.name)) {
+          this.#armRetry(txn, live, s, Math.max(0, (rec.nextAttemptAt ?? now) - now));
+        } else if (rec.status === "pending" && this.#needsMet(live, s)) {
+          this.#tryStart(txn, live, s);
+        }
+      }
+      if (def.steps.every((s) => steps.get(s.name)!.status === "succeeded")) {
+        this.#setRunStatus(txn, live, "succeeded");
+      }
+    }
+    await this.#commit(txn);
+    return true;
+  }
+
+  // ---------------------------------------------------------------- creating runs
+
+  async #existing(runId: string): Promise<StartResult> {
+    const live = this.#live.get(runId);
+    const record = live?.record ?? await this.#store.getRun(runId);
+    if (!record) throw new RunNotFoundError(runId);
+    return { ...summarize(record), created: false };
+  }
+
+  async #create(def: AnyWorkflow, input: unknown, idempotencyKey: string | undefined) {
+    const now = this.#clock.now();
+    const id = this.#ulid(now);
+    const record: RunRecord = { id, workflow: def.name, status: "pending", input, createdAt: now };
+    if (idempotencyKey !== undefined) record.idempotencyKey = idempotencyKey;
+    const live: LiveRun = {
+      def,
+      record,
+      steps: new Map(
+        def.steps.map((s) => [s.name, { status: "pending", attempts: 0, errors: [] }]),
+      ),
+      results: new Map(),
+      nextSeq: 0,
+      running: new Map(),
+      retryTimers: new Map(),
+      queued: new Set(),
+      waiters: new Set(),
+    };
+    this.#live.set(id, live);
+    const txn = new Txn();
+    txn.runs.set(live, { fromStatus: null, idem: idempotencyKey });
+    txn.record(live, { type: "run", seq: live.nextSeq++, at: now, from: null, to: "pending" });
+    for (const s of def.steps) if (s.needs.length === 0) this.#tryStart(txn, live, s);
+    const summary = summarize(record);
+    const ok = await this.#commit(txn);
+    if (!ok) {
+      // Another writer took the idempotency key first: undo and return its run.
+      this.#forget(live);
+      const existing = await this.#store.getIdempotent(def.name, idempotencyKey!);
+      return await this.#existing(existing!);
+    }
+    return { ...summary, status: live.record.status, created: true };
+  }
+
+  // ---------------------------------------------------------------- scheduling
+
+  #needsMet(live: LiveRun, step: StepDefinition): boolean {
+    return step.needs.every((n) => live.steps.get(n)?.status === "succeeded");
+  }
+
+  /** Starts `step` now if a slot is free, else queues it for one. */
+  #tryStart(txn: Txn, live: LiveRun, step: StepDefinition): void {
+    if (this.#closing || isTerminalRun(live.record.status)) return;
+    if (live.running.has(step.name) || live.queued.has(step.name)) return;
+    const capKey = `${live.def.name}/${step.name}`;
+    if (this.#slots.tryAcquire(capKey, step.concurrency)) {
+      this.#beginAttempt(txn, live, step, capKey);
+    } else {
+      live.queued.add(step.name);
+      this.#slots.enqueue({
+        runId: live.record.id,
+        step: step.name,
+        capKey,
+        cap: step.concurrency,
+      });
+    }
+  }
+
+  /** Records a new attempt as running (slot already taken); launches it once committed. */
+  #beginAttempt(txn: Txn, live: LiveRun, step: StepDefinition, capKey: string): void {
+    const now = this.#clock.now();
+    const rec = live.steps.get(step.name)!;
+    const attempt = rec.attempts + 1;
+    const next: StepRecord = {
+      ...rec,
+      status: transitionStep(rec.status, "running"),
+      attempts: attempt,
+      startedAt: rec.startedAt ?? now,
+      attemptStartedAt: now,
+    };
+    delete next.nextAttemptAt;
+    this.#setStep(txn, live, step.name, next, { attempt });
+    if (live.record.status === "pending") this.#setRunStatus(txn, live, "running");
+    const running: RunningAttempt = {
+      attempt,
+      controller: new AbortController(),
+      startedAt: now,
+      capKey,
+    };
+    live.running.set(step.name, running);
+    txn.wake.add(live.record.id);
+    txn.after.push(() => this.#launch(live, step, running));
+  }
+
+  #launch(live: LiveRun, step: StepDefinition, running: RunningAttempt): void {
+    const { attempt, controller } = running;
+    const stepLog = getLogger(["weft", "step"]).with({
+      workflow: live.def.name,
+      runId: live.record.id,
+      step: step.name,
+      attempt,
+    });
+    const results: Record<string, unknown> = {};
+    for (const n of step.needs) results[n] = live.results.get(n);
+    runAttempt({
+      step: step.name,
+      attempt,
+      timeoutMs: step.timeoutMs,
+      controller,
+      clock: this.#clock,
+      body: () =>
+        step.fn({
+          input: live.record.input,
+          results,
+          signal: controller.signal,
+          attempt,
+          runId: live.record.id,
+          workflow: live.def.name,
+          step: step.name,
+          log: stepLog,
+        }),
+    }).then((outcome) => this.#onAttemptDone(live, step, running, outcome));
+  }
+
+  /** Gives the attempt's slot back; true if it was still the current attempt. */
+  #finishAttempt(live: LiveRun, step: string, running?: RunningAttempt): boolean {
+    const current = live.running.get(step);
+    if (!current || (running && current !== running)) return false;
+    live.running.delete(step);
+    this.#slots.release(current.capKey);
+    this.#schedulePump();
+    if (this.#runningCount() === 0) { for (const w of this.#idleWaiters) w(); }
+    return true;
+  }
+
+  #onAttemptDone(
+    live: LiveRun,
+    step: StepDefinition,
+    running: RunningAttempt,
+    outcome: AttemptOutcome,
+  ): void {
+    // A late result of an abandoned or superseded attempt never touches state.
+    if (this.#stopped || !this.#finishAttempt(live, step.name, running)) return;
+    if (isTerminalRun(live.record.status)) return;
+    const txn = new Txn();
+    if (outcome.ok) {
+      let encoded;
+      try {
+        encoded = encodeOutput(step.name, running.attempt, outcome.value, this.#maxOutputBytes);
+      } catch (error) {
+        this.#attemptFailed(txn, live, step, running.attempt, error);
+        this.#background(txn);
+        return;
+      }
+      encoded.chunks.forEach((chunk, i) =>
+        txn.extraSets.push([
+          this.#keys.outputChunk(live.record.id, step.name, running.attempt, i),
+          chunk,
+        ])
+      );
+      const now = this.#clock.now();
+      const rec = live.steps.get(step.name)!;
+      this.#setStep(txn, live, step.name, {
+        ...rec,
+        status: transitionStep(rec.status, "succeeded"),
+        finishedAt: now,
+        output: encoded.ref,
+      }, { attempt: running.attempt, durationMs: now - running.startedAt });
+      live.results.set(step.name, encoded.value);
+      for (const child of live.def.steps) {
+        if (
+          child.needs.includes(step.name) && live.steps.get(child.name)!.status === "pending" &&
+          this.#needsMet(live, child)
+        ) {
+          this.#tryStart(txn, live, child);
+        }
+      }
+      if (live.def.steps.every((s) => live.steps.get(s.name)!.status === "succeeded")) {
+        this.#setRunStatus(txn, live, "succeeded");
+      }
+    } else {
+      this.#attemptFailed(txn, live, step, running.attempt, outcome.error);
+    }
+    this.#background(txn);
+  }
+
+  /** Records a failed attempt: schedules the retry, or fails the step and the run. */
+  #attemptFailed(
+    txn: Txn,
+    live: LiveRun,
+    step: StepDefinition,
+    attempt: number,
+    error: unknown,
+    delayOverrideMs?: number,
+  ): void {
+    const now = this.#clock.now();
+    const data = toErrorData(error);
+    const rec = live.steps.get(step.name)!;
+    const errors = [...rec.errors, { attempt, at: now, error: data }].slice(-50);
+    const nonRetryable = error instanceof NonRetryableError || error instanceof OutputError;
+    if (!nonRetryable && attempt < step.retry.maxAttempts) {
+      const delayMs = delayOverrideMs ??
+        (error instanceof RetryAfterError
+          ? error.delayMs
+          : backoffDelayMs(step.retry, attempt + 1, this.#random));
+      this.#setStep(txn, live, step.name, {
+        ...rec,
+        status: transitionStep(rec.status, "waiting"),
+        errors,
+        nextAttemptAt: now + delayMs,
+      }, { attempt, error: data, nextAttemptAt: now + delayMs });
+      this.#armRetry(txn, live, step, delayMs);
+      return;
+    }
+    this.#setStep(txn, live, step.name, {
+      ...rec,
+      status: transitionStep(rec.status, "failed"),
+      errors,
+      finishedAt: now,
+    }, { attempt, error: data });
+    const reason = error instanceof StepTimeoutError
+      ? "timed out"
+      : nonRetryable
+      ? "failed with a non-retryable error"
+      : `failed after ${attempt} attempt${attempt === 1 ? "" : "s"}`;
+    this.#endRun(txn, live, "failed", {
+      name: "StepFailedError",
+      message: `Step '${step.name}' ${reason}: ${data.message}`,
+      details: { step: step.name, attempt },
+      cause: data,
+    }, step.name);
+  }
+
+  /** Arms the in-process timer for a retry; the KV queue carries a backup wake-up. */
+  #armRetry(txn: Txn, live: LiveRun, step: StepDefinition, delayMs: number): void {
+    if (this.#closing) return;
+    txn.enqueues.push({ value: { weft: "wake", runIds: [live.record.id] }, delayMs });
+    txn.after.push(() => {
+      if (this.#closing || live.retryTimers.has(step.name)) return;
+      const timer = this.#clock.setTimeout(() => {
+        live.retryTimers.delete(step.name);
+        this.#retryDue(live, step);
+      }, delayMs);
+      live.retryTimers.set(step.name, timer);
+    });
+  }
+
+  #retryDue(live: LiveRun, step: StepDefinition): void {
+    if (this.#closing || this.#live.get(live.record.id) !== live) return;
+    if (live.steps.get(step.name)?.status !== "waiting") return;
+    const txn = new Txn();
+    this.#tryStart(txn, live, step);
+    this.#background(txn);
+  }
+
+  /** Ends a run: aborts running attempts, cancels waits, skips what never started. */
+  #endRun(
+    txn: Txn,
+    live: LiveRun,
+    status: "failed" | "cancelled",
+    error: ErrorData,
+    failedStep?: string,
+  ): void {
+    const now = this.#clock.now();
+    for (const s of live.def.steps) {
+      const rec = live.steps.get(s.name)!;
+      if (isTerminalStep(rec.status)) continue;
+      const running = live.running.get(s.name);
+      if (running) {
+        this.#finishAttempt(live, s.name, running);
+        running.controller.abort(
+          new StepCancelledError(s.name, status === "cancelled" ? "run cancelled" : "run failed"),
+        );
+      }
+      const timer = live.retryTimers.get(s.name);
+      if (timer) {
+        this.#clock.clearTimeout(timer);
+        live.retryTimers.delete(s.name);
+      }
+      const to: StepStatus = rec.status === "pending" ? "skipped" : "cancelled";
+      this.#setStep(txn, live, s.name, {
+        ...rec,
+        status: transitionStep(rec.status, to),
+        finishedAt: now,
+      }, { attempt: rec.attempts });
+    }
+    live.queued.clear();
+    this.#slots.forgetRun(live.record.id);
+    live.record = { ...live.record, error };
+    if (failedStep) live.record.failedStep = failedStep;
+    this.#setRunStatus(txn, live, status, error);
+  }
+
+  #schedulePump(): void {
+    if (this.#pumpScheduled || this.#closing) return;
+    this.#pumpScheduled = true;
+    queueMicrotask(() => {
+      this.#pumpScheduled = false;
+      if (this.#closing) return;
+      const granted = this.#slots.takeFitting();
+      if (granted.length === 0) return;
+      const txn = new Txn();
+      for (const g of granted) {
+        const live = this.#live.get(g.runId);
+        const step = live?.def.getStep(g.step);
+        if (!live || !step || !live.queued.delete(g.step) || isTerminalRun(live.record.status)) {
+          this.#slots.release(g.capKey);
+          continue;
+        }
+        this.#beginAttempt(txn, live, step, g.capKey);
+      }
+      this.#background(txn);
+    });
+  }
+
+  #runningCount(): number {
+    let n = 0;
+    for (const live of this.#live.values()) n += live.running.size;
+    return n;
+  }
+
+  // ---------------------------------------------------------------- queue
+
+  #onQueueMessage(message: unknown): void {
+    if (this.#closing) return;
+    const parsed = queueMessageSchema.safeParse(message);
+    if (!parsed.success) {
+      log.warn("Ignored a queue message that is not Weft's: {issues}", {
+        issues: parsed.error.issues,
+      });
+      return;
+    }
+    const txn = new Txn();
+    for (const runId of parsed.data.runIds) {
+      const live = this.#live.get(runId);
+      if (!live || isTerminalRun(live.record.status)) continue;
+      // Everything here is normally already in hand; this finds what was not.
+      const now = this.#clock.now();
+      for (const s of live.def.steps) {
+        const rec = live.steps.get(s.name)!;
+        if (rec.status === "pending" && this.#needsMet(live, s)) this.#tryStart(txn, live, s);
+        if (
+          rec.status === "waiting" && !live.retryTimers.has(s.name) && !live.queued.has(s.name) &&
+          (rec.nextAttemptAt ?? 0) <= now
+        ) {
+          this.#tryStart(txn, live, s);
+        }
+      }
+    }
+    if (!txn.empty) this.#background(txn);
+  }
+
+  // ---------------------------------------------------------------- state changes
+
+  #setStep(
+    txn: Txn,
+    live: LiveRun,
+    name: string,
+    next: StepRecord,
+    extra: {
+      attempt: number;
+      error?: ErrorData;
+      nextAttemptAt?: number;
+      durationMs?: number;
+    },
+  ): void {
+    const from = live.steps.get(name)!.status;
+    live.steps.set(name, next);
+    txn.touchStep(live, name);
+    const event: HistoryEvent = {
+      type: "step",
+      seq: live.nextSeq++,
+      at: this.#clock.now(),
+      step: name,
+      from,
+      to: next.status,
+      attempt: extra.attempt,
+    };
+    if (extra.error) event.error = extra.error;
+    if (extra.nextAttemptAt !== undefined) event.nextAttemptAt = extra.nextAttemptAt;
+    if (extra.durationMs !== undefined) event.durationMs = extra.durationMs;
+    txn.record(live, event);
+  }
+
+  #setRunStatus(txn: Txn, live: LiveRun, to: RunStatus, error?: ErrorData): void {
+    const from = live.record.status;
+    txn.touchRun(live);
+    const now = this.#clock.now();
+    const record = { ...live.record, status: transitionRun(from, to) };
+    if (to === "running") record.startedAt = now;
+    if (isTerminalRun(to)) record.finishedAt = now;
+    live.record = record;
+    const event: HistoryEvent = { type: "run", seq: live.nextSeq++, at: now, from, to };
+    if (error) event.error = error;
+    txn.record(live, event);
+  }
+
+  /** Writes a transaction; effects run only once it is durable. */
+  async #commit(txn: Txn): Promise<boolean> {
+    if (txn.empty) {
+      for (const fn of txn.after) fn();
+      return true;
+    }
+    const k = this.#keys;
+    const sets: [Deno.KvKey, unknown][] = [...txn.extraSets];
+    const deletes: Deno.KvKey[] = [];
+    const checks: Deno.AtomicCheck[] = [];
+    const terminal: LiveRun[] = [];
+    for (const [live, { fromStatus, idem }] of txn.runs) {
+      const r = live.record;
+      sets.push([k.run(r.id), r]);
+      if (fromStatus === null) {
+        sets.push([k.byWorkflow(r.workflow, r.id), true], [k.active(r.id), true]);
+        if (idem !== undefined) {
+          checks.push({ key: k.idempotency(r.workflow, idem), versionstamp: null });
+          sets.push([k.idempotency(r.workflow, idem), r.id]);
+        }
+      }
+      if (fromStatus !== r.status) {
+        if (fromStatus !== null) {
+          deletes.push(
+            k.byStatus(fromStatus, r.id),
+            k.byWorkflowStatus(r.workflow, fromStatus, r.id),
+          );
+        }
+        sets.push([k.byStatus(r.status, r.id), true], [
+          k.byWorkflowStatus(r.workflow, r.status, r.id),
+          true,
+        ]);
+      }
+      if (isTerminalRun(r.status)) {
+        deletes.push(k.active(r.id));
+        terminal.push(live);
+      }
+    }
+    for (const [live, names] of txn.steps) {
+      for (const name of names) sets.push([k.step(live.record.id, name), live.steps.get(name)]);
+    }
+    for (const [live, events] of txn.history) {
+      sets.push([k.history(live.record.id, events[0].seq), events]);
+    }
+    let ok: boolean;
+    try {
+      ok = await this.#batcher.write({
+        sets,
+        deletes,
+        checks,
+        enqueues: txn.enqueues,
+        wake: [...txn.wake],
+      });
+    } catch (error) {
+      log.error("A KV commit failed; affected runs are reloaded from KV: {error}", { error });
+      for (const live of new Set([...txn.runs.keys(), ...txn.steps.keys()])) {
+        this.#forget(live);
+        if (!this.#closing) void this.#resume(live.record.id).catch(() => {});
+      }
+      throw error;
+    }
+    if (!ok) return false;
+    for (const fn of txn.after) fn();
+    for (const [live, events] of txn.history) {
+      for (const event of events) this.#emit(live, event);
+    }
+    for (const live of terminal) {
+      if (this.#live.get(live.record.id) === live) this.#live.delete(live.record.id);
+      const snapshot = this.#snapshot(live);
+      for (const w of live.waiters) w(snapshot);
+      live.waiters.clear();
+    }
+    return true;
+  }
+
+  /** Commits without waiting; a failure is logged and its runs reloaded by `#commit`. */
+  #background(txn: Txn): void {
+    this.#commit(txn).catch(() => {});
+  }
+
+  /** Drops a run from memory without writing anything. */
+  #forget(live: LiveRun): void {
+    for (const [name, r] of live.running) {
+      this.#finishAttempt(live, name, r);
+      r.controller.abort(new StepCancelledError(name, "run reloaded"));
+    }
+    for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
+    live.retryTimers.clear();
+    this.#slots.forgetRun(live.record.id);
+    if (this.#live.get(live.record.id) === live) this.#live.delete(live.record.id);
+  }
+
+  #snapshot(live: LiveRun): RunSnapshot {
+    return snapshotOf(live.record, live.steps, live.results, live.def);
+  }
+
+  #emit(live: LiveRun, event: HistoryEvent): void {
+    const e: EngineEvent = { runId: live.record.id, workflow: live.def.name, event };
+    logEvent(e);
+    for (const listener of this.#listeners) {
+      try {
+        listener(e);
+      } catch (error) {
+        log.error("An event listener threw: {error}", { error });
+      }
+    }
+  }
+}
+
+function logEvent({ runId, workflow, event }: EngineEvent): void {
+  if (event.type === "run") {
+    const props = { workflow, runId, status: event.to, error: event.error };
+    if (event.to === "failed") log.warn("Run {runId} failed", props);
+    else log.info(`Run {runId} ${event.to}`, props);
+    return;
+  }
+  const props = {
+    workflow,
+    runId,
+    step: event.step,
+    attempt: event.attempt,
+    durationMs: event.durationMs,
+    error: event.error,
+    status: event.to,
+  };
+  switch (event.to) {
+    case "running":
+      log.debug("Step {step} attempt {attempt} started", props);
+      break;
+    case "succeeded":
+      log.info("Step {step} succeeded in {durationMs} ms", props);
+      break;
+    case "waiting":
+      log.warn("Step {step} attempt {attempt} failed, retrying: {error.message}", props);
+      break;
+    case "failed":
+      log.error("Step {step} failed: {error.message}", props);
+      break;
+    default:
+      log.info(`Step {step} ${event.to}`, props);
+  }
+}

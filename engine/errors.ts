@@ -1,0 +1,362 @@
+/**
+ * The error hierarchy of Weft. Every error the engine raises or stores is a
+ * {@linkcode WeftError}; users throw {@linkcode NonRetryableError} or
+ * {@linkcode RetryAfterError} from a step to steer retries.
+ *
+ * @module
+ */
+
+/** An error as stored in KV and returned to clients: data, never a string. */
+export interface ErrorData {
+  /** The error class name, such as `"StepTimeoutError"`. */
+  name: string;
+  /** The human-readable message. */
+  message: string;
+  /** Whether the engine will not retry after this error. */
+  nonRetryable?: boolean;
+  /** Structured details, such as the step and timeout of a timeout. */
+  details?: Record<string, unknown>;
+  /** The error that caused this one, if any. */
+  cause?: ErrorData;
+}
+
+/**
+ * The base class of every error Weft raises.
+ *
+ * @example
+ * ```ts
+ * import { WeftError } from "./errors.ts";
+ * const err = new WeftError("something broke");
+ * console.assert(err.name === "WeftError");
+ * ```
+ */
+export class WeftError extends Error {
+  /** Creates the error with an optional cause. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/**
+ * Thrown from a step to fail it at once, with no further attempts.
+ *
+ * @example
+ * ```ts
+ * import { NonRetryableError } from "./errors.ts";
+ * const declined = new NonRetryableError("card declined");
+ * console.assert(declined.name === "NonRetryableError");
+ * ```
+ */
+export class NonRetryableError extends WeftError {}
+
+/**
+ * Thrown from a step to retry it after exactly `delayMs`, instead of the
+ * step's backoff. It still counts as an attempt.
+ *
+ * @example
+ * ```ts
+ * import { RetryAfterError } from "./errors.ts";
+ * const limited = new RetryAfterError("rate limited", 30_000);
+ * console.assert(limited.delayMs === 30_000);
+ * ```
+ */
+export class RetryAfterError extends WeftError {
+  /** How long to wait before the next attempt. */
+  readonly delayMs: number;
+  /** Creates the error; `delayMs` must be a finite number of at least 0. */
+  constructor(message: string, delayMs: number, options?: ErrorOptions) {
+    super(message, options);
+    if (!Number.isFinite(delayMs) || delayMs < 0) {
+      throw new RangeError(
+        `Cannot create RetryAfterError as 'delayMs' must be a finite number >= 0: current value is ${delayMs}`,
+      );
+    }
+    this.delayMs = delayMs;
+  }
+}
+
+/**
+ * A step attempt ran longer than its `timeoutMs`. Retryable.
+ *
+ * @example
+ * ```ts
+ * import { StepTimeoutError } from "./errors.ts";
+ * const err = new StepTimeoutError("payment", 2, 2_000);
+ * console.assert(err.timeoutMs === 2_000);
+ * ```
+ */
+export class StepTimeoutError extends WeftError {
+  /** The step that timed out. */
+  readonly step: string;
+  /** The attempt that timed out, 1-based. */
+  readonly attempt: number;
+  /** The timeout the attempt exceeded. */
+  readonly timeoutMs: number;
+  /** Creates the error for one attempt of one step. */
+  constructor(step: string, attempt: number, timeoutMs: number) {
+    super(`Step '${step}' attempt ${attempt} timed out after ${timeoutMs} ms`);
+    this.step = step;
+    this.attempt = attempt;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
+ * The attempt was stopped because its run was cancelled or failed elsewhere.
+ *
+ * @example
+ * ```ts
+ * import { StepCancelledError } from "./errors.ts";
+ * console.assert(new StepCancelledError("payment", "run cancelled").step === "payment");
+ * ```
+ */
+export class StepCancelledError extends WeftError {
+  /** The step that was stopped. */
+  readonly step: string;
+  /** Creates the error with the reason the step was stopped. */
+  constructor(step: string, reason: string) {
+    super(`Step '${step}' was stopped: ${reason}`);
+    this.step = step;
+  }
+}
+
+/**
+ * The process running an attempt stopped (crash or shutdown) before the
+ * attempt finished; the engine found the attempt orphaned at start-up.
+ *
+ * @example
+ * ```ts
+ * import { AttemptInterruptedError } from "./errors.ts";
+ * console.assert(new AttemptInterruptedError("payment", 1).attempt === 1);
+ * ```
+ */
+export class AttemptInterruptedError extends WeftError {
+  /** The step whose attempt was lost. */
+  readonly step: string;
+  /** The lost attempt, 1-based. */
+  readonly attempt: number;
+  /** Creates the error for one lost attempt. */
+  constructor(step: string, attempt: number) {
+    super(`Step '${step}' attempt ${attempt} was interrupted by a process stop`);
+    this.step = step;
+    this.attempt = attempt;
+  }
+}
+
+/**
+ * A step returned an output that cannot be stored: too large or not JSON.
+ * Never retried, since the same code would return the same output.
+ *
+ * @example
+ * ```ts
+ * import { OutputError } from "./errors.ts";
+ * const err = new OutputError("report", "too large: 2000000 bytes, limit 1048576");
+ * console.assert(err.step === "report");
+ * ```
+ */
+export class OutputError extends WeftError {
+  /** The step whose output was refused. */
+  readonly step: string;
+  /** Creates the error with what was wrong with the output. */
+  constructor(step: string, problem: string) {
+    super(`Cannot store the output of step '${step}' as it is ${problem}`);
+    this.step = step;
+  }
+}
+
+/**
+ * A workflow definition is invalid. Raised when the module that defines it
+ * is loaded, naming the workflow and the step.
+ *
+ * @example
+ * ```ts
+ * import { WorkflowDefinitionError } from "./errors.ts";
+ * const err = new WorkflowDefinitionError("order", "payment", "'timeoutMs' must be > 0");
+ * console.assert(err.message.includes("order"));
+ * ```
+ */
+export class WorkflowDefinitionError extends WeftError {
+  /** The workflow whose definition is wrong. */
+  readonly workflow: string;
+  /** The step whose definition is wrong, if the problem is in one step. */
+  readonly step?: string;
+  /** Creates the error from the workflow, step and problem. */
+  constructor(workflow: string, step: string | undefined, problem: string) {
+    super(
+      step === undefined
+        ? `Invalid workflow '${workflow}': ${problem}`
+        : `Invalid step '${step}' in workflow '${workflow}': ${problem}`,
+    );
+    this.workflow = workflow;
+    this.step = step;
+  }
+}
+
+/** One problem found in a run's input, as reported by zod. */
+export interface InputIssue {
+  /** zod's issue code, such as `"invalid_type"`. */
+  code: string;
+  /** Where in the input the problem is. */
+  path: (string | number)[];
+  /** What is wrong there. */
+  message: string;
+}
+
+/**
+ * A run's input does not match its workflow's schema. Nothing was stored.
+ *
+ * @example
+ * ```ts
+ * import { InvalidInputError } from "./errors.ts";
+ * const err = new InvalidInputError("order", [{ code: "invalid_type", path: ["amount"], message: "Expected number" }]);
+ * console.assert(err.issues.length === 1);
+ * ```
+ */
+export class InvalidInputError extends WeftError {
+  /** The workflow whose input was refused. */
+  readonly workflow: string;
+  /** zod's issues, one per problem. */
+  readonly issues: InputIssue[];
+  /** Creates the error from zod's issues. */
+  constructor(workflow: string, issues: InputIssue[]) {
+    const first = issues[0];
+    const where = first && first.path.length > 0 ? ` at '${first.path.join(".")}'` : "";
+    super(
+      `Invalid input for workflow '${workflow}'${where}: ${first?.message ?? "rejected"}${
+        issues.length > 1 ? ` (and ${issues.length - 1} more)` : ""
+      }`,
+    );
+    this.workflow = workflow;
+    this.issues = issues;
+  }
+}
+
+/**
+ * An argument to an engine method is wrong, such as a malformed cursor.
+ *
+ * @example
+ * ```ts
+ * import { InvalidArgumentError } from "./errors.ts";
+ * console.assert(new InvalidArgumentError("bad").name === "InvalidArgumentError");
+ * ```
+ */
+export class InvalidArgumentError extends WeftError {}
+
+/**
+ * No workflow of that name is registered with the engine.
+ *
+ * @example
+ * ```ts
+ * import { UnknownWorkflowError } from "./errors.ts";
+ * console.assert(new UnknownWorkflowError("nope").workflow === "nope");
+ * ```
+ */
+export class UnknownWorkflowError extends WeftError {
+  /** The name that was asked for. */
+  readonly workflow: string;
+  /** Creates the error for a name. */
+  constructor(workflow: string) {
+    super(`Unknown workflow '${workflow}'`);
+    this.workflow = workflow;
+  }
+}
+
+/**
+ * No run has that id.
+ *
+ * @example
+ * ```ts
+ * import { RunNotFoundError } from "./errors.ts";
+ * console.assert(new RunNotFoundError("r1").runId === "r1");
+ * ```
+ */
+export class RunNotFoundError extends WeftError {
+  /** The id that was asked for. */
+  readonly runId: string;
+  /** Creates the error for an id. */
+  constructor(runId: string) {
+    super(`Run '${runId}' not found`);
+    this.runId = runId;
+  }
+}
+
+/**
+ * The run is already terminal, so it cannot be cancelled.
+ *
+ * @example
+ * ```ts
+ * import { RunFinishedError } from "./errors.ts";
+ * console.assert(new RunFinishedError("r1", "succeeded").status === "succeeded");
+ * ```
+ */
+export class RunFinishedError extends WeftError {
+  /** The run. */
+  readonly runId: string;
+  /** Its terminal status. */
+  readonly status: string;
+  /** Creates the error for a run and its status. */
+  constructor(runId: string, status: string) {
+    super(`Cannot cancel run '${runId}' as it has already finished: status is ${status}`);
+    this.runId = runId;
+    this.status = status;
+  }
+}
+
+/**
+ * The engine is closed and takes no more work.
+ *
+ * @example
+ * ```ts
+ * import { EngineClosedError } from "./errors.ts";
+ * console.assert(new EngineClosedError().name === "EngineClosedError");
+ * ```
+ */
+export class EngineClosedError extends WeftError {
+  /** Creates the error. */
+  constructor() {
+    super("Engine is closed");
+  }
+}
+
+const MAX_MESSAGE_CHARS = 2_000;
+
+/**
+ * Turns anything thrown into {@linkcode ErrorData} that can be stored as JSON.
+ * Messages are cut to 2,000 characters; stacks are never stored.
+ *
+ * @example
+ * ```ts
+ * import { toErrorData } from "./errors.ts";
+ * console.assert(toErrorData(new TypeError("x")).name === "TypeError");
+ * console.assert(toErrorData("plain").message === "plain");
+ * ```
+ */
+export function toErrorData(error: unknown, depth = 0): ErrorData {
+  if (!(error instanceof Error)) {
+    let message: string;
+    try {
+      message = typeof error === "string" ? error : JSON.stringify(error) ?? String(error);
+    } catch {
+      message = String(error);
+    }
+    return { name: "Error", message: message.slice(0, MAX_MESSAGE_CHARS) };
+  }
+  const data: ErrorData = {
+    name: error.name || "Error",
+    message: String(error.message).slice(0, MAX_MESSAGE_CHARS),
+  };
+  if (error instanceof NonRetryableError || error instanceof OutputError) data.nonRetryable = true;
+  const details: Record<string, unknown> = {};
+  if (error instanceof StepTimeoutError) {
+    Object.assign(details, {
+      step: error.step,
+      attempt: error.attempt,
+      timeoutMs: error.timeoutMs,
+    });
+  }
+  if (error instanceof RetryAfterError) details.delayMs = error.delayMs;
+  if (Object.keys(details).length > 0) data.details = details;
+  if (error.cause !== undefined && depth < 3) data.cause = toErrorData(error.cause, depth + 1);
+  return data;
+}

@@ -1,0 +1,76 @@
+/**
+ * The whole KV key layout of Weft, in one place. Every key starts with a
+ * caller-chosen prefix (default `["weft"]`) so Weft can share a KV database.
+ *
+ * | key | value |
+ * |---|---|
+ * | `[p, "run", runId]` | {@linkcode RunRecord} |
+ * | `[p, "step", runId, step]` | {@linkcode StepRecord} |
+ * | `[p, "out", runId, step, attempt, chunk]` | `Uint8Array`, a slice of a large output's JSON |
+ * | `[p, "hist", runId, seq]` | {@linkcode HistoryEvent} |
+ * | `[p, "active", runId]` | `true` while the run is not terminal |
+ * | `[p, "idem", workflow, key]` | the run id started with that idempotency key |
+ * | `[p, "by_wf", workflow, runId]` | `true`: runs of a workflow, ids sort by time |
+ * | `[p, "by_status", status, runId]` | `true` |
+ * | `[p, "by_wf_status", workflow, status, runId]` | `true` |
+ *
+ * Run ids are ULIDs, so listing any of these by id in reverse is newest first.
+ *
+ * @module
+ */
+
+/** A KV key prefix. */
+export type KeyPrefix = readonly Deno.KvKeyPart[];
+
+/**
+ * Builds every key Weft reads or writes under one prefix.
+ *
+ * @example
+ * ```ts
+ * import { keyLayout } from "./keys.ts";
+ * const keys = keyLayout(["weft"]);
+ * console.assert(keys.run("r1").join("/") === "weft/run/r1");
+ * ```
+ */
+export function keyLayout(prefix: KeyPrefix = ["weft"]) {
+  const p = [...prefix];
+  return {
+    prefix: p,
+    run: (runId: string): Deno.KvKey => [...p, "run", runId],
+    runs: (): Deno.KvKey => [...p, "run"],
+    step: (runId: string, step: string): Deno.KvKey => [...p, "step", runId, step],
+    steps: (runId: string): Deno.KvKey => [...p, "step", runId],
+    outputChunk: (runId: string, step: string, attempt: number, chunk: number): Deno.KvKey => [
+      ...p,
+      "out",
+      runId,
+      step,
+      attempt,
+      chunk,
+    ],
+    outputChunks: (runId: string, step: string, attempt: number): Deno.KvKey => [
+      ...p,
+      "out",
+      runId,
+      step,
+      attempt,
+    ],
+    outputs: (runId: string): Deno.KvKey => [...p, "out", runId],
+    history: (runId: string, seq: number): Deno.KvKey => [...p, "hist", runId, seq],
+    histories: (runId: string): Deno.KvKey => [...p, "hist", runId],
+    active: (runId: string): Deno.KvKey => [...p, "active", runId],
+    actives: (): Deno.KvKey => [...p, "active"],
+    idempotency: (workflow: string, key: string): Deno.KvKey => [...p, "idem", workflow, key],
+    byWorkflow: (workflow: string, runId?: string): Deno.KvKey =>
+      runId === undefined ? [...p, "by_wf", workflow] : [...p, "by_wf", workflow, runId],
+    byStatus: (status: string, runId?: string): Deno.KvKey =>
+      runId === undefined ? [...p, "by_status", status] : [...p, "by_status", status, runId],
+    byWorkflowStatus: (workflow: string, status: string, runId?: string): Deno.KvKey =>
+      runId === undefined
+        ? [...p, "by_wf_status", workflow, status]
+        : [...p, "by_wf_status", workflow, status, runId],
+  };
+}
+
+/** The key builders for one prefix. */
+export type KeyLayout = ReturnType<typeof keyLayout>;

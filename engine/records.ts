@@ -1,0 +1,152 @@
+/**
+ * What Weft stores in KV and sends on the KV queue, as zod schemas. Every
+ * read from KV is parsed with these, so a corrupt or foreign value is a clear
+ * error instead of undefined behaviour.
+ *
+ * @module
+ */
+import { z } from "zod";
+import { RunStatus, StepStatus } from "./states.ts";
+import type { ErrorData } from "./errors.ts";
+
+const runStatus = z.enum(Object.values(RunStatus) as [RunStatus, ...RunStatus[]]);
+const stepStatus = z.enum(Object.values(StepStatus) as [StepStatus, ...StepStatus[]]);
+
+/** Schema of {@linkcode ErrorData}. */
+export const errorDataSchema: z.ZodType<ErrorData> = z.lazy(() =>
+  z.object({
+    name: z.string(),
+    message: z.string(),
+    nonRetryable: z.boolean().optional(),
+    details: z.record(z.string(), z.unknown()).optional(),
+    cause: errorDataSchema.optional(),
+  })
+);
+
+/** A run as stored at `[p, "run", id]`. Times are epoch milliseconds. */
+export const runRecordSchema = z.object({
+  id: z.string(),
+  workflow: z.string(),
+  status: runStatus,
+  input: z.unknown(),
+  idempotencyKey: z.string().optional(),
+  createdAt: z.number(),
+  startedAt: z.number().optional(),
+  finishedAt: z.number().optional(),
+  error: errorDataSchema.optional(),
+  failedStep: z.string().optional(),
+});
+/** A stored run. */
+export type RunRecord = z.infer<typeof runRecordSchema>;
+
+/** Where a committed output lives. */
+export const outputRefSchema = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("inline"), json: z.string() }),
+  z.object({
+    kind: z.literal("chunks"),
+    attempt: z.number(),
+    chunks: z.number(),
+    bytes: z.number(),
+  }),
+]);
+/** A reference to a committed output. */
+export type OutputRef = z.infer<typeof outputRefSchema>;
+
+/** One failed attempt, kept on the step. */
+export const attemptErrorSchema = z.object({
+  attempt: z.number(),
+  at: z.number(),
+  error: errorDataSchema,
+});
+/** One failed attempt. */
+export type AttemptError = z.infer<typeof attemptErrorSchema>;
+
+/** A step of a run as stored at `[p, "step", runId, name]`. */
+export const stepRecordSchema = z.object({
+  status: stepStatus,
+  /** Attempts started so far. */
+  attempts: z.number(),
+  startedAt: z.number().optional(),
+  attemptStartedAt: z.number().optional(),
+  finishedAt: z.number().optional(),
+  nextAttemptAt: z.number().optional(),
+  errors: z.array(attemptErrorSchema),
+  output: outputRefSchema.optional(),
+});
+/** A stored step. */
+export type StepRecord = z.infer<typeof stepRecordSchema>;
+
+/** A run's transition. */
+export interface RunHistoryEvent {
+  /** Discriminator. */
+  type: "run";
+  /** Position in the run's history, from 0. */
+  seq: number;
+  /** When, in epoch milliseconds. */
+  at: number;
+  /** The state before; `null` when the run was created. */
+  from: RunStatus | null;
+  /** The state after. */
+  to: RunStatus;
+  /** Why the run failed or was cancelled. */
+  error?: ErrorData;
+}
+
+/** A step's transition. */
+export interface StepHistoryEvent {
+  /** Discriminator. */
+  type: "step";
+  /** Position in the run's history, from 0. */
+  seq: number;
+  /** When, in epoch milliseconds. */
+  at: number;
+  /** The step. */
+  step: string;
+  /** The state before. */
+  from: StepStatus;
+  /** The state after. */
+  to: StepStatus;
+  /** The attempt this transition belongs to (0 if none started). */
+  attempt: number;
+  /** The attempt's error, when it failed. */
+  error?: ErrorData;
+  /** When the next attempt is due, when it will be retried. */
+  nextAttemptAt?: number;
+  /** How long the attempt ran, when it succeeded. */
+  durationMs?: number;
+}
+
+/** One transition in a run's history. */
+export type HistoryEvent = RunHistoryEvent | StepHistoryEvent;
+
+/** Schema of {@linkcode HistoryEvent}; history is stored at `[p, "hist", runId, seq]`. */
+export const historyEventSchema: z.ZodType<HistoryEvent> = z.discriminatedUnion("type", [
+  z.object({
+    type: z.literal("run"),
+    seq: z.number(),
+    at: z.number(),
+    from: runStatus.nullable(),
+    to: runStatus,
+    error: errorDataSchema.optional(),
+  }),
+  z.object({
+    type: z.literal("step"),
+    seq: z.number(),
+    at: z.number(),
+    step: z.string(),
+    from: stepStatus,
+    to: stepStatus,
+    attempt: z.number(),
+    error: errorDataSchema.optional(),
+    nextAttemptAt: z.number().optional(),
+    durationMs: z.number().optional(),
+  }),
+]);
+
+/** Messages on the KV queue. */
+export const queueMessageSchema = z.discriminatedUnion("weft", [
+  /** Look at these runs and start whatever is due. */
+  z.object({ weft: z.literal("wake"), runIds: z.array(z.string()) }),
+]);
+/** A message on the KV queue. */
+export type QueueMessage = z.infer<typeof queueMessageSchema>;

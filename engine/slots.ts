@@ -1,0 +1,109 @@
+/**
+ * Concurrency limits: an engine-wide cap on attempts in flight and a cap per
+ * step, with a FIFO of work that waits for a slot. The waiting work is
+ * durable elsewhere (its step record says pending or waiting); this list is
+ * only the in-process order in which it gets slots.
+ *
+ * @module
+ */
+
+/** One unit of work waiting for a slot. */
+export interface SlotRequest {
+  /** The run. */
+  runId: string;
+  /** The step. */
+  step: string;
+  /** The key of the per-step cap, `workflow/step`. */
+  capKey: string;
+  /** The per-step cap. */
+  cap: number;
+}
+
+/**
+ * Counts slots in use and queues requests that do not fit.
+ *
+ * @example
+ * ```ts
+ * import { Slots } from "./slots.ts";
+ * const slots = new Slots(1);
+ * console.assert(slots.tryAcquire("wf/a", 5));
+ * console.assert(!slots.tryAcquire("wf/a", 5));
+ * slots.release("wf/a");
+ * console.assert(slots.inUse === 0);
+ * ```
+ */
+export class Slots {
+  readonly #max: number;
+  readonly #byKey = new Map<string, number>();
+  #inUse = 0;
+  #waiting: SlotRequest[] = [];
+
+  /** Creates the counter with an engine-wide cap. */
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  /** Slots in use engine-wide. */
+  get inUse(): number {
+    return this.#inUse;
+  }
+
+  /** The engine-wide cap. */
+  get max(): number {
+    return this.#max;
+  }
+
+  /** Requests waiting for a slot. */
+  get waiting(): number {
+    return this.#waiting.length;
+  }
+
+  /** Slots in use for one per-step key. */
+  inUseFor(capKey: string): number {
+    return this.#byKey.get(capKey) ?? 0;
+  }
+
+  /** Takes a slot if both caps allow. */
+  tryAcquire(capKey: string, cap: number): boolean {
+    if (this.#inUse >= this.#max || this.inUseFor(capKey) >= cap) return false;
+    this.#inUse++;
+    this.#byKey.set(capKey, this.inUseFor(capKey) + 1);
+    return true;
+  }
+
+  /** Gives a slot back. */
+  release(capKey: string): void {
+    const n = this.inUseFor(capKey);
+    if (n <= 0) throw new Error(`Slot released twice for ${capKey}`);
+    if (n === 1) this.#byKey.delete(capKey);
+    else this.#byKey.set(capKey, n - 1);
+    this.#inUse--;
+  }
+
+  /** Queues a request that did not get a slot. */
+  enqueue(request: SlotRequest): void {
+    this.#waiting.push(request);
+  }
+
+  /** Drops the queued requests of a run (it ended). */
+  forgetRun(runId: string): void {
+    this.#waiting = this.#waiting.filter((r) => r.runId !== runId);
+  }
+
+  /**
+   * Removes and returns the first queued requests that now fit, taking a slot
+   * for each, in FIFO order except that a request blocked only by its
+   * per-step cap lets later ones pass.
+   */
+  takeFitting(): SlotRequest[] {
+    const taken: SlotRequest[] = [];
+    if (this.#inUse >= this.#max || this.#waiting.length === 0) return taken;
+    const rest: SlotRequest[] = [];
+    for (const r of this.#waiting) {
+      if (this.#inUse < this.#max && this.tryAcquire(r.capKey, r.cap)) taken.push(r);
+      else rest.push(r);
+    }
+    this.#waiting = rest;
+    return taken;
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * The public, JSON-ready view of a run: what `engine.get` returns and the
+ * HTTP API serves.
+ *
+ * @module
+ */
+import type { ErrorData } from "./errors.ts";
+import type { RunStatus, StepStatus } from "./states.ts";
+import type { AttemptError, RunRecord, StepRecord } from "./records.ts";
+import type { AnyWorkflow } from "../steps/workflow.ts";
+
+/** One failed attempt of a step. */
+export interface AttemptErrorSnapshot {
+  /** The attempt, 1-based. */
+  attempt: number;
+  /** When it failed (ISO 8601). */
+  at: string;
+  /** Why. */
+  error: ErrorData;
+}
+
+/** The state of one step of a run. */
+export interface StepSnapshot {
+  /** The step's state. */
+  status: StepStatus;
+  /** Attempts started so far. */
+  attempts: number;
+  /** The steps it waits for. */
+  needs: string[];
+  /** When its first attempt started (ISO 8601). */
+  startedAt?: string;
+  /** When it reached a terminal state. */
+  finishedAt?: string;
+  /** When its next attempt is due, while `waiting`. */
+  nextAttemptAt?: string;
+  /** From first start to finish. */
+  durationMs?: number;
+  /** The committed output, once `succeeded`. */
+  output?: unknown;
+  /** The last attempt's error, if it failed. */
+  error?: ErrorData;
+  /** Every failed attempt's error, oldest first. */
+  errors: AttemptErrorSnapshot[];
+}
+
+/** The state of a run. */
+export interface RunSnapshot {
+  /** The run's id (a ULID: sorts by creation time). */
+  id: string;
+  /** The workflow's name. */
+  workflow: string;
+  /** The run's state. */
+  status: RunStatus;
+  /** The input as parsed by the workflow's schema. */
+  input: unknown;
+  /**
+   * Once succeeded: the output of the workflow's last step, or, when several
+   * steps have no dependents, an object of their outputs by step name.
+   */
+  output?: unknown;
+  /** Why the run failed or was cancelled. */
+  error?: ErrorData;
+  /** The step whose failure failed the run. */
+  failedStep?: string;
+  /** The idempotency key it was started with. */
+  idempotencyKey?: string;
+  /** When it was stored (ISO 8601). */
+  createdAt: string;
+  /** When its first step started. */
+  startedAt?: string;
+  /** When it ended. */
+  finishedAt?: string;
+  /** From creation to end. */
+  durationMs?: number;
+  /** Every step by name, in declaration order. */
+  steps: Record<string, StepSnapshot>;
+}
+
+/** A run without its steps, for lists. */
+export type RunSummary = Omit<RunSnapshot, "steps" | "input" | "output">;
+
+const iso = (ms: number | undefined) => ms === undefined ? undefined : new Date(ms).toISOString();
+
+function compact<T extends object>(obj: T): T {
+  for (const k of Object.keys(obj) as (keyof T)[]) if (obj[k] === undefined) delete obj[k];
+  return obj;
+}
+
+function attemptError(e: AttemptError): AttemptErrorSnapshot {
+  return { attempt: e.attempt, at: iso(e.at)!, error: e.error };
+}
+
+/**
+ * Builds a summary from a stored run.
+ *
+ * @example
+ * ```ts
+ * import { summarize } from "./snapshot.ts";
+ * const s = summarize({ id: "r", workflow: "w", status: "pending", input: 1, createdAt: 0 });
+ * console.assert(s.createdAt === "1970-01-01T00:00:00.000Z");
+ * ```
+ */
+export function summarize(run: RunRecord): RunSummary {
+  return compact({
+    id: run.id,
+    workflow: run.workflow,
+    status: run.status,
+    error: run.error,
+    failedStep: run.failedStep,
+    idempotencyKey: run.idempotencyKey,
+    createdAt: iso(run.createdAt)!,
+    startedAt: iso(run.startedAt),
+    finishedAt: iso(run.finishedAt),
+    durationMs: run.finishedAt === undefined ? undefined : run.finishedAt - run.createdAt,
+  });
+}
+
+/**
+ * Builds the full snapshot from stored records and committed outputs.
+ *
+ * @param def The workflow, for step order and `needs`; steps it no longer
+ * declares are still shown, after the declared ones.
+ */
+export function snapshotOf(
+  run: RunRecord,
+  steps: ReadonlyMap<string, StepRecord>,
+  outputs: ReadonlyMap<string, unknown>,
+  def: AnyWorkflow | undefined,
+): RunSnapshot {
+  const names = def ? def.steps.map((s) => s.name) : [];
+  for (const name of steps.keys()) if (!names.includes(name)) names.push(name);
+  const stepViews: Record<string, StepSnapshot> = {};
+  for (const name of names) {
+    const rec = steps.get(name);
+    const needs = [...(def?.getStep(name)?.needs ?? [])];
+    if (!rec) {
+      stepViews[name] = { status: "pending", attempts: 0, needs, errors: [] };
+      continue;
+    }
+    const last = rec.errors.at(-1);
+    stepViews[name] = compact({
+      status: rec.status,
+      attempts: rec.attempts,
+      needs,
+      startedAt: iso(rec.startedAt),
+      finishedAt: iso(rec.finishedAt),
+      nextAttemptAt: rec.status === "waiting" ? iso(rec.nextAttemptAt) : undefined,
+      durationMs: rec.finishedAt !== undefined && rec.startedAt !== undefined
+        ? rec.finishedAt - rec.startedAt
+        : undefined,
+      output: rec.status === "succeeded" ? outputs.get(name) : undefined,
+      error: rec.status === "succeeded" ? undefined : last?.error,
+      errors: rec.errors.map(attemptError),
+    });
+  }
+  let output: unknown;
+  if (run.status === "succeeded" && def) {
+    const needed = new Set(def.steps.flatMap((s) => s.needs));
+    const sinks = def.steps.filter((s) => !needed.has(s.name)).map((s) => s.name);
+    output = sinks.length === 1
+      ? outputs.get(sinks[0])
+      : Object.fromEntries(sinks.map((s) => [s, outputs.get(s)]));
+  }
+  const summary = summarize(run);
+  return compact({ ...summary, input: run.input, output, steps: stepViews });
+}

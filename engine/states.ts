@@ -1,0 +1,152 @@
+/**
+ * Run and step states, and the one pure function that moves between them.
+ *
+ * @module
+ */
+
+/**
+ * The states of a run.
+ *
+ * @example
+ * ```ts
+ * import { RunStatus } from "./states.ts";
+ * console.assert(RunStatus.Succeeded === "succeeded");
+ * ```
+ */
+export const RunStatus = {
+  /** Stored; no step has started yet (for example all wait for a concurrency slot). */
+  Pending: "pending",
+  /** At least one step has started and the run has not ended. */
+  Running: "running",
+  /** Every step succeeded. */
+  Succeeded: "succeeded",
+  /** A step failed for good. */
+  Failed: "failed",
+  /** Cancelled by a caller. */
+  Cancelled: "cancelled",
+} as const;
+/** One of the {@linkcode RunStatus} values. */
+export type RunStatus = typeof RunStatus[keyof typeof RunStatus];
+
+/**
+ * The states of a step within a run.
+ *
+ * @example
+ * ```ts
+ * import { StepStatus } from "./states.ts";
+ * console.assert(StepStatus.Waiting === "waiting");
+ * ```
+ */
+export const StepStatus = {
+  /** Not started: waits for its `needs` or for a concurrency slot. */
+  Pending: "pending",
+  /** An attempt is in flight. */
+  Running: "running",
+  /** An attempt failed; the next one is scheduled (backoff). */
+  Waiting: "waiting",
+  /** Its result is committed. */
+  Succeeded: "succeeded",
+  /** It failed for good; the run failed with it. */
+  Failed: "failed",
+  /** It never ran because the run ended first. */
+  Skipped: "skipped",
+  /** It was running or waiting when the run was cancelled or failed. */
+  Cancelled: "cancelled",
+} as const;
+/** One of the {@linkcode StepStatus} values. */
+export type StepStatus = typeof StepStatus[keyof typeof StepStatus];
+
+/** The run states no run leaves. */
+export const TERMINAL_RUN_STATUSES: readonly RunStatus[] = ["succeeded", "failed", "cancelled"];
+/** The step states no step leaves. */
+export const TERMINAL_STEP_STATUSES: readonly StepStatus[] = [
+  "succeeded",
+  "failed",
+  "skipped",
+  "cancelled",
+];
+
+/**
+ * Whether a run status is terminal.
+ *
+ * @example
+ * ```ts
+ * import { isTerminalRun } from "./states.ts";
+ * console.assert(isTerminalRun("failed") && !isTerminalRun("running"));
+ * ```
+ */
+export function isTerminalRun(status: RunStatus): boolean {
+  return TERMINAL_RUN_STATUSES.includes(status);
+}
+
+/**
+ * Whether a step status is terminal.
+ *
+ * @example
+ * ```ts
+ * import { isTerminalStep } from "./states.ts";
+ * console.assert(isTerminalStep("skipped") && !isTerminalStep("waiting"));
+ * ```
+ */
+export function isTerminalStep(status: StepStatus): boolean {
+  return TERMINAL_STEP_STATUSES.includes(status);
+}
+
+const RUN_TRANSITIONS: Record<RunStatus, readonly RunStatus[]> = {
+  pending: ["running", "failed", "cancelled"],
+  running: ["succeeded", "failed", "cancelled"],
+  succeeded: [],
+  failed: [],
+  cancelled: [],
+};
+
+const STEP_TRANSITIONS: Record<StepStatus, readonly StepStatus[]> = {
+  pending: ["running", "skipped"],
+  // running -> running is a new attempt after an interrupted one.
+  running: ["running", "waiting", "succeeded", "failed", "cancelled"],
+  waiting: ["running", "cancelled", "failed"],
+  succeeded: [],
+  failed: [],
+  skipped: [],
+  cancelled: [],
+};
+
+/**
+ * A transition that the state machine does not allow. Seeing one is a bug in
+ * the engine, never a user error.
+ */
+export class InvalidTransitionError extends Error {
+  /** Creates the error for `from -> to` of `subject`. */
+  constructor(subject: string, from: string, to: string) {
+    super(`Invalid transition of ${subject}: ${from} -> ${to}`);
+    this.name = "InvalidTransitionError";
+  }
+}
+
+/**
+ * Checks a run transition and returns the new status.
+ *
+ * @example
+ * ```ts
+ * import { transitionRun } from "./states.ts";
+ * console.assert(transitionRun("pending", "running") === "running");
+ * ```
+ */
+export function transitionRun(from: RunStatus, to: RunStatus): RunStatus {
+  if (!RUN_TRANSITIONS[from].includes(to)) throw new InvalidTransitionError("run", from, to);
+  return to;
+}
+
+/**
+ * Checks a step transition and returns the new status.
+ *
+ * @example
+ * ```ts
+ * import { transitionStep } from "./states.ts";
+ * console.assert(transitionStep("running", "waiting") === "waiting");
+ * ```
+ */
+export function transitionStep(from: StepStatus, to: StepStatus): StepStatus {
+  if (!STEP_TRANSITIONS[from].includes(to)) throw new InvalidTransitionError("step", from, to);
+  return to;
+}

@@ -1,0 +1,190 @@
+/**
+ * Reads of Weft's records from KV, each parsed with its zod schema. Writes go
+ * through the engine's {@linkcode CommitBatcher}; this module only reads.
+ *
+ * @module
+ */
+import type { KeyLayout } from "./keys.ts";
+import {
+  type HistoryEvent,
+  historyEventSchema,
+  type RunRecord,
+  runRecordSchema,
+  type StepRecord,
+  stepRecordSchema,
+} from "./records.ts";
+import { decodeOutput } from "./output.ts";
+import { InvalidArgumentError } from "./errors.ts";
+import type { RunStatus } from "./states.ts";
+
+/** Filters and paging of {@linkcode RunStore.listRuns}. */
+export interface ListRunsOptions {
+  /** Only runs of this workflow. */
+  workflow?: string;
+  /** Only runs in this state. */
+  status?: RunStatus;
+  /** Page size, 1..1000. @default {50} */
+  limit?: number;
+  /** The `nextCursor` of the previous page. */
+  cursor?: string;
+}
+
+/** One page of runs, newest first. */
+export interface RunPage {
+  /** The runs of this page. */
+  runs: RunRecord[];
+  /** Pass as `cursor` for the next page; `null` on the last page. */
+  nextCursor: string | null;
+}
+
+function parseOrThrow<T>(
+  schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: Error } },
+  value: unknown,
+  key: Deno.KvKey,
+): T {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    throw new Error(`Corrupt record at ${JSON.stringify(key)}: ${parsed.error.message}`);
+  }
+  return parsed.data;
+}
+
+/**
+ * Typed reads of runs, steps, outputs and history.
+ *
+ * @example
+ * ```ts
+ * import { RunStore } from "./store.ts";
+ * import { keyLayout } from "./keys.ts";
+ * const kv = await Deno.openKv(":memory:");
+ * const store = new RunStore(kv, keyLayout());
+ * console.assert(await store.getRun("nope") === undefined);
+ * kv.close();
+ * ```
+ */
+export class RunStore {
+  readonly #kv: Deno.Kv;
+  readonly #keys: KeyLayout;
+
+  /** Creates the reader. */
+  constructor(kv: Deno.Kv, keys: KeyLayout) {
+    this.#kv = kv;
+    this.#keys = keys;
+  }
+
+  /** The run record, or `undefined`. */
+  async getRun(runId: string): Promise<RunRecord | undefined> {
+    const key = this.#keys.run(runId);
+    const entry = await this.#kv.get(key);
+    return entry.value === null ? undefined : parseOrThrow(runRecordSchema, entry.value, key);
+  }
+
+  /** Every step record of a run, by name. */
+  async getSteps(runId: string): Promise<Map<string, StepRecord>> {
+    const steps = new Map<string, StepRecord>();
+    for await (const entry of this.#kv.list({ prefix: this.#keys.steps(runId) })) {
+      steps.set(String(entry.key.at(-1)), parseOrThrow(stepRecordSchema, entry.value, entry.key));
+    }
+    return steps;
+  }
+
+  /** The committed outputs of the succeeded steps among `steps`. */
+  async getOutputs(
+    runId: string,
+    steps: ReadonlyMap<string, StepRecord>,
+  ): Promise<Map<string, unknown>> {
+    const outputs = new Map<string, unknown>();
+    for (const [name, rec] of steps) {
+      if (rec.status !== "succeeded" || !rec.output) continue;
+      const ref = rec.output;
+      if (ref.kind === "inline") {
+        outputs.set(name, decodeOutput(ref, []));
+        continue;
+      }
+      const chunks: Uint8Array[] = [];
+      const prefix = this.#keys.outputChunks(runId, name, ref.attempt);
+      for await (const entry of this.#kv.list<Uint8Array>({ prefix })) chunks.push(entry.value);
+      outputs.set(name, decodeOutput(ref, chunks));
+    }
+    return outputs;
+  }
+
+  /** Every recorded transition of a run, oldest first. */
+  async getHistory(runId: string): Promise<HistoryEvent[]> {
+    const events: HistoryEvent[] = [];
+    for await (const entry of this.#kv.list({ prefix: this.#keys.histories(runId) })) {
+      for (const e of entry.value as unknown[]) {
+        events.push(parseOrThrow(historyEventSchema, e, entry.key));
+      }
+    }
+    return events;
+  }
+
+  /** The run id started with an idempotency key, or `undefined`. */
+  async getIdempotent(workflow: string, key: string): Promise<string | undefined> {
+    const entry = await this.#kv.get<string>(this.#keys.idempotency(workflow, key));
+    return entry.value ?? undefined;
+  }
+
+  /** Ids of every run that is not terminal. */
+  async activeRunIds(): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const entry of this.#kv.list({ prefix: this.#keys.actives() })) {
+      ids.push(String(entry.key.at(-1)));
+    }
+    return ids;
+  }
+
+  /**
+   * One page of runs, newest first.
+   *
+   * @throws {InvalidArgumentError} on a bad limit or a cursor from another query.
+   */
+  async listRuns(options: ListRunsOptions = {}): Promise<RunPage> {
+    const { workflow, status } = options;
+    const limit = options.limit ?? 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+      throw new InvalidArgumentError(
+        `Cannot list runs as 'limit' must be an integer from 1 to 1000: current value is ${limit}`,
+      );
+    }
+    const prefix = workflow && status
+      ? this.#keys.byWorkflowStatus(workflow, status)
+      : workflow
+      ? this.#keys.byWorkflow(workflow)
+      : status
+      ? this.#keys.byStatus(status)
+      : this.#keys.runs();
+    const filter = `${workflow ?? ""}|${status ?? ""}`;
+    let kvCursor: string | undefined;
+    if (options.cursor !== undefined) {
+      try {
+        const decoded = JSON.parse(atob(options.cursor.replace(/-/g, "+").replace(/_/g, "/")));
+        if (decoded.f !== filter || typeof decoded.c !== "string") throw new Error("mismatch");
+        kvCursor = decoded.c;
+      } catch {
+        throw new InvalidArgumentError(
+          `Cannot list runs as 'cursor' is not a cursor of this query: current value is ${options.cursor}`,
+        );
+      }
+    }
+    const iter = this.#kv.list({ prefix }, { reverse: true, limit, cursor: kvCursor });
+    const ids: string[] = [];
+    try {
+      for await (const entry of iter) ids.push(String(entry.key.at(-1)));
+    } catch {
+      throw new InvalidArgumentError(`Cannot list runs as 'cursor' is invalid`);
+    }
+    const runs: RunRecord[] = [];
+    for (let i = 0; i < ids.length; i += 10) {
+      const keys = ids.slice(i, i + 10).map((id) => this.#keys.run(id));
+      for (const entry of await this.#kv.getMany(keys)) {
+        if (entry.value !== null) runs.push(parseOrThrow(runRecordSchema, entry.value, entry.key));
+      }
+    }
+    const nextCursor = ids.length === limit && iter.cursor
+      ? btoa(JSON.stringify({ f: filter, c: iter.cursor })).replace(/\+/g, "-").replace(/\//g, "_")
+      : null;
+    return { runs, nextCursor };
+  }
+}

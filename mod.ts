@@ -1,0 +1,98 @@
+/**
+ * Weft: durable workflows for Deno. Declare a workflow as a DAG of async
+ * steps, each with its own timeout and retry policy; the engine keeps every
+ * run in Deno KV so runs survive crashes and restarts.
+ *
+ * @example
+ * ```ts
+ * import { z } from "zod";
+ * import { createEngine, workflow } from "./mod.ts";
+ *
+ * const order = workflow("order", { input: z.object({ orderId: z.string() }) })
+ *   .step("payment", ({ input }) => ({ paid: input.orderId }))
+ *   .step("inventory", () => ({ available: true }))
+ *   .step("dispatch", { needs: ["payment", "inventory"] }, ({ results }) => ({
+ *     shipped: results.inventory.available,
+ *   }));
+ *
+ * const kv = await Deno.openKv(":memory:");
+ * const engine = await createEngine({ kv, workflows: [order] });
+ * const run = await engine.start("order", { orderId: "A1" }, { idempotencyKey: "A1" });
+ * const done = await engine.result(run.id);
+ * console.assert(done.status === "succeeded");
+ * await engine.close();
+ * kv.close();
+ * ```
+ *
+ * @module
+ */
+export {
+  type AnyWorkflow,
+  DEFAULT_TIMEOUT_MS,
+  type EmptyResults,
+  type InputSchema,
+  type SchemaIssue,
+  type StepContext,
+  type StepDefaults,
+  type StepDefinition,
+  type StepFn,
+  type StepLogger,
+  type StepOptions,
+  Workflow,
+  workflow,
+  type WorkflowOptions,
+} from "./steps/workflow.ts";
+export {
+  type CloseOptions,
+  createEngine,
+  type Engine,
+  type EngineEvent,
+  type EngineOptions,
+  type EngineStats,
+  type StartOptions,
+  type StartResult,
+} from "./engine/engine.ts";
+export {
+  AttemptInterruptedError,
+  EngineClosedError,
+  type ErrorData,
+  type InputIssue,
+  InvalidArgumentError,
+  InvalidInputError,
+  NonRetryableError,
+  OutputError,
+  RetryAfterError,
+  RunFinishedError,
+  RunNotFoundError,
+  StepCancelledError,
+  StepTimeoutError,
+  toErrorData,
+  UnknownWorkflowError,
+  WeftError,
+  WorkflowDefinitionError,
+} from "./engine/errors.ts";
+export { type Clock, FakeClock, systemClock, type TimerHandle } from "./engine/clock.ts";
+export {
+  backoffDelayMs,
+  DEFAULT_RETRY,
+  type ResolvedRetryPolicy,
+  type RetryPolicy,
+} from "./engine/retry.ts";
+export type { KeyPrefix } from "./engine/keys.ts";
+export {
+  isTerminalRun,
+  isTerminalStep,
+  RunStatus,
+  StepStatus,
+  TERMINAL_RUN_STATUSES,
+  TERMINAL_STEP_STATUSES,
+} from "./engine/states.ts";
+export type {
+  AttemptErrorSnapshot,
+  RunSnapshot,
+  RunSummary,
+  StepSnapshot,
+} from "./engine/snapshot.ts";
+export type { HistoryEvent, RunHistoryEvent, StepHistoryEvent } from "./engine/records.ts";
+export type { ListRunsOptions } from "./engine/store.ts";
+export { DEFAULT_MAX_OUTPUT_BYTES } from "./engine/output.ts";
