@@ -556,7 +556,7 @@ class WeftEngine implements Engine {
       for (const s of def.steps) {
         const rec = steps.get(s.name)!;
         if (rec.status === "waiting" && !interrupted.has(s.name)) {
-          this.#armRetry(txn, live, s, Math.max(0, (rec.nextAttemptAt ?? now) - now));
+          this.#armRetry(txn, live, s, rec.nextAttemptAt ?? now);
         } else if (rec.status === "pending" && this.#needsMet(live, s)) {
           this.#tryStart(txn, live, s);
         }
@@ -779,7 +779,7 @@ class WeftEngine implements Engine {
         errors,
         nextAttemptAt: now + delayMs,
       }, { attempt, error: data, nextAttemptAt: now + delayMs });
-      this.#armRetry(txn, live, step, delayMs);
+      this.#armRetry(txn, live, step, now + delayMs);
       return;
     }
     this.#setStep(txn, live, step.name, {
@@ -801,16 +801,22 @@ class WeftEngine implements Engine {
     }, step.name);
   }
 
-  /** Arms the in-process timer for a retry; the KV queue carries a backup wake-up. */
-  #armRetry(txn: Txn, live: LiveRun, step: StepDefinition, delayMs: number): void {
+  /**
+   * Arms the in-process timer for a retry due at `dueAt` (absolute, so a
+   * late arm or a restart keeps the schedule); the KV queue carries a backup
+   * wake-up.
+   */
+  #armRetry(txn: Txn, live: LiveRun, step: StepDefinition, dueAt: number): void {
     if (this.#closing) return;
+    const delayMs = Math.max(0, dueAt - this.#clock.now());
+    if (delayMs === 0) return this.#tryStart(txn, live, step);
     txn.enqueues.push({ value: { weft: "wake", runIds: [live.record.id] }, delayMs });
     txn.after.push(() => {
       if (this.#closing || live.retryTimers.has(step.name)) return;
       const timer = this.#clock.setTimeout(() => {
         live.retryTimers.delete(step.name);
         this.#retryDue(live, step);
-      }, delayMs);
+      }, dueAt - this.#clock.now());
       live.retryTimers.set(step.name, timer);
     });
   }

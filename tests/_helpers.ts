@@ -1,0 +1,67 @@
+/** Shared test helpers: an engine on an in-memory KV with a fake clock. */
+import {
+  type AnyWorkflow,
+  createEngine,
+  type Engine,
+  type EngineOptions,
+  FakeClock,
+} from "../mod.ts";
+
+/** A promise with its resolve and reject exposed. */
+export function deferred<T = void>() {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+/** Waits (in 1 ms real steps, at most `tries` of them) until `condition` holds. */
+export async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  what = "condition",
+  tries = 2_000,
+): Promise<void> {
+  for (let i = 0; i < tries; i++) {
+    if (await condition()) return;
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  throw new Error(`Timed out waiting for ${what}`);
+}
+
+/** An engine under test and what it runs on. */
+export interface TestEngine extends AsyncDisposable {
+  kv: Deno.Kv;
+  engine: Engine;
+  clock: FakeClock;
+  /** Closes the engine and opens a new one on the same KV and clock. */
+  restart(workflows?: AnyWorkflow[]): Promise<Engine>;
+}
+
+/** Opens an in-memory KV, a fake clock and an engine over them. */
+export async function testEngine(
+  workflows: AnyWorkflow[],
+  options: Partial<EngineOptions> = {},
+): Promise<TestEngine> {
+  const kv = await Deno.openKv(":memory:");
+  const clock = new FakeClock();
+  const make = (wfs: AnyWorkflow[]) =>
+    createEngine({ kv, workflows: wfs, clock, random: () => 0.5, ...options });
+  const t: TestEngine = {
+    kv,
+    clock,
+    engine: await make(workflows),
+    async restart(wfs = workflows) {
+      await t.engine.close({ graceMs: 0 });
+      t.engine = await make(wfs);
+      return t.engine;
+    },
+    async [Symbol.asyncDispose]() {
+      await t.engine.close({ graceMs: 0 });
+      kv.close();
+    },
+  };
+  return t;
+}

@@ -1,0 +1,530 @@
+import assert from "node:assert/strict";
+import { z } from "zod";
+import {
+  AttemptInterruptedError,
+  EngineClosedError,
+  InvalidInputError,
+  NonRetryableError,
+  RetryAfterError,
+  RunFinishedError,
+  RunNotFoundError,
+  type StepContext,
+  UnknownWorkflowError,
+  workflow,
+} from "../mod.ts";
+import { deferred, testEngine, waitFor } from "./_helpers.ts";
+
+Deno.test("engine runs the issue's order usage as written, with typed results", async () => {
+  const realFetch = globalThis.fetch;
+  const charged: string[] = [];
+  globalThis.fetch = (input: string | URL | Request) => {
+    charged.push(String(input));
+    return Promise.resolve(new Response("{}", { status: 200 }));
+  };
+  try {
+    const order = workflow("order", {
+      input: z.object({ orderId: z.string(), amount: z.number().positive() }),
+    })
+      .step("payment", {
+        timeoutMs: 2_000,
+        retry: {
+          maxAttempts: 3,
+          initialDelayMs: 50,
+          backoffFactor: 2,
+          maxDelayMs: 1_000,
+          jitter: 0.2,
+        },
+      }, async ({ input, signal, attempt }) => {
+        const res = await fetch(`https://payments.example/charge/${input.orderId}`, { signal });
+        if (res.status === 402) throw new NonRetryableError("card declined");
+        return { charged: input.amount, attempt };
+      })
+      .step("inventory", async ({ input }) => ({ available: true, sku: input.orderId }))
+      .step("logistics", { concurrency: 5 }, async () => ({ carrier: "post" }))
+      .step("dispatch", { needs: ["payment", "inventory", "logistics"] }, async ({ results }) => {
+        return { shipped: results.inventory.available, carrier: results.logistics.carrier };
+      });
+    await using t = await testEngine([order]);
+    const run = await t.engine.start("order", { orderId: "A1", amount: 30 }, {
+      idempotencyKey: "A1",
+    });
+    assert.equal(run.created, true);
+    const done = await t.engine.result(run.id);
+    assert.equal(done.status, "succeeded");
+    assert.deepEqual(done.output, { shipped: true, carrier: "post" });
+    assert.deepEqual(done.steps.payment.output, { charged: 30, attempt: 1 });
+    assert.deepEqual(charged, ["https://payments.example/charge/A1"]);
+    assert.deepEqual(Object.keys(done.steps), ["payment", "inventory", "logistics", "dispatch"]);
+    const again = await t.engine.start("order", { orderId: "A1", amount: 30 }, {
+      idempotencyKey: "A1",
+    });
+    assert.equal(again.id, run.id);
+    assert.equal(again.created, false);
+  } finally {
+    globalThis.fetch = realFetch;
+  }
+});
+
+Deno.test("engine runs independent steps in parallel and gives a step its context", async () => {
+  const gates = { a: deferred(), b: deferred(), c: deferred() };
+  const started: string[] = [];
+  let seen: StepContext<{ n: number }, unknown> | undefined;
+  const wf = workflow("par", { input: z.object({ n: z.number() }) })
+    .step("a", async ({ step }) => {
+      started.push(step);
+      await gates.a.promise;
+      return 1;
+    })
+    .step("b", async ({ step }) => {
+      started.push(step);
+      await gates.b.promise;
+      return 2;
+    })
+    .step("c", async ({ step }) => {
+      started.push(step);
+      await gates.c.promise;
+      return 3;
+    })
+    .step("sum", { needs: ["a", "b", "c"] }, (ctx) => {
+      seen = ctx as typeof seen;
+      return ctx.results.a + ctx.results.b + ctx.results.c + ctx.input.n;
+    });
+  await using t = await testEngine([wf]);
+  const run = await t.engine.start("par", { n: 10 });
+  await waitFor(() => started.length === 3, "three parallel starts");
+  assert.equal((await t.engine.get(run.id)).status, "running");
+  gates.c.resolve();
+  gates.a.resolve();
+  gates.b.resolve();
+  const done = await t.engine.result(run.id);
+  assert.equal(done.output, 16);
+  assert.equal(seen!.runId, run.id);
+  assert.equal(seen!.attempt, 1);
+  assert.equal(seen!.step, "sum");
+  assert.equal(seen!.workflow, "par");
+  assert.deepEqual(seen!.results, { a: 1, b: 2, c: 3 });
+  assert.ok(seen!.signal instanceof AbortSignal);
+  assert.equal(typeof seen!.log.info, "function");
+});
+
+Deno.test("engine validates input with zod before storing anything", async () => {
+  const wf = workflow("v", { input: z.object({ amount: z.number().positive() }) }).step(
+    "s",
+    () => 1,
+  );
+  await using t = await testEngine([wf]);
+  await assert.rejects(
+    () => t.engine.start("v", { amount: -1 }),
+    (e: unknown) => {
+      assert.ok(e instanceof InvalidInputError);
+      assert.equal(e.issues[0].code, "too_small");
+      assert.deepEqual(e.issues[0].path, ["amount"]);
+      assert.match(e.message, /Invalid input for workflow 'v' at 'amount'/);
+      return true;
+    },
+  );
+  await assert.rejects(() => t.engine.start("nope", {}), UnknownWorkflowError);
+  assert.equal((await t.engine.list()).runs.length, 0);
+  assert.equal((await Array.fromAsync(t.kv.list({ prefix: [] }))).length, 0);
+});
+
+Deno.test("engine idempotent start creates one run even for concurrent callers", async () => {
+  const wf = workflow("idem").step("s", () => 1);
+  await using t = await testEngine([wf]);
+  const results = await Promise.all(
+    Array.from({ length: 5 }, () => t.engine.start("idem", null, { idempotencyKey: "k" })),
+  );
+  assert.equal(new Set(results.map((r) => r.id)).size, 1);
+  assert.equal(results.filter((r) => r.created).length, 1);
+  await t.engine.result(results[0].id);
+  const later = await t.engine.start("idem", null, { idempotencyKey: "k" });
+  assert.equal(later.id, results[0].id);
+  assert.equal(later.status, "succeeded");
+  const other = await t.engine.start("idem", null, { idempotencyKey: "k2" });
+  assert.notEqual(other.id, later.id);
+  assert.equal((await t.engine.list()).runs.length, 2);
+});
+
+Deno.test("engine times out an attempt, aborts its signal, and ignores its late result", async () => {
+  const late = deferred<string>();
+  const signals: AbortSignal[] = [];
+  const wf = workflow("slow").step("s", {
+    timeoutMs: 1_000,
+    retry: { maxAttempts: 2, initialDelayMs: 100, jitter: 0 },
+  }, ({ attempt, signal }) => {
+    signals.push(signal);
+    // Attempt 1 ignores its signal; attempt 2 answers at once.
+    return attempt === 1 ? late.promise : "second";
+  });
+  await using t = await testEngine([wf]);
+  const run = await t.engine.start("slow", null);
+  await waitFor(() => signals.length === 1, "attempt 1");
+  await t.clock.advance(999);
+  assert.equal((await t.engine.get(run.id)).steps.s.status, "running");
+  await t.clock.advance(1);
+  assert.ok(signals[0].aborted);
+  assert.equal(signals[0].reason.name, "StepTimeoutError");
+  await waitFor(async () => (await t.engine.get(run.id)).steps.s.status === "waiting", "waiting");
+  await t.clock.advance(100);
+  const done = await t.engine.result(run.id);
+  assert.equal(done.steps.s.output, "second");
+  late.resolve("first, too late");
+  await new Promise((r) => setTimeout(r, 10));
+  const after = await t.engine.get(run.id);
+  assert.equal(after.steps.s.output, "second");
+  assert.equal(after.steps.s.attempts, 2);
+  assert.equal(after.steps.s.errors[0].error.name, "StepTimeoutError");
+  assert.deepEqual(after.steps.s.errors[0].error.details, {
+    step: "s",
+    attempt: 1,
+    timeoutMs: 1_000,
+  });
+});
+
+Deno.test("engine retries with exponential backoff on the clock and keeps every error", async () => {
+  const attemptsAt: number[] = [];
+  const wf = workflow("flaky").step("s", {
+    retry: { maxAttempts: 4, initialDelayMs: 100, backoffFactor: 3, maxDelayMs: 500, jitter: 0 },
+  }, ({ attempt }) => {
+    attemptsAt.push(Date.now());
+    if (attempt < 4) throw new Error(`boom ${attempt}`);
+    return "ok";
+  });
+  await using t = await testEngine([wf]);
+  const t0 = t.clock.now();
+  const run = await t.engine.start("flaky", null);
+  const waitingUntil = async (at: number) => {
+    await waitFor(async () => {
+      const s = (await t.engine.get(run.id)).steps.s;
+      return s.status === "waiting" && s.nextAttemptAt === new Date(at).toISOString();
+    }, `waiting until +${at - t0}`);
+  };
+  await waitingUntil(t0 + 100);
+  await t.clock.advance(99);
+  assert.equal((await t.engine.get(run.id)).steps.s.attempts, 1);
+  await t.clock.advance(1);
+  await waitingUntil(t0 + 100 + 300);
+  await t.clock.advance(300);
+  await waitingUntil(t0 + 400 + 500); // 900 is capped at 500
+  await t.clock.advance(500);
+  const done = await t.engine.result(run.id);
+  assert.equal(done.status, "succeeded");
+  assert.equal(done.steps.s.attempts, 4);
+  assert.deepEqual(done.steps.s.errors.map((e) => e.error.message), ["boom 1", "boom 2", "boom 3"]);
+  assert.deepEqual(done.steps.s.errors.map((e) => e.attempt), [1, 2, 3]);
+});
+
+Deno.test("engine honours RetryAfterError's delay exactly and NonRetryableError at once", async () => {
+  const wf = workflow("ra").step("s", {
+    retry: { maxAttempts: 5, initialDelayMs: 10, jitter: 0 },
+  }, ({ attempt }) => {
+    if (attempt === 1) throw new RetryAfterError("rate limited", 7_000);
+    throw new NonRetryableError("gave up");
+  });
+  await using t = await testEngine([wf]);
+  const t0 = t.clock.now();
+  const run = await t.engine.start("ra", null);
+  await waitFor(async () => (await t.engine.get(run.id)).steps.s.status === "waiting", "waiting");
+  assert.equal(
+    (await t.engine.get(run.id)).steps.s.nextAttemptAt,
+    new Date(t0 + 7_000).toISOString(),
+  );
+  await t.clock.advance(6_999);
+  assert.equal((await t.engine.get(run.id)).steps.s.attempts, 1);
+  await t.clock.advance(1);
+  const done = await t.engine.result(run.id);
+  assert.equal(done.status, "failed");
+  assert.equal(done.steps.s.attempts, 2);
+  assert.equal(done.failedStep, "s");
+  assert.equal(done.error?.cause?.name, "NonRetryableError");
+});
+
+Deno.test("engine fails the run when a step fails for good: aborts, skips, starts nothing", async () => {
+  const siblingSignal = deferred<AbortSignal>();
+  let childRan = false;
+  const wf = workflow("fail")
+    .step("bad", { retry: { maxAttempts: 1 } }, () => {
+      throw new Error("broken");
+    })
+    .step("sibling", ({ signal }) => {
+      siblingSignal.resolve(signal);
+      return new Promise(() => {}); // never settles; must be abandoned
+    })
+    .step("child", { needs: ["bad"] }, () => {
+      childRan = true;
+    });
+  await using t = await testEngine([wf]);
+  const run = await t.engine.start("fail", null);
+  const done = await t.engine.result(run.id);
+  assert.equal(done.status, "failed");
+  assert.equal(done.failedStep, "bad");
+  assert.match(done.error!.message, /Step 'bad' failed after 1 attempt: broken/);
+  assert.equal(done.steps.bad.status, "failed");
+  assert.equal(done.steps.sibling.status, "cancelled");
+  assert.equal(done.steps.child.status, "skipped");
+  assert.ok((await siblingSignal.promise).aborted);
+  assert.equal(childRan, false);
+  assert.equal(t.engine.stats().runningSteps, 0);
+  const history = await t.engine.history(run.id);
+  const runEvents = history.filter((e) => e.type === "run").map((e) => e.to);
+  assert.deepEqual(runEvents, ["pending", "running", "failed"]);
+  assert.ok(history.every((e, i) => e.seq === i && typeof e.at === "number"));
+});
+
+Deno.test("engine cancel aborts running steps, starts nothing, and refuses finished runs", async () => {
+  const signal = deferred<AbortSignal>();
+  let nextRan = false;
+  const wf = workflow("cx")
+    .step("long", ({ signal: s }) => {
+      signal.resolve(s);
+      return new Promise(() => {});
+    })
+    .step("next", { needs: ["long"] }, () => {
+      nextRan = true;
+    });
+  await using t = await testEngine([wf]);
+  const run = await t.engine.start("cx", null);
+  const s = await signal.promise;
+  const cancelled = await t.engine.cancel(run.id, { reason: "customer asked" });
+  assert.equal(cancelled.status, "cancelled");
+  assert.ok(s.aborted);
+  assert.equal(cancelled.steps.long.status, "cancelled");
+  assert.equal(cancelled.steps.next.status, "skipped");
+  assert.equal(cancelled.error?.message, "customer asked");
+  assert.equal((await t.engine.result(run.id)).status, "cancelled");
+  await assert.rejects(() => t.engine.cancel(run.id), RunFinishedError);
+  await assert.rejects(() => t.engine.cancel("01ARZ3NDEKTSV4RRFFQ69G5FAV"), RunNotFoundError);
+  await assert.rejects(() => t.engine.get("01ARZ3NDEKTSV4RRFFQ69G5FAV"), RunNotFoundError);
+  assert.equal(nextRan, false);
+  assert.equal((await t.engine.list({ status: "cancelled" })).runs[0].id, run.id);
+});
+
+Deno.test("engine starts a join step exactly once when its parents finish together", async () => {
+  for (let round = 0; round < 20; round++) {
+    const gate = deferred();
+    let joins = 0;
+    const wf = workflow("join")
+      .step("a", () => gate.promise.then(() => "a"))
+      .step("b", () => gate.promise.then(() => "b"))
+      .step("c", () => gate.promise.then(() => "c"))
+      .step("j", { needs: ["a", "b", "c"] }, ({ results }) => {
+        joins++;
+        return results.a + results.b + results.c;
+      });
+    await using t = await testEngine([wf]);
+    const run = await t.engine.start("join", null);
+    gate.resolve();
+    const done = await t.engine.result(run.id);
+    assert.equal(done.output, "abc");
+    assert.equal(joins, 1);
+    assert.equal(done.steps.j.attempts, 1);
+  }
+});
+
+Deno.test("engine stores outputs larger than a KV value and refuses oversized ones", async () => {
+  const big = "x".repeat(300_000);
+  let hugeAttempts = 0;
+  const wf = workflow("out")
+    .step("big", () => ({ big }))
+    .step("len", { needs: ["big"] }, ({ results }) => results.big.big.length);
+  const huge = workflow("huge").step("h", { retry: { maxAttempts: 3 } }, () => {
+    hugeAttempts++;
+    return "y".repeat(2_000);
+  });
+  const bad = workflow("bad").step("m", () => new Map([[1, 2]]));
+  await using t = await testEngine([wf, huge, bad], { maxOutputBytes: 400_000 });
+  const run = await t.engine.start("out", null);
+  const done = await t.engine.result(run.id);
+  assert.equal(done.output, 300_000);
+  const engine2 = await t.restart();
+  const reread = await engine2.get(run.id);
+  assert.equal((reread.steps.big.output as { big: string }).big, big);
+
+  const h = await engine2.start("huge", null);
+  const hDone = await engine2.result(h.id);
+  assert.equal(hDone.status, "succeeded", "2 KB is under the cap");
+  assert.equal(hugeAttempts, 1);
+
+  const m = await engine2.start("bad", null);
+  const mDone = await engine2.result(m.id);
+  assert.equal(mDone.status, "failed");
+  assert.equal(mDone.steps.m.attempts, 1);
+  assert.match(mDone.steps.m.error!.message, /output of step 'm'.*not JSON-serializable: a Map/);
+});
+
+Deno.test("engine fails an over-cap output without retrying, naming step and size", async () => {
+  let attempts = 0;
+  const wf = workflow("cap").step("report", { retry: { maxAttempts: 3 } }, () => {
+    attempts++;
+    return "z".repeat(5_000);
+  });
+  await using t = await testEngine([wf], { maxOutputBytes: 1_000 });
+  const run = await t.engine.start("cap", null);
+  const done = await t.engine.result(run.id);
+  assert.equal(done.status, "failed");
+  assert.equal(attempts, 1);
+  assert.match(
+    done.steps.report.error!.message,
+    /step 'report'.*too large: 5002 bytes, limit 1000/,
+  );
+});
+
+Deno.test("engine holds work beyond the caps and runs it all", async () => {
+  let inFlight = 0, maxInFlight = 0, inFlightB = 0, maxB = 0;
+  const gates: (() => void)[] = [];
+  const wf = workflow("cap")
+    .step("a", async () => {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      await new Promise<void>((r) => gates.push(r));
+      inFlight--;
+    })
+    .step("b", { concurrency: 1, needs: ["a"] }, async () => {
+      inFlight++;
+      inFlightB++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      maxB = Math.max(maxB, inFlightB);
+      await new Promise<void>((r) => gates.push(r));
+      inFlight--;
+      inFlightB--;
+    });
+  await using t = await testEngine([wf], { maxConcurrentSteps: 3 });
+  const runs = await Promise.all(Array.from({ length: 6 }, () => t.engine.start("cap", null)));
+  const pending = (await Promise.all(runs.map((r) => t.engine.get(r.id)))).filter((r) =>
+    r.status === "pending"
+  );
+  assert.equal(pending.length, 3, "three runs wait for a slot, durably pending");
+  assert.equal(t.engine.stats().queuedSteps, 3);
+  let released = 0;
+  while (released < 12) {
+    await waitFor(() => gates.length > 0, "a step to be running");
+    gates.shift()!();
+    released++;
+  }
+  for (const r of runs) assert.equal((await t.engine.result(r.id)).status, "succeeded");
+  assert.equal(maxInFlight, 3);
+  assert.equal(maxB, 1);
+});
+
+Deno.test("engine resumes after a restart: waits keep their schedule, lost attempts rerun", async () => {
+  const calls: string[] = [];
+  const hang = deferred();
+  const wf = workflow("resume")
+    .step(
+      "retry",
+      { retry: { maxAttempts: 3, initialDelayMs: 5_000, jitter: 0 } },
+      ({ attempt }) => {
+        calls.push(`retry#${attempt}`);
+        if (attempt === 1) throw new Error("first fails");
+        return "retried";
+      },
+    )
+    .step("inflight", { retry: { maxAttempts: 3 } }, async ({ attempt }) => {
+      calls.push(`inflight#${attempt}`);
+      if (attempt === 1) await hang.promise;
+      return "rerun";
+    })
+    .step("end", { needs: ["retry", "inflight"] }, ({ results }) => {
+      calls.push("end");
+      return `${results.retry}+${results.inflight}`;
+    });
+  await using t = await testEngine([wf]);
+  const t0 = t.clock.now();
+  const run = await t.engine.start("resume", null);
+  await waitFor(async () => {
+    const s = await t.engine.get(run.id);
+    return s.steps.retry.status === "waiting" && s.steps.inflight.status === "running";
+  }, "one waiting, one in flight");
+  await t.clock.advance(2_000);
+  const engine2 = await t.restart();
+  const mid = await engine2.get(run.id);
+  assert.equal(mid.steps.retry.status, "waiting");
+  assert.equal(mid.steps.retry.nextAttemptAt, new Date(t0 + 5_000).toISOString());
+  await waitFor(() => calls.includes("inflight#2"), "the interrupted attempt to rerun");
+  assert.ok(!calls.includes("retry#2"), "the retry waits for its original schedule");
+  await t.clock.advance(2_999);
+  assert.ok(!calls.includes("retry#2"));
+  await t.clock.advance(1);
+  const done = await engine2.result(run.id);
+  assert.equal(done.output, "retried+rerun");
+  assert.deepEqual(calls.filter((c) => c !== "end").sort(), [
+    "inflight#1",
+    "inflight#2",
+    "retry#1",
+    "retry#2",
+  ]);
+  assert.equal(calls.filter((c) => c === "end").length, 1);
+  assert.equal(done.steps.inflight.errors[0].error.name, AttemptInterruptedError.name);
+  hang.resolve();
+});
+
+Deno.test("engine list filters by workflow and status and pages newest first", async () => {
+  const a = workflow("a").step("s", () => 1);
+  const b = workflow("b").step("s", ({ input }) => {
+    if (input === "fail") throw new NonRetryableError("no");
+    return 2;
+  });
+  await using t = await testEngine([a, b]);
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    const r = await t.engine.start(i % 2 ? "a" : "b", i === 4 ? "fail" : i);
+    ids.push(r.id);
+    await t.engine.result(r.id);
+  }
+  const all = await t.engine.list({ limit: 2 });
+  assert.deepEqual(all.runs.map((r) => r.id), [ids[4], ids[3]]);
+  const page2 = await t.engine.list({ limit: 2, cursor: all.nextCursor! });
+  assert.deepEqual(page2.runs.map((r) => r.id), [ids[2], ids[1]]);
+  const page3 = await t.engine.list({ limit: 2, cursor: page2.nextCursor! });
+  assert.deepEqual(page3.runs.map((r) => r.id), [ids[0]]);
+  assert.equal(page3.nextCursor, null);
+  assert.deepEqual((await t.engine.list({ workflow: "a" })).runs.map((r) => r.id), [
+    ids[3],
+    ids[1],
+  ]);
+  assert.deepEqual((await t.engine.list({ status: "failed" })).runs.map((r) => r.id), [ids[4]]);
+  assert.deepEqual(
+    (await t.engine.list({ workflow: "b", status: "succeeded" })).runs.map((r) => r.id),
+    [ids[2], ids[0]],
+  );
+  await assert.rejects(
+    () => t.engine.list({ workflow: "a", cursor: all.nextCursor! }),
+    /not a cursor of this query/,
+  );
+  await assert.rejects(() => t.engine.list({ limit: 0 }), /'limit' must be an integer/);
+});
+
+Deno.test("engine close waits for in-flight steps, then refuses new work", async () => {
+  const gate = deferred();
+  const wf = workflow("c").step("s", () => gate.promise.then(() => "done"));
+  await using t = await testEngine([wf]);
+  const run = await t.engine.start("c", null);
+  await waitFor(() => t.engine.stats().runningSteps === 1, "running");
+  const closing = t.engine.close({ graceMs: 60_000 });
+  await assert.rejects(() => t.engine.start("c", null), EngineClosedError);
+  gate.resolve();
+  await closing;
+  const engine2 = await t.restart();
+  assert.equal((await engine2.get(run.id)).status, "succeeded");
+});
+
+Deno.test("engine events reach subscribers after each commit", async () => {
+  const wf = workflow("ev").step("a", () => 1).step("b", { needs: ["a"] }, () => 2);
+  await using t = await testEngine([wf]);
+  const seen: string[] = [];
+  const off = t.engine.subscribe(({ event }) => {
+    seen.push(event.type === "run" ? `run:${event.to}` : `${event.step}:${event.to}`);
+  });
+  const run = await t.engine.start("ev", null);
+  await t.engine.result(run.id);
+  off();
+  assert.deepEqual(seen, [
+    "run:pending",
+    "a:running",
+    "run:running",
+    "a:succeeded",
+    "b:running",
+    "b:succeeded",
+    "run:succeeded",
+  ]);
+});
