@@ -1,3 +1,5 @@
+// The first test copies the usage verbatim, async steps without await included.
+// deno-lint-ignore-file require-await
 import assert from "node:assert/strict";
 import { z } from "zod";
 import {
