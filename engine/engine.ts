@@ -860,8 +860,8 @@ class WeftEngine implements Engine {
         finishedAt: now,
       }, { attempt: rec.attempts });
     }
+    for (const step of live.queued) this.#slots.forget(live.record.id, step);
     live.queued.clear();
-    this.#slots.forgetRun(live.record.id);
     live.record = { ...live.record, error };
     if (failedStep) live.record.failedStep = failedStep;
     this.#setRunStatus(txn, live, status, error);
@@ -890,9 +890,8 @@ class WeftEngine implements Engine {
   }
 
   #runningCount(): number {
-    let n = 0;
-    for (const live of this.#live.values()) n += live.running.size;
-    return n;
+    // A slot is held exactly while an attempt is in `live.running`.
+    return this.#slots.inUse;
   }
 
   // ---------------------------------------------------------------- queue
@@ -1059,7 +1058,8 @@ class WeftEngine implements Engine {
     }
     for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
     live.retryTimers.clear();
-    this.#slots.forgetRun(live.record.id);
+    for (const step of live.queued) this.#slots.forget(live.record.id, step);
+    live.queued.clear();
     if (this.#live.get(live.record.id) === live) this.#live.delete(live.record.id);
   }
 

@@ -36,7 +36,8 @@ export class Slots {
   readonly #max: number;
   readonly #byKey = new Map<string, number>();
   #inUse = 0;
-  #waiting: SlotRequest[] = [];
+  // Insertion-ordered, so iteration is FIFO and removal is O(1).
+  #waiting = new Map<string, SlotRequest>();
 
   /** Creates the counter with an engine-wide cap. */
   constructor(max: number) {
@@ -55,7 +56,7 @@ export class Slots {
 
   /** Requests waiting for a slot. */
   get waiting(): number {
-    return this.#waiting.length;
+    return this.#waiting.size;
   }
 
   /** Slots in use for one per-step key. */
@@ -82,12 +83,12 @@ export class Slots {
 
   /** Queues a request that did not get a slot. */
   enqueue(request: SlotRequest): void {
-    this.#waiting.push(request);
+    this.#waiting.set(`${request.runId}\u0000${request.step}`, request);
   }
 
-  /** Drops the queued requests of a run (it ended). */
-  forgetRun(runId: string): void {
-    this.#waiting = this.#waiting.filter((r) => r.runId !== runId);
+  /** Drops a queued request (its run ended). */
+  forget(runId: string, step: string): void {
+    this.#waiting.delete(`${runId}\u0000${step}`);
   }
 
   /**
@@ -97,13 +98,13 @@ export class Slots {
    */
   takeFitting(): SlotRequest[] {
     const taken: SlotRequest[] = [];
-    if (this.#inUse >= this.#max || this.#waiting.length === 0) return taken;
-    const rest: SlotRequest[] = [];
-    for (const r of this.#waiting) {
-      if (this.#inUse < this.#max && this.tryAcquire(r.capKey, r.cap)) taken.push(r);
-      else rest.push(r);
+    for (const [key, r] of this.#waiting) {
+      if (this.#inUse >= this.#max) break;
+      if (this.tryAcquire(r.capKey, r.cap)) {
+        taken.push(r);
+        this.#waiting.delete(key);
+      }
     }
-    this.#waiting = rest;
     return taken;
   }
 }
