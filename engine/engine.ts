@@ -189,6 +189,9 @@ interface LiveRun {
   retryTimers: Map<string, TimerHandle>;
   queued: Set<string>;
   waiters: Set<(snapshot: RunSnapshot) => void>;
+  /** Writes of this run not yet committed, and the latest of them. */
+  uncommitted: number;
+  lastCommit: Promise<unknown>;
 }
 
 /** Changes to apply in one write; materialised only when committed. */
@@ -371,7 +374,13 @@ class WeftEngine implements Engine {
 
   async get(runId: string): Promise<RunSnapshot> {
     const live = this.#live.get(runId);
-    if (live) return this.#snapshot(live);
+    if (live) {
+      // Show only what is on disk: wait for the run's writes in flight.
+      for (let i = 0; i < 10 && live.uncommitted > 0; i++) await live.lastCommit.catch(() => {});
+      if (this.#live.get(runId) === live || isTerminalRun(live.record.status)) {
+        return this.#snapshot(live);
+      }
+    }
     const run = await this.#store.getRun(runId);
     if (!run) throw new RunNotFoundError(runId);
     const steps = await this.#store.getSteps(runId);
@@ -523,6 +532,8 @@ class WeftEngine implements Engine {
       retryTimers: new Map(),
       queued: new Set(),
       waiters: new Set(),
+      uncommitted: 0,
+      lastCommit: Promise.resolve(),
     };
     for (const s of def.steps) {
       if (!steps.has(s.name)) steps.set(s.name, { status: "pending", attempts: 0, errors: [] });
@@ -595,6 +606,8 @@ class WeftEngine implements Engine {
       retryTimers: new Map(),
       queued: new Set(),
       waiters: new Set(),
+      uncommitted: 0,
+      lastCommit: Promise.resolve(),
     };
     this.#live.set(id, live);
     const txn = new Txn();
@@ -1014,23 +1027,31 @@ class WeftEngine implements Engine {
     for (const [live, events] of txn.history) {
       sets.push([k.history(live.record.id, events[0].seq), events]);
     }
+    const touched = new Set([...txn.runs.keys(), ...txn.steps.keys()]);
+    const write = this.#batcher.write({
+      sets,
+      deletes,
+      checks,
+      enqueues: txn.enqueues,
+      wake: [...txn.wake],
+    });
+    for (const live of touched) {
+      live.uncommitted++;
+      live.lastCommit = write;
+    }
     let ok: boolean;
     try {
-      ok = await this.#batcher.write({
-        sets,
-        deletes,
-        checks,
-        enqueues: txn.enqueues,
-        wake: [...txn.wake],
-      });
+      ok = await write;
     } catch (error) {
       log.error("A KV commit failed; affected runs are reloaded from KV: {error}", { error });
-      for (const live of new Set([...txn.runs.keys(), ...txn.steps.keys()])) {
+      for (const live of touched) live.uncommitted--;
+      for (const live of touched) {
         this.#forget(live);
         if (!this.#closing) void this.#resume(live.record.id).catch(() => {});
       }
       throw error;
     }
+    for (const live of touched) live.uncommitted--;
     if (!ok) return false;
     for (const fn of txn.after) fn();
     for (const [live, events] of txn.history) {
