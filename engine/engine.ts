@@ -189,6 +189,8 @@ interface LiveRun {
   retryTimers: Map<string, TimerHandle>;
   queued: Set<string>;
   waiters: Set<(snapshot: RunSnapshot) => void>;
+  /** The write that made a queued or waiting step ready, until it starts. */
+  readyBy: Map<string, Txn>;
   /** Writes of this run not yet committed, and the latest of them. */
   uncommitted: number;
   lastCommit: Promise<unknown>;
@@ -203,6 +205,16 @@ class Txn {
   readonly enqueues: { value: unknown; delayMs?: number }[] = [];
   readonly wake = new Set<string>();
   readonly after: (() => void)[] = [];
+  /**
+   * Set when every step this write starts was already durably ready (a
+   * step that got a slot, a retry that came due): those attempts may run
+   * while their start record is being written, since the record that made
+   * them ready is on disk (checked per step, see `LiveRun.readyBy`).
+   * Otherwise attempts launch only after the commit.
+   */
+  launchEarly = false;
+  /** Set once committed. */
+  durable = false;
 
   touchRun(live: LiveRun, fromStatus: RunStatus | null = live.record.status): void {
     if (!this.runs.has(live)) this.runs.set(live, { fromStatus });
@@ -532,6 +544,7 @@ class WeftEngine implements Engine {
       retryTimers: new Map(),
       queued: new Set(),
       waiters: new Set(),
+      readyBy: new Map(),
       uncommitted: 0,
       lastCommit: Promise.resolve(),
     };
@@ -606,6 +619,7 @@ class WeftEngine implements Engine {
       retryTimers: new Map(),
       queued: new Set(),
       waiters: new Set(),
+      readyBy: new Map(),
       uncommitted: 0,
       lastCommit: Promise.resolve(),
     };
@@ -631,22 +645,22 @@ class WeftEngine implements Engine {
     return step.needs.every((n) => live.steps.get(n)?.status === "succeeded");
   }
 
-  /** Starts `step` now if a slot is free, else queues it for one. */
+  /**
+   * Starts `step` in this write if a slot is free and no other work waits
+   * for one; otherwise queues it (FIFO) for a slot once this write is on disk.
+   */
   #tryStart(txn: Txn, live: LiveRun, step: StepDefinition): void {
     if (this.#closing || isTerminalRun(live.record.status)) return;
     if (live.running.has(step.name) || live.queued.has(step.name)) return;
     const capKey = `${live.def.name}/${step.name}`;
-    if (this.#slots.tryAcquire(capKey, step.concurrency)) {
+    if (this.#slots.waiting === 0 && this.#slots.tryAcquire(capKey, step.concurrency)) {
       this.#beginAttempt(txn, live, step, capKey);
-    } else {
-      live.queued.add(step.name);
-      this.#slots.enqueue({
-        runId: live.record.id,
-        step: step.name,
-        capKey,
-        cap: step.concurrency,
-      });
+      return;
     }
+    live.readyBy.set(step.name, txn);
+    live.queued.add(step.name);
+    this.#slots.enqueue({ runId: live.record.id, step: step.name, capKey, cap: step.concurrency });
+    txn.after.push(() => this.#schedulePump());
   }
 
   /** Records a new attempt as running (slot already taken); launches it once committed. */
@@ -672,7 +686,13 @@ class WeftEngine implements Engine {
     };
     live.running.set(step.name, running);
     txn.wake.add(live.record.id);
-    txn.after.push(() => this.#launch(live, step, running));
+    // A microtask runs after the caller has queued this write, so the
+    // attempt's own result is always written after its start.
+    const readyBy = live.readyBy.get(step.name);
+    live.readyBy.delete(step.name);
+    if (txn.launchEarly && (readyBy === undefined || readyBy.durable)) {
+      queueMicrotask(() => this.#launch(live, step, running));
+    } else txn.after.push(() => this.#launch(live, step, running));
   }
 
   #launch(live: LiveRun, step: StepDefinition, running: RunningAttempt): void {
@@ -792,6 +812,7 @@ class WeftEngine implements Engine {
         errors,
         nextAttemptAt: now + delayMs,
       }, { attempt, error: data, nextAttemptAt: now + delayMs });
+      live.readyBy.set(step.name, txn);
       this.#armRetry(txn, live, step, now + delayMs);
       return;
     }
@@ -838,6 +859,7 @@ class WeftEngine implements Engine {
     if (this.#closing || this.#live.get(live.record.id) !== live) return;
     if (live.steps.get(step.name)?.status !== "waiting") return;
     const txn = new Txn();
+    txn.launchEarly = true;
     this.#tryStart(txn, live, step);
     this.#background(txn);
   }
@@ -886,9 +908,13 @@ class WeftEngine implements Engine {
     queueMicrotask(() => {
       this.#pumpScheduled = false;
       if (this.#closing) return;
-      const granted = this.#slots.takeFitting();
+      // Only work whose ready record is on disk may take a slot and run early.
+      const granted = this.#slots.takeFitting((r) =>
+        this.#live.get(r.runId)?.readyBy.get(r.step)?.durable ?? true
+      );
       if (granted.length === 0) return;
       const txn = new Txn();
+      txn.launchEarly = true;
       for (const g of granted) {
         const live = this.#live.get(g.runId);
         const step = live?.def.getStep(g.step);
@@ -1053,6 +1079,7 @@ class WeftEngine implements Engine {
     }
     for (const live of touched) live.uncommitted--;
     if (!ok) return false;
+    txn.durable = true;
     for (const fn of txn.after) fn();
     for (const [live, events] of txn.history) {
       for (const event of events) this.#emit(live, event);

@@ -93,14 +93,14 @@ export class Slots {
 
   /**
    * Removes and returns the first queued requests that now fit, taking a slot
-   * for each, in FIFO order except that a request blocked only by its
-   * per-step cap lets later ones pass.
+   * for each, in FIFO order except that a request blocked by its per-step
+   * cap, or not `eligible` yet, lets later ones pass.
    */
-  takeFitting(): SlotRequest[] {
+  takeFitting(eligible: (r: SlotRequest) => boolean = () => true): SlotRequest[] {
     const taken: SlotRequest[] = [];
     for (const [key, r] of this.#waiting) {
       if (this.#inUse >= this.#max) break;
-      if (this.tryAcquire(r.capKey, r.cap)) {
+      if (eligible(r) && this.tryAcquire(r.capKey, r.cap)) {
         taken.push(r);
         this.#waiting.delete(key);
       }
