@@ -31,6 +31,7 @@ export {
   DEFAULT_TIMEOUT_MS,
   type EmptyResults,
   type InputSchema,
+  isWorkflow,
   type SchemaIssue,
   type StepContext,
   type StepDefaults,
@@ -57,6 +58,7 @@ export {
   EngineClosedError,
   type ErrorData,
   type InputIssue,
+  InputTooLargeError,
   InvalidArgumentError,
   InvalidInputError,
   NonRetryableError,
@@ -70,6 +72,7 @@ export {
   UnknownWorkflowError,
   WeftError,
   WorkflowDefinitionError,
+  WorkflowNotServedError,
 } from "./engine/errors.ts";
 export { type Clock, FakeClock, systemClock, type TimerHandle } from "./engine/clock.ts";
 export {

@@ -13,6 +13,7 @@ import {
   AttemptInterruptedError,
   EngineClosedError,
   type ErrorData,
+  InputTooLargeError,
   InvalidArgumentError,
   InvalidInputError,
   NonRetryableError,
@@ -24,6 +25,7 @@ import {
   StepTimeoutError,
   toErrorData,
   UnknownWorkflowError,
+  WorkflowNotServedError,
 } from "./errors.ts";
 import { keyLayout, type KeyPrefix } from "./keys.ts";
 import { DEFAULT_MAX_OUTPUT_BYTES, encodeOutput } from "./output.ts";
@@ -132,6 +134,7 @@ export interface Engine {
    *
    * @throws {UnknownWorkflowError} when no workflow has that name.
    * @throws {InvalidInputError} when the input does not match the schema.
+   * @throws {InputTooLargeError} when the input is over `maxInputBytes`.
    * @throws {EngineClosedError} after `close()`.
    */
   start(workflow: string, input: unknown, options?: StartOptions): Promise<StartResult>;
@@ -146,6 +149,7 @@ export interface Engine {
    * or cancelled); rejects with the signal's reason if `signal` aborts first.
    *
    * @throws {RunNotFoundError} for an unknown id.
+   * @throws {WorkflowNotServedError} for an unfinished run of a workflow this engine lacks.
    */
   result(runId: string, options?: { signal?: AbortSignal }): Promise<RunSnapshot>;
   /**
@@ -154,6 +158,7 @@ export interface Engine {
    *
    * @throws {RunNotFoundError} for an unknown id.
    * @throws {RunFinishedError} when the run is already terminal.
+   * @throws {WorkflowNotServedError} for a run of a workflow this engine lacks.
    */
   cancel(runId: string, options?: { reason?: string }): Promise<RunSnapshot>;
   /** One page of runs, newest first. */
@@ -355,13 +360,7 @@ class WeftEngine implements Engine {
       );
     }
     if (size > this.#maxInputBytes) {
-      return Promise.reject(
-        new InvalidInputError(workflow, [{
-          code: "too_big",
-          path: [],
-          message: `Input is ${size} bytes of JSON, over the limit of ${this.#maxInputBytes}`,
-        }]),
-      );
+      return Promise.reject(new InputTooLargeError(workflow, size, this.#maxInputBytes));
     }
     const key = options.idempotencyKey;
     if (key === undefined) return this.#create(def, parsed.data, undefined);
@@ -407,9 +406,7 @@ class WeftEngine implements Engine {
     if (!live) {
       const snapshot = await this.get(runId);
       if (isTerminalRun(snapshot.status)) return snapshot;
-      throw new InvalidArgumentError(
-        `Cannot wait for run '${runId}' as this engine does not run it: workflow '${snapshot.workflow}' is not registered`,
-      );
+      throw new WorkflowNotServedError(runId, snapshot.workflow);
     }
     return await new Promise<RunSnapshot>((resolve, reject) => {
       const onAbort = () => {
@@ -431,9 +428,7 @@ class WeftEngine implements Engine {
       const run = live?.record ?? await this.#store.getRun(runId);
       if (!run) throw new RunNotFoundError(runId);
       if (isTerminalRun(run.status)) throw new RunFinishedError(runId, run.status);
-      throw new InvalidArgumentError(
-        `Cannot cancel run '${runId}' as this engine does not run it: workflow '${run.workflow}' is not registered`,
-      );
+      throw new WorkflowNotServedError(runId, run.workflow);
     }
     const reason = options.reason ?? "cancelled by request";
     const txn = new Txn();

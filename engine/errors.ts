@@ -233,6 +233,58 @@ export class InvalidInputError extends WeftError {
 }
 
 /**
+ * A run's input is larger than the engine accepts (`maxInputBytes`).
+ * Nothing was stored.
+ *
+ * @example
+ * ```ts
+ * import { InputTooLargeError } from "./errors.ts";
+ * const err = new InputTooLargeError("order", 300_000, 262_144);
+ * console.assert(err.sizeBytes > err.limitBytes);
+ * ```
+ */
+export class InputTooLargeError extends WeftError {
+  /** The workflow whose input was refused. */
+  readonly workflow: string;
+  /** The input's size in bytes of JSON. */
+  readonly sizeBytes: number;
+  /** The engine's limit. */
+  readonly limitBytes: number;
+  /** Creates the error from the size and the limit. */
+  constructor(workflow: string, sizeBytes: number, limitBytes: number) {
+    super(
+      `Cannot start workflow '${workflow}' as its input is ${sizeBytes} bytes of JSON, over the limit of ${limitBytes}`,
+    );
+    this.workflow = workflow;
+    this.sizeBytes = sizeBytes;
+    this.limitBytes = limitBytes;
+  }
+}
+
+/**
+ * The run is not finished, but this engine does not serve its workflow, so
+ * it can neither wait for it nor cancel it.
+ *
+ * @example
+ * ```ts
+ * import { WorkflowNotServedError } from "./errors.ts";
+ * console.assert(new WorkflowNotServedError("r1", "old").workflow === "old");
+ * ```
+ */
+export class WorkflowNotServedError extends WeftError {
+  /** The run. */
+  readonly runId: string;
+  /** Its workflow, which this engine does not have. */
+  readonly workflow: string;
+  /** Creates the error for a run and its workflow. */
+  constructor(runId: string, workflow: string) {
+    super(`Run '${runId}' is unfinished but this engine does not serve its workflow '${workflow}'`);
+    this.runId = runId;
+    this.workflow = workflow;
+  }
+}
+
+/**
  * An argument to an engine method is wrong, such as a malformed cursor.
  *
  * @example

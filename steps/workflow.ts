@@ -129,6 +129,8 @@ const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 /** The results of a workflow with no steps yet. */
 export type EmptyResults = Record<never, never>;
 
+const WORKFLOW_BRAND = Symbol.for("weft.workflow");
+
 /**
  * A workflow: a name, an input schema and a DAG of steps. Immutable: every
  * {@linkcode Workflow.step} call returns a new workflow.
@@ -154,6 +156,8 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
   readonly defaults: Readonly<StepDefaults>;
   /** A human description. */
   readonly description?: string;
+  /** Marks Weft workflows across copies of this module; see {@linkcode isWorkflow}. */
+  readonly [WORKFLOW_BRAND] = true;
   /** Phantom field carrying the result types; never set. */
   declare readonly __results?: R;
 
@@ -294,4 +298,19 @@ export function workflow<I = unknown>(
   if (problem) throw new WorkflowDefinitionError(name, undefined, `defaults: ${problem}`);
   const input = (options.input ?? z.unknown()) as InputSchema<I>;
   return new Workflow(name, input, Object.freeze({ ...defaults }), [], options.description);
+}
+
+/**
+ * Whether a value is a Weft workflow, also one built by another copy of
+ * Weft (a module that imports Weft from a different URL).
+ *
+ * @example
+ * ```ts
+ * import { isWorkflow, workflow } from "./workflow.ts";
+ * console.assert(isWorkflow(workflow("w")) && !isWorkflow({ name: "w" }));
+ * ```
+ */
+export function isWorkflow(value: unknown): value is AnyWorkflow {
+  return typeof value === "object" && value !== null &&
+    (value as Record<symbol, unknown>)[WORKFLOW_BRAND] === true;
 }

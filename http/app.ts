@@ -1,0 +1,133 @@
+/**
+ * The HTTP API's app factory: guards, routes, the OpenAPI document and one
+ * error mapping, on a Hono app that other modules can add routes to.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { Hono } from "hono";
+import type { Engine } from "../mod.ts";
+import { bearerAuth, sameOriginWrites } from "./auth.ts";
+import { DEFAULT_MAX_BODY_BYTES, limitBody } from "./body.ts";
+import { ApiError, ErrorCode, toApiError } from "./errors.ts";
+import { openApiDocument } from "./openapi.ts";
+import { addRoute } from "./route.ts";
+import { addApiRoutes } from "./routes.ts";
+import { OpenApiDocumentSchema } from "./schemas.ts";
+
+/** Options of {@linkcode createApp}. */
+export interface AppOptions {
+  /** The engine whose workflows and runs the API serves. */
+  engine: Engine;
+  /**
+   * When set, every route but `/healthz` requires `Authorization: Bearer
+   * <token>`. @default {undefined} (no authentication)
+   */
+  token?: string;
+  /** Largest request body, in bytes. @default {1048576} */
+  maxBodyBytes?: number;
+  /** Whether 500 responses carry the error's message and stack. @default {false} */
+  debug?: boolean;
+  /**
+   * Aborts long polls (`/runs/{id}/wait`) at once, so that shutting the
+   * server down need not wait for them. @default {undefined}
+   */
+  shutdownSignal?: AbortSignal;
+  /**
+   * Called with every error that becomes a 500, for logging.
+   * @default {logging it with LogTape under ["weft", "http"]}
+   */
+  onUnexpectedError?: (error: unknown) => void;
+  /**
+   * Adds more routes after the API's own, such as a dashboard or metrics.
+   * They get the same guards (token, body limit), error mapping and 404.
+   * @default {undefined}
+   */
+  mount?: (app: Hono) => void;
+}
+
+const log = getLogger(["weft", "http"]);
+
+/**
+ * Builds the Hono app of the HTTP API on an engine. Nothing listens yet: pass
+ * `app.fetch` to `Deno.serve`, or call `app.request()` in tests.
+ *
+ * Routes can also be added to the returned app afterwards; they run behind
+ * the same guards, and unmatched requests get a JSON 404.
+ *
+ * @example
+ * ```ts
+ * import { z } from "zod";
+ * import { createEngine, workflow } from "../mod.ts";
+ * import { createApp } from "./app.ts";
+ * const hello = workflow("hello", { input: z.object({ name: z.string() }) })
+ *   .step("greet", ({ input }) => `hello ${input.name}`);
+ * const kv = await Deno.openKv(":memory:");
+ * const engine = await createEngine({ kv, workflows: [hello] });
+ * const app = createApp({ engine });
+ * const res = await app.request("/workflows/hello/runs", {
+ *   method: "POST",
+ *   headers: { "content-type": "application/json" },
+ *   body: JSON.stringify({ name: "ada" }),
+ * });
+ * console.assert(res.status === 201);
+ * const { id } = await res.json();
+ * await (await app.request(`/runs/${id}/wait`)).body?.cancel();
+ * await engine.close();
+ * kv.close();
+ * ```
+ */
+export function createApp(options: AppOptions): Hono {
+  const { engine, token, debug = false } = options;
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const onUnexpectedError = options.onUnexpectedError ??
+    ((error: unknown) =>
+      log.error("Unexpected error while handling a request: {error}", { error }));
+  if (token !== undefined && token.length === 0) {
+    throw new RangeError("Cannot create the app as 'token' is empty: omit it to disable auth");
+  }
+
+  const app = new Hono();
+
+  app.onError((error, c) => {
+    const mapped = toApiError(error);
+    if (mapped) return mapped.getResponse();
+    onUnexpectedError(error);
+    const err = error instanceof Error ? error : new Error(String(error));
+    const body = {
+      error: {
+        code: ErrorCode.Internal,
+        message: debug ? `${err.name}: ${err.message}` : "Internal server error",
+        ...(debug && err.stack ? { stack: err.stack } : {}),
+      },
+    };
+    return c.json(body, 500);
+  });
+
+  app.notFound((c) =>
+    new ApiError(404, ErrorCode.NotFound, `No route for ${c.req.method} ${c.req.path}`)
+      .getResponse()
+  );
+
+  app.use("*", sameOriginWrites());
+  if (token !== undefined) app.use("*", bearerAuth(token, { publicPaths: ["/healthz"] }));
+  app.use("*", limitBody(maxBodyBytes));
+
+  const specs = addApiRoutes(app, { engine, shutdownSignal: options.shutdownSignal });
+  let document: Record<string, unknown> | undefined;
+  specs.push(addRoute(app, {
+    method: "get",
+    path: "/openapi.json",
+    operationId: "openapi",
+    summary: "This document",
+    responses: {
+      200: { description: "The OpenAPI 3.1 document", schema: OpenApiDocumentSchema },
+    },
+  }, (c) => {
+    document ??= openApiDocument(specs, { bearerAuth: token !== undefined });
+    return c.json(document);
+  }));
+
+  options.mount?.(app);
+  return app;
+}

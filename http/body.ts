@@ -1,0 +1,137 @@
+/**
+ * Request bodies: a size limit enforced before anything is parsed, and a JSON
+ * reader that refuses wrong content types, bad UTF-8 and deep nesting.
+ *
+ * @module
+ */
+import type { Context, MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { ApiError, ErrorCode } from "./errors.ts";
+
+/** The default largest request body, in bytes: 1 MiB. */
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+
+/** The deepest nesting of arrays and objects a JSON body may have. */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * Rejects bodies larger than `maxBytes` with 413 `payload_too_large`, by
+ * `Content-Length` when given, else while streaming, before any parsing.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { limitBody } from "./body.ts";
+ * const app = new Hono().use("*", limitBody(4)).post("/", (c) => c.text("ok"));
+ * const res = await app.request("/", { method: "POST", body: "12345" });
+ * console.assert(res.status === 413);
+ * ```
+ */
+export function limitBody(maxBytes: number): MiddlewareHandler {
+  if (!Number.isSafeInteger(maxBytes) || maxBytes < 1) {
+    throw new RangeError(
+      `Cannot limit bodies as 'maxBytes' must be an integer >= 1: current value is ${maxBytes}`,
+    );
+  }
+  return bodyLimit({
+    maxSize: maxBytes,
+    onError: () => {
+      throw new ApiError(
+        413,
+        ErrorCode.PayloadTooLarge,
+        `Request body is larger than the limit of ${maxBytes} bytes`,
+      );
+    },
+  });
+}
+
+/**
+ * Media types accepted as JSON: JSON itself, and what curl (`-d`) and
+ * `fetch` (a string body) send when the caller sets none. The body must
+ * parse as JSON whatever the type says.
+ */
+const ACCEPTED_TYPES = new Set([
+  "",
+  "application/json",
+  "application/x-www-form-urlencoded",
+  "text/plain",
+]);
+
+function isAcceptedType(contentType: string | undefined): boolean {
+  const type = (contentType ?? "").split(";")[0].trim().toLowerCase();
+  return ACCEPTED_TYPES.has(type) || /^application\/[a-z0-9.+-]+\+json$/.test(type);
+}
+
+const invalidJson = (message: string) => new ApiError(400, ErrorCode.InvalidJson, message);
+
+/**
+ * Whether `text` nests arrays and objects deeper than `maxDepth`, counted
+ * outside strings. Runs before `JSON.parse` so hostile nesting is never built.
+ *
+ * @example
+ * ```ts
+ * import { exceedsDepth } from "./body.ts";
+ * console.assert(exceedsDepth("[[[1]]]", 2) && !exceedsDepth('["[[["]', 1));
+ * ```
+ */
+export function exceedsDepth(text: string, maxDepth: number): boolean {
+  let depth = 0;
+  let inString = false;
+  let escaped = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (inString) {
+      if (escaped) escaped = false;
+      else if (ch === 0x5c) escaped = true;
+      else if (ch === 0x22) inString = false;
+    } else if (ch === 0x22) {
+      inString = true;
+    } else if (ch === 0x5b || ch === 0x7b) {
+      if (++depth > maxDepth) return true;
+    } else if (ch === 0x5d || ch === 0x7d) {
+      depth--;
+    }
+  }
+  return false;
+}
+
+/**
+ * Reads the request body as JSON, or throws a 400 `invalid_json`
+ * {@linkcode ApiError} when the content type is not accepted (JSON, no type,
+ * `application/x-www-form-urlencoded` or `text/plain`), the body is empty or
+ * not UTF-8, nests deeper than {@linkcode MAX_JSON_DEPTH}, or is not JSON.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { readJsonBody } from "./body.ts";
+ * const app = new Hono().post("/", async (c) => c.json(await readJsonBody(c)));
+ * const res = await app.request("/", { method: "POST", body: '{"a":1}' });
+ * console.assert((await res.json()).a === 1);
+ * ```
+ */
+export async function readJsonBody(c: Context): Promise<unknown> {
+  const contentType = c.req.header("content-type");
+  if (!isAcceptedType(contentType)) {
+    throw invalidJson(
+      `Request body must be JSON: content type '${contentType}' is not accepted`,
+    );
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(await c.req.arrayBuffer());
+  } catch {
+    throw invalidJson("Request body is not valid UTF-8");
+  }
+  if (text.trim() === "") {
+    throw invalidJson("Request body is empty: send JSON, such as {}");
+  }
+  if (exceedsDepth(text, MAX_JSON_DEPTH)) {
+    throw invalidJson(`Request body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw invalidJson(`Request body is not valid JSON: ${(error as Error).message}`);
+  }
+}

@@ -1,0 +1,443 @@
+/**
+ * `deno task serve`: one process that runs the engine on a local KV file and
+ * serves the HTTP API for the workflows exported by the given modules.
+ *
+ * ```sh
+ * deno task serve --port 8080 --workflows workflows/ --workflows ./more/billing.ts
+ * ```
+ *
+ * Every flag has an environment variable (see `--help`); flags win. The
+ * environment is read in one place, {@linkcode readEnv}, only when this file
+ * is run: importing it has no effects.
+ *
+ * @module
+ */
+import { dirname, isAbsolute, relative, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import type { Hono } from "hono";
+import { type AnyWorkflow, createEngine, type Engine, isWorkflow } from "./mod.ts";
+import { createApp } from "./http/app.ts";
+import { DEFAULT_MAX_BODY_BYTES } from "./http/body.ts";
+
+/** Everything the server needs, resolved from flags, environment and defaults. */
+export interface ServerConfig {
+  /** The port; 0 picks a free one. @default {8000} */
+  port: number;
+  /** The interface to bind. @default {"127.0.0.1"} */
+  hostname: string;
+  /** The KV file; its folder is created. @default {"data/weft.sqlite3"} */
+  kvPath: string;
+  /** Modules or folders of modules whose exported workflows are served. @default {["workflows/"]} */
+  workflowPaths: string[];
+  /** The bearer token every route but `/healthz` requires. @default {undefined} */
+  token?: string;
+  /** Largest request body, in bytes. @default {1048576} */
+  maxBodyBytes: number;
+  /** How long shutdown waits for steps in flight. @default {10000} */
+  graceMs: number;
+  /** Whether 500 responses carry error details. @default {false} */
+  debug: boolean;
+}
+
+interface FlagSpec {
+  env?: string;
+  arg: string;
+  help: string;
+}
+
+const FLAGS: Record<string, FlagSpec> = {
+  port: { env: "WEFT_PORT", arg: "<n>", help: "port to listen on; 0 picks a free one (8000)" },
+  hostname: { env: "WEFT_HOSTNAME", arg: "<host>", help: "interface to bind (127.0.0.1)" },
+  kv: { env: "WEFT_KV", arg: "<path>", help: "KV file, created if missing (data/weft.sqlite3)" },
+  workflows: {
+    env: "WEFT_WORKFLOWS",
+    arg: "<path>",
+    help: "module or folder of modules to serve; repeatable; env: comma-separated (workflows/)",
+  },
+  token: {
+    env: "WEFT_TOKEN",
+    arg: "<secret>",
+    help: "require 'Authorization: Bearer <secret>' (prefer the env var: flags show in ps)",
+  },
+  "max-body-bytes": {
+    env: "WEFT_MAX_BODY_BYTES",
+    arg: "<n>",
+    help: `largest request body (${DEFAULT_MAX_BODY_BYTES})`,
+  },
+  "grace-ms": {
+    env: "WEFT_GRACE_MS",
+    arg: "<ms>",
+    help: "on SIGINT/SIGTERM, how long steps in flight may finish (10000)",
+  },
+  debug: { env: "WEFT_DEBUG", arg: "", help: "show error messages and stacks in 500 responses" },
+  help: { arg: "", help: "print this help" },
+};
+
+/** The environment variables the server reads. */
+export const ENV_VARS: readonly string[] = Object.values(FLAGS).flatMap((f) => f.env ?? []);
+
+/**
+ * The usage text of `--help`.
+ *
+ * @example
+ * ```ts
+ * import { usage } from "./server.ts";
+ * console.assert(usage().includes("--port"));
+ * ```
+ */
+export function usage(): string {
+  const lines = Object.entries(FLAGS).map(([name, f]) => {
+    const flag = `--${name}${f.arg ? ` ${f.arg}` : ""}`.padEnd(26);
+    return `  ${flag} ${f.help}${f.env ? ` [${f.env}]` : ""}`;
+  });
+  return [
+    "Usage: deno task serve [options]",
+    "",
+    "Runs the Weft engine and its HTTP API for the workflows exported by the given modules.",
+    "",
+    ...lines,
+  ].join("\n");
+}
+
+/** A problem with flags or environment: print it with the usage hint, exit 2. */
+export class UsageError extends Error {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** A problem starting the server, such as a workflow module that fails to load: exit 1. */
+export class StartupError extends Error {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StartupError";
+  }
+}
+
+function integer(name: string, value: string, min: number, max: number): number {
+  const n = /^[0-9]+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(
+      `Cannot start as '--${name}' must be an integer from ${min} to ${max}: current value is ${value}`,
+    );
+  }
+  return n;
+}
+
+/**
+ * Resolves the configuration from command-line arguments and environment
+ * variables (flags win), or returns `"help"` for `--help`.
+ *
+ * @throws {UsageError} on an unknown flag or a bad value.
+ *
+ * @example
+ * ```ts
+ * import { parseConfig } from "./server.ts";
+ * const config = parseConfig(["--port", "0"], { WEFT_TOKEN: "s3cret" });
+ * console.assert(config !== "help" && config.port === 0 && config.token === "s3cret");
+ * ```
+ */
+export function parseConfig(
+  args: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+): ServerConfig | "help" {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...args],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        port: { type: "string" },
+        hostname: { type: "string" },
+        kv: { type: "string" },
+        workflows: { type: "string", multiple: true },
+        token: { type: "string" },
+        "max-body-bytes": { type: "string" },
+        "grace-ms": { type: "string" },
+        debug: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  if (values.help) return "help";
+  const pick = (name: string): string | undefined => {
+    const flag = (values as Record<string, unknown>)[name];
+    if (typeof flag === "string") return flag;
+    const fromEnv = FLAGS[name].env ? env[FLAGS[name].env!] : undefined;
+    return fromEnv === undefined || fromEnv === "" ? undefined : fromEnv;
+  };
+  const envWorkflows = env.WEFT_WORKFLOWS?.split(",").map((p) => p.trim()).filter(Boolean);
+  const workflowPaths = values.workflows ?? envWorkflows ?? [];
+  const token = values.token ?? env.WEFT_TOKEN;
+  if (token !== undefined && token.trim() === "") {
+    throw new UsageError(
+      "Cannot start as '--token' is empty: set a secret, or unset it to serve without auth",
+    );
+  }
+  const hostname = pick("hostname") ?? "127.0.0.1";
+  const debugEnv = env.WEFT_DEBUG?.toLowerCase();
+  return {
+    port: integer("port", pick("port") ?? "8000", 0, 65535),
+    hostname,
+    kvPath: pick("kv") ?? "data/weft.sqlite3",
+    workflowPaths: workflowPaths.length > 0 ? workflowPaths : ["workflows/"],
+    token,
+    maxBodyBytes: integer(
+      "max-body-bytes",
+      pick("max-body-bytes") ?? String(DEFAULT_MAX_BODY_BYTES),
+      1,
+      1024 ** 3,
+    ),
+    graceMs: integer("grace-ms", pick("grace-ms") ?? "10000", 0, 3_600_000),
+    debug: values.debug ?? (debugEnv === "1" || debugEnv === "true"),
+  };
+}
+
+/** Workflows found in modules, with the file each came from. */
+export interface LoadedWorkflows {
+  /** The workflows, in the order found. */
+  workflows: AnyWorkflow[];
+  /** The file (relative to the working directory) each workflow came from, by name. */
+  files: Map<string, string>;
+}
+
+const isModule = (name: string) =>
+  name.endsWith(".ts") && !name.endsWith(".d.ts") && !/[._]test\.ts$/.test(name);
+
+async function modulesOf(
+  path: string,
+  cwd: string,
+): Promise<{ file: string; explicit: boolean }[]> {
+  const abs = resolve(cwd, path);
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(abs);
+  } catch (error) {
+    throw new StartupError(`Cannot load workflows from ${path}: ${(error as Error).message}`);
+  }
+  if (!info.isDirectory) return [{ file: abs, explicit: true }];
+  const files: string[] = [];
+  for await (const entry of Deno.readDir(abs)) {
+    if (entry.isFile && isModule(entry.name)) files.push(resolve(abs, entry.name));
+  }
+  return files.sort().map((file) => ({ file, explicit: false }));
+}
+
+/**
+ * Imports every module named (a folder means every `.ts` module directly in
+ * it, test files aside) and collects the {@linkcode Workflow} instances they
+ * export.
+ *
+ * @throws {StartupError} naming the file, when a module fails to load (a
+ * syntax error, a `WorkflowDefinitionError` thrown while defining a
+ * workflow), when a file named explicitly exports no workflow, when two
+ * modules export different workflows of the same name, or when none is found.
+ */
+export async function loadWorkflows(
+  paths: readonly string[],
+  cwd: string = Deno.cwd(),
+): Promise<LoadedWorkflows> {
+  const workflows: AnyWorkflow[] = [];
+  const files = new Map<string, string>();
+  const show = (file: string) => {
+    const rel = relative(cwd, file);
+    return rel.startsWith("..") || isAbsolute(rel) ? file : rel;
+  };
+  for (const path of paths) {
+    for (const { file, explicit } of await modulesOf(path, cwd)) {
+      let mod: Record<string, unknown>;
+      try {
+        mod = await import(pathToFileURL(file).href);
+      } catch (error) {
+        const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+        throw new StartupError(`Cannot load workflows from ${show(file)}: ${message}`, {
+          cause: error,
+        });
+      }
+      const found = Object.values(mod).filter((v): v is AnyWorkflow => isWorkflow(v));
+      if (found.length === 0 && explicit) {
+        throw new StartupError(
+          `Cannot load workflows from ${show(file)}: it exports no workflow built with workflow()`,
+        );
+      }
+      for (const wf of found) {
+        if (workflows.includes(wf)) continue;
+        const other = files.get(wf.name);
+        if (other !== undefined) {
+          throw new StartupError(
+            `Cannot serve workflow '${wf.name}' twice: it is exported by ${other} and ${
+              show(file)
+            }`,
+          );
+        }
+        workflows.push(wf);
+        files.set(wf.name, show(file));
+      }
+    }
+  }
+  if (workflows.length === 0) {
+    throw new StartupError(
+      `Cannot start as no workflow is exported by ${
+        paths.join(", ")
+      }: export one built with workflow()`,
+    );
+  }
+  return { workflows, files };
+}
+
+/** A started server. */
+export interface RunningServer {
+  /** The URL it listens on. */
+  url: URL;
+  /** The app it serves. */
+  app: Hono;
+  /** The engine behind it. */
+  engine: Engine;
+  /** Stops accepting requests, lets steps in flight finish (grace), closes the KV. */
+  shutdown(): Promise<void>;
+}
+
+function urlHost(hostname: string): string {
+  return hostname.includes(":") ? `[${hostname}]` : hostname;
+}
+
+/**
+ * Loads the workflows, opens the KV (creating its folder), starts the engine
+ * (which resumes unfinished runs) and listens. `onListen` gets the start line.
+ *
+ * @throws {StartupError} when workflows fail to load or the KV cannot open.
+ */
+export async function startServer(
+  config: ServerConfig,
+  onListen: (line: string) => void = console.log,
+): Promise<RunningServer> {
+  const { workflows, files } = await loadWorkflows(config.workflowPaths);
+  let kv: Deno.Kv;
+  try {
+    if (config.kvPath !== ":memory:") {
+      await Deno.mkdir(dirname(resolve(config.kvPath)), { recursive: true });
+    }
+    kv = await Deno.openKv(config.kvPath);
+  } catch (error) {
+    throw new StartupError(
+      `Cannot open the KV file ${config.kvPath}: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+  let engine: Engine;
+  try {
+    engine = await createEngine({ kv, workflows, shutdownGraceMs: config.graceMs });
+  } catch (error) {
+    kv.close();
+    throw new StartupError(`Cannot start the engine: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  const closing = new AbortController();
+  const app = createApp({
+    engine,
+    token: config.token,
+    maxBodyBytes: config.maxBodyBytes,
+    debug: config.debug,
+    shutdownSignal: closing.signal,
+    onUnexpectedError: (error) =>
+      console.error("Unexpected error while handling a request:", error),
+  });
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  const listening = Promise.withResolvers<URL>();
+  try {
+    server = Deno.serve({
+      port: config.port,
+      hostname: config.hostname,
+      onListen: (addr) =>
+        listening.resolve(new URL(`http://${urlHost(addr.hostname)}:${addr.port}/`)),
+    }, app.fetch);
+  } catch (error) {
+    await engine.close({ graceMs: 0 });
+    kv.close();
+    throw new StartupError(
+      `Cannot listen on ${config.hostname}:${config.port}: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+  const url = await listening.promise;
+  const served = workflows.map((wf) => `${wf.name} (${files.get(wf.name)})`).join(", ");
+  const auth = config.token !== undefined
+    ? "bearer token required"
+    : config.hostname === "127.0.0.1" || config.hostname === "localhost" ||
+        config.hostname === "::1"
+    ? `no token: bound to ${config.hostname} only, without auth`
+    : `no token: WARNING anyone who can reach ${config.hostname} can start and cancel runs`;
+  onListen(`Weft listening on ${url} · KV ${config.kvPath} · workflows: ${served} · ${auth}`);
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = () =>
+    stopping ??= (async () => {
+      closing.abort();
+      await server.shutdown();
+      await engine.close();
+      kv.close();
+    })();
+  return { url, app, engine, shutdown };
+}
+
+/** Reads the server's environment variables: the only place `Deno.env` is read. */
+export function readEnv(): Record<string, string | undefined> {
+  return Object.fromEntries(ENV_VARS.map((name) => [name, Deno.env.get(name)]));
+}
+
+async function main(): Promise<number> {
+  let config: ServerConfig | "help";
+  try {
+    config = parseConfig(Deno.args, readEnv());
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`${error.message}\nRun with --help to see the options.`);
+    return 2;
+  }
+  if (config === "help") {
+    console.log(usage());
+    return 0;
+  }
+  let server: RunningServer;
+  try {
+    server = await startServer(config);
+  } catch (error) {
+    if (!(error instanceof StartupError)) throw error;
+    console.error(error.message);
+    return 1;
+  }
+  const stop = Promise.withResolvers<number>();
+  let signalled = false;
+  const onSignal = () => {
+    if (signalled) {
+      // A second signal while shutting down: stop now; unfinished steps resume on the next start.
+      stop.resolve(1);
+      return;
+    }
+    signalled = true;
+    server.shutdown().then(() => stop.resolve(0), (error) => {
+      console.error("Shutdown failed:", error);
+      stop.resolve(1);
+    });
+  };
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    try {
+      Deno.addSignalListener(signal, onSignal);
+    } catch {
+      // SIGTERM is not available on Windows.
+    }
+  }
+  return await stop.promise;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main());
+}

@@ -1,0 +1,346 @@
+/**
+ * End-to-end tests of `server.ts` as a real process on a real port: the order
+ * example over HTTP to `succeeded`, a SIGKILL and a restart on the same KV
+ * file, graceful shutdown, and startup failures.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseConfig, UsageError } from "../server.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const MOD_URL = new URL("../mod.ts", import.meta.url).href;
+/** The permissions of `deno task serve`. */
+const SERVE = [
+  "run",
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--unstable-no-legacy-abort",
+  "server.ts",
+];
+const STARTUP_DEADLINE_MS = 30_000;
+
+/** Collects a stream's text until it ends, so the child never blocks on a full pipe. */
+async function drain(stream: ReadableStream<Uint8Array>, onText: (text: string) => void) {
+  const decoder = new TextDecoder();
+  for await (const chunk of stream) onText(decoder.decode(chunk, { stream: true }));
+}
+
+interface Output {
+  stdout: string;
+  stderr: string;
+}
+
+/** A server child process, killed on dispose if still running. */
+class ServerProcess implements AsyncDisposable {
+  readonly url: URL;
+  readonly #child: Deno.ChildProcess;
+  readonly #drained: Promise<unknown>;
+  readonly #out: Output;
+  #status?: Deno.CommandStatus;
+
+  private constructor(child: Deno.ChildProcess, drained: Promise<unknown>, out: Output, url: URL) {
+    this.#child = child;
+    this.#drained = drained;
+    this.#out = out;
+    this.url = url;
+  }
+
+  /** Everything the server printed to stdout so far. */
+  get stdout(): string {
+    return this.#out.stdout;
+  }
+
+  /** Everything the server printed to stderr so far. */
+  get stderr(): string {
+    return this.#out.stderr;
+  }
+
+  /** Starts `server.ts` with `args` and resolves once it prints its start line. */
+  static async start(args: string[]): Promise<ServerProcess> {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [...SERVE, ...args],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    const out: Output = { stdout: "", stderr: "" };
+    const listening = Promise.withResolvers<URL>();
+    const drained = Promise.all([
+      drain(child.stdout, (text) => {
+        out.stdout += text;
+        const match = /^Weft listening on (http:\/\/\S+) /m.exec(out.stdout);
+        if (match) listening.resolve(new URL(match[1]));
+      }),
+      drain(child.stderr, (text) => out.stderr += text),
+    ]).finally(() => listening.reject(new Error(`server exited: ${out.stderr}`)));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error("server did not start in time")),
+        STARTUP_DEADLINE_MS,
+      );
+    });
+    try {
+      const url = await Promise.race([listening.promise, deadline]);
+      return new ServerProcess(child, drained, out, url);
+    } catch (error) {
+      child.kill("SIGKILL");
+      await child.status;
+      await drained.catch(() => {});
+      throw new Error(`${(error as Error).message}\nstderr: ${out.stderr}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  fetch(path: string, init?: RequestInit): Promise<Response> {
+    return fetch(new URL(path, this.url), init);
+  }
+
+  /** Sends `signal` and resolves with the exit status once the process ended. */
+  async stop(signal: Deno.Signal): Promise<Deno.CommandStatus> {
+    this.#child.kill(signal);
+    this.#status = await this.#child.status;
+    await this.#drained.catch(() => {});
+    return this.#status;
+  }
+
+  async [Symbol.asyncDispose]() {
+    if (!this.#status) await this.stop("SIGKILL");
+  }
+}
+
+/** Runs `server.ts` to its end and returns its exit code and output. */
+async function runServer(args: string[]) {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: [...SERVE, ...args],
+    cwd: ROOT,
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const decoder = new TextDecoder();
+  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+}
+
+async function json(res: Response, status: number) {
+  const text = await res.text();
+  assert.equal(res.status, status, text);
+  return JSON.parse(text);
+}
+
+Deno.test("server runs the order workflow over HTTP and keeps its runs across a SIGKILL", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_e2e_" });
+  const kvPath = join(dir, "nested", "weft.sqlite3");
+  const args = ["--port", "0", "--kv", kvPath];
+  try {
+    let runId = "";
+    let finished: unknown;
+    let inFlightId = "";
+
+    await t.step("first start: drive an order to succeeded, then SIGKILL", async () => {
+      await using server = await ServerProcess.start(args);
+      assert.notEqual(server.url.port, "0");
+      assert.equal(server.url.hostname, "127.0.0.1");
+      const lines = server.stdout.trim().split("\n");
+      assert.equal(lines.length, 1, server.stdout);
+      assert.match(lines[0], new RegExp(`KV ${kvPath.replaceAll("/", "\\/")}`));
+      assert.match(lines[0], /workflows: order \(workflows\/order\.ts\)/);
+      assert.match(lines[0], /no token: bound to 127\.0\.0\.1 only, without auth/);
+
+      // Exactly what the README's curl sends: -d, so a form content type.
+      const res = await server.fetch("/workflows/order/runs", {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: '{"orderId":"A1","amount":30}',
+      });
+      const location = res.headers.get("location");
+      const created = await json(res, 201);
+      runId = created.id;
+      assert.equal(location, `/runs/${runId}`);
+      assert.equal(created.workflow, "order");
+
+      const done = await json(await server.fetch(`/runs/${runId}/wait?timeoutMs=20000`), 200);
+      assert.equal(done.status, "succeeded");
+      for (const step of ["payment", "inventory", "logistics", "dispatch"]) {
+        assert.equal(done.steps[step].status, "succeeded", step);
+        assert.ok(done.steps[step].output, step);
+      }
+      assert.deepEqual(done.output, {
+        orderId: "A1",
+        shipped: true,
+        carrier: "post",
+        transactionId: "tx-A1-1",
+      });
+      finished = done;
+
+      // Killed right after it is stored: it resumes (or has finished) on the next start.
+      const inFlight = await json(
+        await server.fetch("/workflows/order/runs", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ orderId: "B2", amount: 5 }),
+        }),
+        201,
+      );
+      inFlightId = inFlight.id;
+      const status = await server.stop("SIGKILL");
+      assert.equal(status.success, false);
+      assert.equal(status.signal, "SIGKILL");
+      assert.equal(server.stderr, "");
+    });
+
+    await t.step("second start on the same KV: the same run, then SIGTERM exits 0", async () => {
+      await using server = await ServerProcess.start(args);
+      const again = await json(await server.fetch(`/runs/${runId}`), 200);
+      assert.deepEqual(again, finished);
+      const resumed = await json(
+        await server.fetch(`/runs/${inFlightId}/wait?timeoutMs=20000`),
+        200,
+      );
+      assert.equal(resumed.status, "succeeded");
+      assert.equal(resumed.output.orderId, "B2");
+      const page = await json(await server.fetch("/runs?workflow=order"), 200);
+      assert.deepEqual(page.runs.map((r: { id: string }) => r.id), [inFlightId, runId]);
+
+      const status = await server.stop("SIGTERM");
+      assert.equal(status.code, 0, server.stderr);
+      assert.equal(server.stderr, "");
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("server with a token refuses requests without it and SIGINT exits 0", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_e2e_" });
+  try {
+    await using server = await ServerProcess.start([
+      "--port",
+      "0",
+      "--kv",
+      join(dir, "kv.sqlite3"),
+      "--token",
+      "e2e-secret",
+    ]);
+    assert.match(server.stdout, /bearer token required/);
+    assert.equal((await json(await server.fetch("/healthz"), 200)).ok, true);
+    const refused = await json(await server.fetch("/workflows"), 401);
+    assert.equal(refused.error.code, "unauthorized");
+    const allowed = await json(
+      await server.fetch("/workflows", { headers: { authorization: "Bearer e2e-secret" } }),
+      200,
+    );
+    assert.equal(allowed.workflows[0].name, "order");
+    const status = await server.stop("SIGINT");
+    assert.equal(status.code, 0, server.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("server stops at startup, naming the file, when a workflow module is broken", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_e2e_" });
+  const kvPath = join(dir, "data", "kv.sqlite3");
+  try {
+    await t.step("a definition error exits 1 and names the file and the step", async () => {
+      const file = join(dir, "bad_definition.ts");
+      await Deno.writeTextFile(
+        file,
+        `import { workflow } from "${MOD_URL}";\n` +
+          `export const broken = workflow("broken").step("charge", { timeoutMs: -1 }, () => 1);\n`,
+      );
+      const { code, stdout, stderr } = await runServer(["--kv", kvPath, "--workflows", file]);
+      assert.equal(code, 1, stderr);
+      assert.equal(stdout, "");
+      assert.match(stderr, /bad_definition\.ts/);
+      assert.match(stderr, /Invalid step 'charge' in workflow 'broken': 'timeoutMs' must be/);
+      // Nothing was opened or created.
+      await assert.rejects(Deno.stat(kvPath), Deno.errors.NotFound);
+    });
+    await t.step("a module that does not load exits 1 and names the file", async () => {
+      const file = join(dir, "syntax.ts");
+      await Deno.writeTextFile(file, "export const = ;\n");
+      const { code, stderr } = await runServer(["--kv", kvPath, "--workflows", dir]);
+      assert.equal(code, 1, stderr);
+      assert.match(stderr, /Cannot load workflows from .*(bad_definition|syntax)\.ts/);
+    });
+    await t.step("a file that exports no workflow, and a missing path, exit 1", async () => {
+      const file = join(dir, "empty.ts");
+      await Deno.writeTextFile(file, "export const answer = 42;\n");
+      const empty = await runServer(["--kv", kvPath, "--workflows", file]);
+      assert.equal(empty.code, 1);
+      assert.match(empty.stderr, /empty\.ts: it exports no workflow/);
+      const missing = await runServer(["--kv", kvPath, "--workflows", join(dir, "nope")]);
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /Cannot load workflows from .*nope/);
+    });
+    await t.step("bad flags exit 2; --help prints every flag and exits 0", async () => {
+      const bad = await runServer(["--port", "http"]);
+      assert.equal(bad.code, 2);
+      assert.match(
+        bad.stderr,
+        /'--port' must be an integer from 0 to 65535: current value is http/,
+      );
+      const unknown = await runServer(["--bogus"]);
+      assert.equal(unknown.code, 2);
+      const help = await runServer(["--help"]);
+      assert.equal(help.code, 0);
+      for (const flag of ["--port", "--hostname", "--kv", "--workflows", "--token", "WEFT_TOKEN"]) {
+        assert.ok(help.stdout.includes(flag), flag);
+      }
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("parseConfig takes flags over environment variables over defaults", () => {
+  assert.deepEqual(parseConfig([], {}), {
+    port: 8000,
+    hostname: "127.0.0.1",
+    kvPath: "data/weft.sqlite3",
+    workflowPaths: ["workflows/"],
+    token: undefined,
+    maxBodyBytes: 1024 * 1024,
+    graceMs: 10_000,
+    debug: false,
+  });
+  const env = {
+    WEFT_PORT: "9000",
+    WEFT_HOSTNAME: "0.0.0.0",
+    WEFT_KV: "/var/lib/weft.sqlite3",
+    WEFT_WORKFLOWS: "a.ts, flows/",
+    WEFT_TOKEN: "from-env",
+    WEFT_MAX_BODY_BYTES: "2048",
+    WEFT_GRACE_MS: "500",
+    WEFT_DEBUG: "true",
+  };
+  assert.deepEqual(parseConfig([], env), {
+    port: 9000,
+    hostname: "0.0.0.0",
+    kvPath: "/var/lib/weft.sqlite3",
+    workflowPaths: ["a.ts", "flows/"],
+    token: "from-env",
+    maxBodyBytes: 2048,
+    graceMs: 500,
+    debug: true,
+  });
+  const flags = parseConfig(
+    ["--port", "0", "--workflows", "x.ts", "--workflows", "y/", "--token", "flag", "--kv", "k"],
+    env,
+  );
+  assert.ok(flags !== "help");
+  assert.equal(flags.port, 0);
+  assert.deepEqual(flags.workflowPaths, ["x.ts", "y/"]);
+  assert.equal(flags.token, "flag");
+  assert.equal(flags.kvPath, "k");
+  assert.equal(parseConfig(["--help"], env), "help");
+  assert.throws(() => parseConfig([], { WEFT_TOKEN: "" }), UsageError);
+  assert.throws(() => parseConfig([], { WEFT_PORT: "65536" }), /'--port' must be an integer/);
+  assert.throws(() => parseConfig(["extra"], {}), UsageError);
+});
