@@ -38,6 +38,7 @@ import {
 import { backoffDelayMs } from "./retry.ts";
 import { type AttemptOutcome, runAttempt } from "./attempt.ts";
 import { Slots } from "./slots.ts";
+import { attachQueueHandler } from "./queue_listener.ts";
 import {
   isTerminalRun,
   isTerminalStep,
@@ -291,6 +292,7 @@ class WeftEngine implements Engine {
   #stopped = false;
   #pumpScheduled = false;
   #idleWaiters = new Set<() => void>();
+  #detachQueue: () => void = () => {};
 
   constructor(options: EngineOptions) {
     this.#kv = options.kv;
@@ -322,8 +324,10 @@ class WeftEngine implements Engine {
       wakeMessage: useQueue ? (runIds) => ({ weft: "wake", runIds }) : undefined,
     });
     if (useQueue) {
-      this.#kv.listenQueue((message) => this.#onQueueMessage(message)).catch((error) =>
-        log.error("Queue listener stopped: {error}", { error })
+      this.#detachQueue = attachQueueHandler(
+        this.#kv,
+        (message) => this.#onQueueMessage(message),
+        (error) => log.error("Queue listener stopped: {error}", { error }),
       );
     }
   }
@@ -498,6 +502,7 @@ class WeftEngine implements Engine {
     }
     this.#live.clear();
     await this.#batcher.drain();
+    this.#detachQueue();
     log.info("Engine closed");
   }
 
