@@ -1030,17 +1030,13 @@ class WeftEngine implements Engine {
           sets.push([k.idempotency(r.workflow, idem), r.id]);
         }
       }
-      if (fromStatus !== r.status) {
-        if (fromStatus !== null) {
-          deletes.push(
-            k.byStatus(fromStatus, r.id),
-            k.byWorkflowStatus(r.workflow, fromStatus, r.id),
-          );
-        }
-        sets.push([k.byStatus(r.status, r.id), true], [
-          k.byWorkflowStatus(r.workflow, r.status, r.id),
-          true,
-        ]);
+      // Status indexes hold finished runs only; unfinished ones are listed
+      // from the `active` index, so a run's start costs no index writes.
+      if (fromStatus !== r.status && isTerminalRun(r.status)) {
+        sets.push(
+          [k.byStatus(r.status, r.id), true],
+          [k.byWorkflowStatus(r.workflow, r.status, r.id), true],
+        );
       }
       if (isTerminalRun(r.status)) {
         deletes.push(k.active(r.id));

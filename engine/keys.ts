@@ -11,8 +11,11 @@
  * | `[p, "active", runId]` | `true` while the run is not terminal |
  * | `[p, "idem", workflow, key]` | the run id started with that idempotency key |
  * | `[p, "by_wf", workflow, runId]` | `true`: runs of a workflow, ids sort by time |
- * | `[p, "by_status", status, runId]` | `true` |
- * | `[p, "by_wf_status", workflow, status, runId]` | `true` |
+ * | `[p, "by_status", status, runId]` | `true`: finished runs by final status |
+ * | `[p, "by_wf_status", workflow, status, runId]` | `true`: the same per workflow |
+ *
+ * Unfinished runs (pending, running) are listed from `active` and filtered:
+ * they are few, and this way starting a step writes no index.
  *
  * Run ids are ULIDs, so listing any of these by id in reverse is newest first.
  *

@@ -15,7 +15,7 @@ import {
 } from "./records.ts";
 import { decodeOutput } from "./output.ts";
 import { InvalidArgumentError } from "./errors.ts";
-import type { RunStatus } from "./states.ts";
+import { isTerminalRun, type RunStatus } from "./states.ts";
 
 /** Filters and paging of {@linkcode RunStore.listRuns}. */
 export interface ListRunsOptions {
@@ -148,13 +148,20 @@ export class RunStore {
         `Cannot list runs as 'limit' must be an integer from 1 to 1000: current value is ${limit}`,
       );
     }
-    const prefix = workflow && status
+    const unfinished = status !== undefined && !isTerminalRun(status);
+    const prefix = unfinished
+      ? this.#keys.actives()
+      : workflow && status
       ? this.#keys.byWorkflowStatus(workflow, status)
       : workflow
       ? this.#keys.byWorkflow(workflow)
       : status
       ? this.#keys.byStatus(status)
       : this.#keys.runs();
+    // Unfinished runs are few; they are read from `active` and filtered.
+    const keep = unfinished
+      ? (r: RunRecord) => r.status === status && (!workflow || r.workflow === workflow)
+      : () => true;
     const filter = `${workflow ?? ""}|${status ?? ""}`;
     let kvCursor: string | undefined;
     if (options.cursor !== undefined) {
@@ -168,23 +175,42 @@ export class RunStore {
         );
       }
     }
-    const iter = this.#kv.list({ prefix }, { reverse: true, limit, cursor: kvCursor });
-    const ids: string[] = [];
-    try {
-      for await (const entry of iter) ids.push(String(entry.key.at(-1)));
-    } catch {
-      throw new InvalidArgumentError(`Cannot list runs as 'cursor' is invalid`);
-    }
+    const iter = this.#kv.list({ prefix }, {
+      reverse: true,
+      cursor: kvCursor,
+      batchSize: Math.min(limit + 1, 500),
+    });
     const runs: RunRecord[] = [];
-    for (let i = 0; i < ids.length; i += 10) {
-      const keys = ids.slice(i, i + 10).map((id) => this.#keys.run(id));
-      for (const entry of await this.#kv.getMany(keys)) {
-        if (entry.value !== null) runs.push(parseOrThrow(runRecordSchema, entry.value, entry.key));
+    let nextKvCursor: string | null = null;
+    let batch: { id: string; cursor: string }[] = [];
+    const resolveBatch = async () => {
+      const entries = await this.#kv.getMany(batch.map((b) => this.#keys.run(b.id)));
+      entries.forEach((entry, i) => {
+        if (entry.value === null || runs.length >= limit) return;
+        const run = parseOrThrow(runRecordSchema, entry.value, entry.key);
+        if (!keep(run)) return;
+        runs.push(run);
+        if (runs.length === limit) nextKvCursor = batch[i].cursor;
+      });
+      batch = [];
+    };
+    try {
+      for await (const entry of iter) {
+        batch.push({ id: String(entry.key.at(-1)), cursor: iter.cursor });
+        if (batch.length === 10) await resolveBatch();
+        if (runs.length >= limit) break;
       }
+      if (batch.length > 0 && runs.length < limit) await resolveBatch();
+    } catch (error) {
+      if (error instanceof SyntaxError || error instanceof Error && /cursor/i.test(error.message)) {
+        throw new InvalidArgumentError(`Cannot list runs as 'cursor' is invalid`);
+      }
+      throw error;
     }
-    const nextCursor = ids.length === limit && iter.cursor
-      ? btoa(JSON.stringify({ f: filter, c: iter.cursor })).replace(/\+/g, "-").replace(/\//g, "_")
-      : null;
+    const nextCursor = nextKvCursor === null
+      ? null
+      : btoa(JSON.stringify({ f: filter, c: nextKvCursor }))
+        .replace(/\+/g, "-").replace(/\//g, "_");
     return { runs, nextCursor };
   }
 }

@@ -397,6 +397,21 @@ Deno.test("engine holds work beyond the caps and runs it all", async () => {
   );
   assert.equal(pending.length, 3, "three runs wait for a slot, durably pending");
   assert.equal(t.engine.stats().queuedSteps, 3);
+  const listed = async (status: "pending" | "running") =>
+    (await t.engine.list({ workflow: "cap", status })).runs.map((r) => r.id).sort();
+  assert.deepEqual(await listed("pending"), pending.map((r) => r.id).sort());
+  assert.equal((await t.engine.list({ status: "running", limit: 2 })).runs.length, 2);
+  const runningPage = await t.engine.list({ status: "running", limit: 2 });
+  const rest = await t.engine.list({
+    status: "running",
+    limit: 2,
+    cursor: runningPage.nextCursor!,
+  });
+  assert.equal(rest.runs.length, 1);
+  assert.deepEqual(
+    [...runningPage.runs, ...rest.runs].map((r) => r.id).sort(),
+    await listed("running"),
+  );
   let released = 0;
   while (released < 12) {
     await waitFor(() => gates.length > 0, "a step to be running");
@@ -404,6 +419,7 @@ Deno.test("engine holds work beyond the caps and runs it all", async () => {
     released++;
   }
   for (const r of runs) assert.equal((await t.engine.result(r.id)).status, "succeeded");
+  assert.deepEqual(await listed("running"), []);
   assert.equal(maxInFlight, 3);
   assert.equal(maxB, 1);
 });
