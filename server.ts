@@ -16,9 +16,21 @@ import { dirname, isAbsolute, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import type { Hono } from "hono";
-import { type AnyWorkflow, createEngine, type Engine, isWorkflow } from "./mod.ts";
+import {
+  type AnyWorkflow,
+  createEngine,
+  type Engine,
+  InvalidArgumentError,
+  isWorkflow,
+} from "./mod.ts";
 import { createApp } from "./http/app.ts";
 import { DEFAULT_MAX_BODY_BYTES } from "./http/body.ts";
+import {
+  configureLogging,
+  loggingOptionsFrom,
+  mountObservability,
+  type Observability,
+} from "./observability/mod.ts";
 
 /** Everything the server needs, resolved from flags, environment and defaults. */
 export interface ServerConfig {
@@ -71,6 +83,12 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "on SIGINT/SIGTERM, how long steps in flight may finish (10000)",
   },
   debug: { env: "WEFT_DEBUG", arg: "", help: "show error messages and stacks in 500 responses" },
+  "log-format": {
+    env: "WEFT_LOG_FORMAT",
+    arg: "<json|pretty>",
+    help: "log lines on stdout (json)",
+  },
+  "log-level": { env: "WEFT_LOG_LEVEL", arg: "<level>", help: "lowest level logged (info)" },
   help: { arg: "", help: "print this help" },
 };
 
@@ -160,6 +178,8 @@ export function parseConfig(
         "max-body-bytes": { type: "string" },
         "grace-ms": { type: "string" },
         debug: { type: "boolean" },
+        "log-format": { type: "string" },
+        "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -341,6 +361,7 @@ export async function startServer(
     });
   }
   const closing = new AbortController();
+  let observability: Observability | undefined;
   const app = createApp({
     engine,
     token: config.token,
@@ -349,6 +370,9 @@ export async function startServer(
     shutdownSignal: closing.signal,
     onUnexpectedError: (error) =>
       console.error("Unexpected error while handling a request:", error),
+    mount: (app) => {
+      observability = mountObservability(app, { engine, signal: closing.signal });
+    },
   });
   let server: Deno.HttpServer<Deno.NetAddr>;
   const listening = Promise.withResolvers<URL>();
@@ -382,6 +406,7 @@ export async function startServer(
     stopping ??= (async () => {
       closing.abort();
       await server.shutdown();
+      observability?.close();
       await engine.close();
       kv.close();
     })();
@@ -395,10 +420,16 @@ export function readEnv(): Record<string, string | undefined> {
 
 async function main(): Promise<number> {
   let config: ServerConfig | "help";
+  let logging;
   try {
-    config = parseConfig(Deno.args, readEnv());
+    const env = readEnv();
+    config = parseConfig(Deno.args, env);
+    logging = loggingOptionsFrom(Deno.args, {
+      format: env.WEFT_LOG_FORMAT || undefined,
+      level: env.WEFT_LOG_LEVEL || undefined,
+    });
   } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
+    if (!(error instanceof UsageError) && !(error instanceof InvalidArgumentError)) throw error;
     console.error(`${error.message}\nRun with --help to see the options.`);
     return 2;
   }
@@ -406,6 +437,7 @@ async function main(): Promise<number> {
     console.log(usage());
     return 0;
   }
+  await configureLogging(logging);
   let server: RunningServer;
   try {
     server = await startServer(config);

@@ -1,0 +1,78 @@
+/**
+ * Human-readable times, durations and JSON for the dashboard pages.
+ *
+ * @module
+ */
+
+/**
+ * A duration such as `31 ms`, `1.2 s`, `2m 05s` or `3h 04m`.
+ *
+ * @example
+ * ```ts
+ * import { formatDuration } from "./format.ts";
+ * console.assert(formatDuration(1_250) === "1.3 s");
+ * console.assert(formatDuration(125_000) === "2m 05s");
+ * ```
+ */
+export function formatDuration(ms: number): string {
+  if (!Number.isFinite(ms) || ms < 0) return "—";
+  if (ms < 1_000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1_000).toFixed(1)} s`;
+  const s = Math.floor(ms / 1_000);
+  if (s < 3_600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
+  const m = Math.floor(s / 60);
+  if (m < 24 * 60) return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+  return `${Math.floor(m / 1_440)}d ${String(Math.floor(m / 60) % 24).padStart(2, "0")}h`;
+}
+
+/**
+ * How long ago an ISO time was, as of `nowMs`: `4s ago`, `3m ago`, `2h ago`, `5d ago`.
+ *
+ * @example
+ * ```ts
+ * import { formatAge } from "./format.ts";
+ * console.assert(formatAge("1970-01-01T00:00:00.000Z", 90_000) === "1m ago");
+ * ```
+ */
+export function formatAge(iso: string, nowMs: number): string {
+  const ms = nowMs - Date.parse(iso);
+  if (!Number.isFinite(ms)) return "—";
+  if (ms < 1_000) return "just now";
+  const s = Math.floor(ms / 1_000);
+  if (s < 60) return `${s}s ago`;
+  if (s < 3_600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86_400) return `${Math.floor(s / 3_600)}h ago`;
+  return `${Math.floor(s / 86_400)}d ago`;
+}
+
+/**
+ * The time part of an ISO timestamp with milliseconds, `14:03:07.215`, in UTC.
+ *
+ * @example
+ * ```ts
+ * import { formatTime } from "./format.ts";
+ * console.assert(formatTime("2025-01-02T14:03:07.215Z") === "14:03:07.215");
+ * ```
+ */
+export function formatTime(iso: string | undefined): string {
+  if (iso === undefined) return "—";
+  return iso.slice(11, 23);
+}
+
+/**
+ * Indented JSON for a `<pre>`; `undefined` and unserializable values read as such.
+ *
+ * @example
+ * ```ts
+ * import { prettyJson } from "./format.ts";
+ * console.assert(prettyJson({ a: 1 }) === '{\n  "a": 1\n}');
+ * ```
+ */
+export function prettyJson(value: unknown): string {
+  if (value === undefined) return "undefined";
+  try {
+    return JSON.stringify(value, null, 2) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}

@@ -1,0 +1,398 @@
+/**
+ * The dashboard's server-rendered pages. Every value from a run, an input or
+ * a query is rendered as JSX text or attribute, which Hono escapes.
+ *
+ * @module
+ */
+import type { Child } from "hono/jsx";
+import type { HtmlEscapedString } from "hono/utils/html";
+import { raw } from "hono/html";
+import { isTerminalRun, type RunSnapshot, RunStatus, type RunSummary } from "../mod.ts";
+import { Dag } from "./dag.tsx";
+import { formatAge, formatDuration, formatTime, prettyJson } from "./format.ts";
+
+/** What a component renders to. */
+export type Markup = HtmlEscapedString | Promise<HtmlEscapedString>;
+
+/** One problem shown under a form, like a zod issue. */
+export interface FormIssue {
+  /** Where in the input; empty for the whole input. */
+  path: readonly (string | number)[];
+  /** What is wrong. */
+  message: string;
+}
+
+const runHref = (id: string) => `/ui/runs/${encodeURIComponent(id)}`;
+
+/** The page frame: head, navigation, content, optional scripts. */
+export function Layout(props: { title: string; children?: Child; script?: string }): Markup {
+  return (
+    <>
+      {raw("<!DOCTYPE html>")}
+      <html lang="en">
+        <head>
+          <meta charset="utf-8" />
+          <meta name="viewport" content="width=device-width, initial-scale=1" />
+          <title>{`${props.title} · Weft`}</title>
+          <link rel="icon" type="image/svg+xml" href="/ui/assets/favicon.svg" />
+          <link rel="stylesheet" href="/ui/assets/style.css" />
+          {props.script && <script src={props.script} defer></script>}
+        </head>
+        <body>
+          <header class="top">
+            <a class="brand" href="/">Weft</a>
+            <a href="/">Runs</a>
+            <a href="/ui/start">Start a run</a>
+            <a href="/metrics">Metrics</a>
+          </header>
+          <main>{props.children}</main>
+        </body>
+      </html>
+    </>
+  );
+}
+
+/** A red box with a title and, optionally, a list of issues. */
+export function Notice(props: { title: string; issues?: readonly FormIssue[] }): Markup {
+  return (
+    <div class="notice" role="alert">
+      <strong>{props.title}</strong>
+      {props.issues && props.issues.length > 0 && (
+        <ul class="issues">
+          {props.issues.map((i) => (
+            <li>
+              <code>{i.path.length === 0 ? "(input)" : i.path.join(".")}</code>: {i.message}
+            </li>
+          ))}
+        </ul>
+      )}
+    </div>
+  );
+}
+
+function StatusBadge(props: { status: string; step?: string; run?: boolean }) {
+  return (
+    <span
+      class="badge"
+      data-status={props.status}
+      data-step={props.step}
+      data-run-status={props.run ? "run" : undefined}
+    >
+      {props.status}
+    </span>
+  );
+}
+
+/** What the run list shows and links to. */
+export interface RunsPageProps {
+  /** This page of runs. */
+  runs: readonly RunSummary[];
+  /** Names of the workflows the engine runs, for the filter. */
+  workflows: readonly string[];
+  /** The workflow filter, if any. */
+  workflow?: string;
+  /** The status filter, if any. */
+  status?: string;
+  /** The cursor of this page, if not the first. */
+  cursor?: string;
+  /** The cursor of the next page, or `null` on the last. */
+  nextCursor: string | null;
+  /** Now, in epoch milliseconds, for ages. */
+  nowMs: number;
+  /** A problem with the query. */
+  error?: string;
+}
+
+function listHref(params: Record<string, string | undefined>): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v) q.set(k, v);
+  const s = q.toString();
+  return s ? `/?${s}` : "/";
+}
+
+/** `GET /`: the runs, newest first, with filters and paging. */
+export function RunsPage(props: RunsPageProps): Markup {
+  return (
+    <Layout title="Runs">
+      <h1>Runs</h1>
+      <form class="filters" method="get" action="/">
+        <label>
+          Workflow
+          <select name="workflow">
+            <option value="">all</option>
+            {props.workflows.map((w) => (
+              <option value={w} selected={w === props.workflow}>{w}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          Status
+          <select name="status">
+            <option value="">all</option>
+            {Object.values(RunStatus).map((s) => (
+              <option value={s} selected={s === props.status}>{s}</option>
+            ))}
+          </select>
+        </label>
+        <button type="submit">Filter</button>
+        <span class="muted">
+          Start: {props.workflows.map((w) => (
+            <>
+              <a href={`/ui/start?workflow=${encodeURIComponent(w)}`}>{w}</a>
+              {" "}
+            </>
+          ))}
+        </span>
+      </form>
+      {props.error && <Notice title={props.error} />}
+      <table class="runs">
+        <thead>
+          <tr>
+            <th>Run</th>
+            <th>Workflow</th>
+            <th>Status</th>
+            <th>Age</th>
+            <th>Duration</th>
+          </tr>
+        </thead>
+        <tbody>
+          {props.runs.length === 0 && (
+            <tr>
+              <td colspan={5} class="muted">No runs.</td>
+            </tr>
+          )}
+          {props.runs.map((r) => (
+            <tr data-run-id={r.id}>
+              <td>
+                <a href={runHref(r.id)}>
+                  <code>{r.id}</code>
+                </a>
+              </td>
+              <td>{r.workflow}</td>
+              <td>
+                <StatusBadge status={r.status} />
+              </td>
+              <td>
+                <time datetime={r.createdAt}>{formatAge(r.createdAt, props.nowMs)}</time>
+              </td>
+              <td>{r.durationMs === undefined ? "—" : formatDuration(r.durationMs)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <nav class="pager">
+        {props.cursor && (
+          <a href={listHref({ workflow: props.workflow, status: props.status })}>First page</a>
+        )}
+        {props.nextCursor && (
+          <a
+            rel="next"
+            href={listHref({
+              workflow: props.workflow,
+              status: props.status,
+              cursor: props.nextCursor,
+            })}
+          >
+            Next page →
+          </a>
+        )}
+      </nav>
+    </Layout>
+  );
+}
+
+/**
+ * The live part of the run page, also served alone as a fragment that the
+ * page's script swaps in after each transition.
+ */
+export function RunBody(props: { run: RunSnapshot; nowMs: number }): Markup {
+  const { run } = props;
+  const terminal = isTerminalRun(run.status);
+  const steps = Object.entries(run.steps);
+  return (
+    <section id="run-body" data-run-id={run.id}>
+      <div class="run-head">
+        <StatusBadge status={run.status} run />
+        <span>
+          workflow <a href={listHref({ workflow: run.workflow })}>{run.workflow}</a>
+        </span>
+        <span class="muted">
+          created <time datetime={run.createdAt}>{formatAge(run.createdAt, props.nowMs)}</time>
+        </span>
+        {run.durationMs !== undefined && (
+          <span class="muted">took {formatDuration(run.durationMs)}</span>
+        )}
+        {!terminal && (
+          <form method="post" action={`${runHref(run.id)}/cancel`}>
+            <button class="danger" type="submit" name="cancel" value="1">Cancel run</button>
+          </form>
+        )}
+        <span class="live"></span>
+      </div>
+      {run.error && (
+        <Notice
+          title={`${run.error.name}: ${run.error.message}${
+            run.failedStep ? ` (step ${run.failedStep})` : ""
+          }`}
+        />
+      )}
+      <figure class="dag">
+        <Dag run={run} />
+      </figure>
+      <h2>Steps</h2>
+      <table class="steps">
+        <thead>
+          <tr>
+            <th>Step</th>
+            <th>Status</th>
+            <th>Attempts</th>
+            <th>Needs</th>
+            <th>Started</th>
+            <th>Finished</th>
+            <th>Duration</th>
+          </tr>
+        </thead>
+        <tbody>
+          {steps.map(([name, s]) => (
+            <tr id={`step-${name}`} data-step-row={name}>
+              <td>
+                <strong>{name}</strong>
+              </td>
+              <td>
+                <StatusBadge status={s.status} step={name} />
+                {s.nextAttemptAt && (
+                  <div class="muted">next attempt at {formatTime(s.nextAttemptAt)}</div>
+                )}
+              </td>
+              <td>{s.attempts}</td>
+              <td>{s.needs.length === 0 ? "—" : s.needs.join(", ")}</td>
+              <td>{formatTime(s.startedAt)}</td>
+              <td>{formatTime(s.finishedAt)}</td>
+              <td>{s.durationMs === undefined ? "—" : formatDuration(s.durationMs)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {steps.map(([name, s]) =>
+        (s.errors.length > 0 || s.output !== undefined) && (
+          <details class="step-detail" data-step-detail={name} open={s.status !== "succeeded"}>
+            <summary>
+              <strong>{name}</strong> — {[
+                s.errors.length > 0 &&
+                `${s.errors.length} failed attempt${s.errors.length === 1 ? "" : "s"}`,
+                s.output !== undefined && "output",
+              ].filter(Boolean).join(", ")}
+            </summary>
+            {s.errors.length > 0 && (
+              <ol class="step-errors">
+                {s.errors.map((e) => (
+                  <li>
+                    attempt {e.attempt} at {formatTime(e.at)}: <code>{e.error.name}</code>{" "}
+                    {e.error.message}
+                  </li>
+                ))}
+              </ol>
+            )}
+            {s.output !== undefined && <pre class="output">{prettyJson(s.output)}</pre>}
+          </details>
+        )
+      )}
+      <h2>Input</h2>
+      <pre class="input">{prettyJson(run.input)}</pre>
+      {run.output !== undefined && (
+        <>
+          <h2>Output</h2>
+          <pre class="run-output">{prettyJson(run.output)}</pre>
+        </>
+      )}
+    </section>
+  );
+}
+
+/** `GET /ui/runs/:id`: a run's DAG and steps, following the event stream. */
+export function RunPage(props: { run: RunSnapshot; nowMs: number; notice?: string }): Markup {
+  return (
+    <Layout title={`Run ${props.run.id}`} script="/ui/assets/run.js">
+      <h1>
+        Run <code>{props.run.id}</code>
+      </h1>
+      {props.notice && <Notice title={props.notice} />}
+      <RunBody run={props.run} nowMs={props.nowMs} />
+    </Layout>
+  );
+}
+
+/** What the start form shows. */
+export interface StartPageProps {
+  /** Every workflow the engine runs, with its description. */
+  workflows: readonly { name: string; description?: string }[];
+  /** The workflow the form starts, if one is chosen. */
+  workflow?: string;
+  /** The JSON Schema of its input, if it has one. */
+  schema?: unknown;
+  /** The text of the input box. */
+  inputText: string;
+  /** The idempotency key box. */
+  idempotencyKey?: string;
+  /** Why the last submission was refused. */
+  error?: string;
+  /** What the schema found wrong with it. */
+  issues?: readonly FormIssue[];
+}
+
+/** `GET /ui/start`: pick a workflow, write its input as JSON, start a run. */
+export function StartPage(props: StartPageProps): Markup {
+  const chosen = props.workflows.find((w) => w.name === props.workflow);
+  return (
+    <Layout title="Start a run">
+      <h1>Start a run</h1>
+      <p>
+        Workflow: {props.workflows.map((w) => (
+          <>
+            {w.name === props.workflow
+              ? <strong>{w.name}</strong>
+              : <a href={`/ui/start?workflow=${encodeURIComponent(w.name)}`}>{w.name}</a>}
+            {" "}
+          </>
+        ))}
+      </p>
+      {props.error && <Notice title={props.error} issues={props.issues} />}
+      {chosen && (
+        <form class="start" method="post" action="/ui/runs">
+          {chosen.description && <p class="muted">{chosen.description}</p>}
+          <input type="hidden" name="workflow" value={chosen.name} />
+          <label>
+            Input (JSON)
+            <textarea name="input" spellcheck={false}>{props.inputText}</textarea>
+          </label>
+          <label>
+            Idempotency key (optional)
+            <input type="text" name="idempotencyKey" value={props.idempotencyKey ?? ""} />
+          </label>
+          <p>
+            <button type="submit">Start run</button>
+          </p>
+          {props.schema !== undefined && (
+            <details>
+              <summary>Input schema</summary>
+              <pre class="schema">{prettyJson(props.schema)}</pre>
+            </details>
+          )}
+        </form>
+      )}
+    </Layout>
+  );
+}
+
+/** A page for an error such as an unknown run. */
+export function ErrorPage(props: { title: string; message: string }): Markup {
+  return (
+    <Layout title={props.title}>
+      <h1>{props.title}</h1>
+      <Notice title={props.message} />
+      <p>
+        <a href="/">Back to the runs</a>
+      </p>
+    </Layout>
+  );
+}

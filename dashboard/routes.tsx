@@ -1,0 +1,259 @@
+/**
+ * The web dashboard as a Hono app: the run list at `GET /`, run pages under
+ * `/ui/runs/:id`, the start form at `/ui/start`, and their static assets.
+ * Server-rendered with Hono's JSX; the run page's only script follows
+ * `GET /runs/:id/events` (see `observability/events.ts`).
+ *
+ * @module
+ */
+import { type Context, Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { csrf } from "hono/csrf";
+import type { HtmlEscapedString } from "hono/utils/html";
+import {
+  type Engine,
+  InvalidArgumentError,
+  InvalidInputError,
+  RunFinishedError,
+  RunNotFoundError,
+  RunStatus,
+  UnknownWorkflowError,
+} from "../mod.ts";
+import { FAVICON_SVG, RUN_JS, STYLE_CSS } from "./assets.ts";
+import { exampleOf, inputJsonSchema } from "./input_schema.ts";
+import { ErrorPage, type FormIssue, RunBody, RunPage, RunsPage, StartPage } from "./pages.tsx";
+
+/** What the dashboard needs of an engine. */
+export type DashboardEngine = Pick<Engine, "workflows" | "list" | "get" | "start" | "cancel">;
+
+/** Options of {@linkcode dashboardRoutes}. */
+export interface DashboardOptions {
+  /** The clock for ages, in epoch milliseconds. @default {Date.now} */
+  now?: () => number;
+  /** Runs per page of the list. @default {25} */
+  pageSize?: number;
+  /** Largest start-form body accepted, in bytes. @default {1048576} */
+  maxFormBytes?: number;
+}
+
+const SECURITY_HEADERS: Record<string, string> = {
+  "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; " +
+    "img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; " +
+    "frame-ancestors 'none'",
+  "X-Content-Type-Options": "nosniff",
+  "Referrer-Policy": "same-origin",
+  "Cache-Control": "no-store",
+};
+
+type Status = 200 | 400 | 404 | 409 | 413 | 422;
+
+async function page(
+  c: Context,
+  node: HtmlEscapedString | Promise<HtmlEscapedString>,
+  status: Status = 200,
+): Promise<Response> {
+  return c.html(await node, status, SECURITY_HEADERS);
+}
+
+/**
+ * The dashboard's routes. Mount with `app.route("/", dashboardRoutes(engine))`
+ * next to the run events route; the form posts are guarded against
+ * cross-site requests by Hono's `csrf` middleware (same origin only).
+ *
+ * @throws {InvalidArgumentError} on a page size outside 1..1000.
+ *
+ * @example
+ * ```ts
+ * import { z } from "zod";
+ * import { createEngine, workflow } from "../mod.ts";
+ * import { dashboardRoutes } from "./routes.tsx";
+ * const hello = workflow("hello", { input: z.object({}) }).step("greet", () => "hi");
+ * const kv = await Deno.openKv(":memory:");
+ * const engine = await createEngine({ kv, workflows: [hello] });
+ * const res = await dashboardRoutes(engine).request("/");
+ * console.assert(res.status === 200 && (await res.text()).includes("<h1>Runs</h1>"));
+ * await engine.close();
+ * kv.close();
+ * ```
+ */
+export function dashboardRoutes(engine: DashboardEngine, options: DashboardOptions = {}): Hono {
+  const now = options.now ?? Date.now;
+  const pageSize = options.pageSize ?? 25;
+  if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 1000) {
+    throw new InvalidArgumentError(
+      `Cannot create dashboard as 'pageSize' must be an integer from 1 to 1000: current value is ${pageSize}`,
+    );
+  }
+  const workflowNames = () => engine.workflows.map((w) => w.name);
+  const app = new Hono();
+
+  app.use("/ui/*", csrf());
+
+  app.get("/", async (c) => {
+    const workflow = c.req.query("workflow") || undefined;
+    const rawStatus = c.req.query("status") || undefined;
+    const cursor = c.req.query("cursor") || undefined;
+    const base = { workflows: workflowNames(), workflow, status: rawStatus, nowMs: now() };
+    if (rawStatus && !(Object.values(RunStatus) as string[]).includes(rawStatus)) {
+      return page(
+        c,
+        <RunsPage
+          {...base}
+          runs={[]}
+          nextCursor={null}
+          error={`Unknown status '${rawStatus}': use one of ${Object.values(RunStatus).join(", ")}`}
+        />,
+        400,
+      );
+    }
+    try {
+      const { runs, nextCursor } = await engine.list({
+        workflow,
+        status: rawStatus as RunStatus | undefined,
+        cursor,
+        limit: pageSize,
+      });
+      return page(c, <RunsPage {...base} runs={runs} cursor={cursor} nextCursor={nextCursor} />);
+    } catch (error) {
+      if (!(error instanceof InvalidArgumentError)) throw error;
+      return page(
+        c,
+        <RunsPage {...base} runs={[]} nextCursor={null} error={error.message} />,
+        400,
+      );
+    }
+  });
+
+  app.get("/ui", (c) => c.redirect("/", 302));
+
+  app.get("/ui/runs/:id", async (c) => {
+    const runId = c.req.param("id");
+    try {
+      const run = await engine.get(runId);
+      return page(c, <RunPage run={run} nowMs={now()} />);
+    } catch (error) {
+      return notFound(c, error);
+    }
+  });
+
+  app.get("/ui/runs/:id/fragment", async (c) => {
+    try {
+      const run = await engine.get(c.req.param("id"));
+      return page(c, <RunBody run={run} nowMs={now()} />);
+    } catch (error) {
+      if (!(error instanceof RunNotFoundError)) throw error;
+      return c.html("", 404, SECURITY_HEADERS);
+    }
+  });
+
+  app.post("/ui/runs/:id/cancel", async (c) => {
+    const runId = c.req.param("id");
+    try {
+      await engine.cancel(runId, { reason: "cancelled from the dashboard" });
+      return c.redirect(`/ui/runs/${encodeURIComponent(runId)}`, 303);
+    } catch (error) {
+      if (error instanceof RunFinishedError || error instanceof InvalidArgumentError) {
+        const run = await engine.get(runId);
+        return page(c, <RunPage run={run} nowMs={now()} notice={error.message} />, 409);
+      }
+      return notFound(c, error);
+    }
+  });
+
+  const startForm = (workflow: string | undefined, extra: {
+    inputText?: string;
+    idempotencyKey?: string;
+    error?: string;
+    issues?: readonly FormIssue[];
+  } = {}) => {
+    const def = engine.workflows.find((w) => w.name === workflow);
+    const schema = def ? inputJsonSchema(def) : undefined;
+    return (
+      <StartPage
+        workflows={engine.workflows.map((w) => ({ name: w.name, description: w.description }))}
+        workflow={def?.name}
+        schema={schema}
+        inputText={extra.inputText ??
+          JSON.stringify(schema ? exampleOf(schema) ?? {} : {}, null, 2)}
+        idempotencyKey={extra.idempotencyKey}
+        error={extra.error ??
+          (workflow !== undefined && !def ? `Unknown workflow '${workflow}'` : undefined)}
+        issues={extra.issues}
+      />
+    );
+  };
+
+  app.get("/ui/start", (c) => {
+    const workflow = c.req.query("workflow") ??
+      (engine.workflows.length === 1 ? engine.workflows[0].name : undefined);
+    const known = workflow === undefined || workflowNames().includes(workflow);
+    return page(c, startForm(workflow), known ? 200 : 404);
+  });
+
+  app.post(
+    "/ui/runs",
+    bodyLimit({
+      maxSize: options.maxFormBytes ?? 1024 * 1024,
+      onError: (c) => page(c, <ErrorPage title="Too large" message="The form is too large" />, 413),
+    }),
+    async (c) => {
+      const form = await c.req.parseBody();
+      const workflow = typeof form.workflow === "string" ? form.workflow : "";
+      const inputText = typeof form.input === "string" ? form.input : "";
+      const keyText = typeof form.idempotencyKey === "string" ? form.idempotencyKey.trim() : "";
+      const again = (status: Status, error: string, issues?: readonly FormIssue[]) =>
+        page(
+          c,
+          startForm(workflow, { inputText, idempotencyKey: keyText, error, issues }),
+          status,
+        );
+      let input: unknown;
+      try {
+        input = JSON.parse(inputText);
+      } catch (error) {
+        return again(400, "The input is not valid JSON", [
+          { path: [], message: (error as Error).message },
+        ]);
+      }
+      try {
+        const run = await engine.start(
+          workflow,
+          input,
+          keyText ? { idempotencyKey: keyText } : {},
+        );
+        return c.redirect(`/ui/runs/${encodeURIComponent(run.id)}`, 303);
+      } catch (error) {
+        if (error instanceof InvalidInputError) {
+          return again(422, "The input does not match the workflow's schema", error.issues);
+        }
+        if (error instanceof UnknownWorkflowError) return again(404, error.message);
+        if (error instanceof InvalidArgumentError) return again(400, error.message);
+        throw error;
+      }
+    },
+  );
+
+  app.get("/ui/assets/style.css", (c) =>
+    c.body(STYLE_CSS, 200, {
+      "Content-Type": "text/css; charset=utf-8",
+      "Cache-Control": "public, max-age=300",
+    }));
+  app.get("/ui/assets/run.js", (c) =>
+    c.body(RUN_JS, 200, {
+      "Content-Type": "text/javascript; charset=utf-8",
+      "Cache-Control": "public, max-age=300",
+    }));
+
+  app.get("/ui/assets/favicon.svg", (c) =>
+    c.body(FAVICON_SVG, 200, {
+      "Content-Type": "image/svg+xml",
+      "Cache-Control": "public, max-age=86400",
+    }));
+
+  function notFound(c: Context, error: unknown): Promise<Response> {
+    if (!(error instanceof RunNotFoundError)) throw error;
+    return page(c, <ErrorPage title="Run not found" message={error.message} />, 404);
+  }
+
+  return app;
+}

@@ -1,0 +1,182 @@
+/**
+ * The dashboard in a real browser: Debian's Chromium, driven by
+ * playwright-core, against the real server (`startServer` of server.ts, as
+ * `deno task serve` runs it) on a real port. Skips itself only when
+ * /usr/bin/chromium is absent (CI installs it).
+ */
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { DEFAULT_MAX_BODY_BYTES } from "../http/body.ts";
+import { startServer } from "../server.ts";
+import { control } from "./fixtures/browser_workflows.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const hasChromium = await Deno.stat(CHROMIUM).then(() => true, () => false);
+if (!hasChromium) {
+  console.warn(
+    `%cSkipping the browser test: ${CHROMIUM} is missing (apt-get install -y chromium)`,
+    "color: yellow",
+  );
+}
+
+/**
+ * Just enough of the DOM for the page-side checks: this file is type-checked
+ * without the DOM library, and those functions run in the browser.
+ */
+interface PageGlobals {
+  document: {
+    documentElement: { dataset: Record<string, string | undefined> };
+    querySelectorAll(selector: string): ArrayLike<{ getAttribute(name: string): string | null }>;
+  };
+  getComputedStyle(element: unknown): { stroke: string };
+}
+
+/** Runs in the page: whether every DAG node is green. */
+const allNodesSucceeded = () => {
+  const { document } = globalThis as unknown as PageGlobals;
+  const nodes = Array.from(document.querySelectorAll("svg.dag g.node"));
+  return nodes.length > 0 && nodes.every((n) => n.getAttribute("data-status") === "succeeded");
+};
+
+/** Runs in the page: whether the run page's event stream is in `state`. */
+const streamIs = (state: string) =>
+  (globalThis as unknown as PageGlobals).document.documentElement.dataset.stream === state;
+
+Deno.test({
+  name: "browser: start an order run from the dashboard and watch its DAG turn green",
+  ignore: !hasChromium,
+  async fn(t) {
+    const server = await startServer({
+      port: 0,
+      hostname: "127.0.0.1",
+      kvPath: ":memory:",
+      workflowPaths: [
+        fileURLToPath(new URL("../workflows/", import.meta.url)),
+        fileURLToPath(new URL("./fixtures/browser_workflows.ts", import.meta.url)),
+      ],
+      maxBodyBytes: DEFAULT_MAX_BODY_BYTES,
+      graceMs: 0,
+      debug: false,
+    }, () => {});
+    const { engine } = server;
+    const base = server.url.origin;
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+      ],
+    });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+      page.setDefaultTimeout(15_000);
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(e.message));
+      page.on("console", (m) => {
+        if (m.type() === "error") errors.push(m.text());
+      });
+      page.on("response", (r) => {
+        if (r.status() >= 400) errors.push(`${r.status()} ${r.url()}`);
+      });
+
+      await t.step("start an order run from the form", async () => {
+        await page.goto(`${base}/`);
+        assert.equal(await page.textContent("h1"), "Runs");
+        await page.click("text=Start a run");
+        await page.click("a:text-is('order')");
+        await page.fill("textarea[name=input]", '{"orderId": "browser-1", "amount": 42}');
+        await Promise.all([
+          page.waitForURL(/\/ui\/runs\/[0-9A-Z]+$/),
+          page.click("button:text('Start run')"),
+        ]);
+      });
+
+      await t.step("its DAG nodes turn green and the details fill in", async () => {
+        await page.waitForFunction(allNodesSucceeded);
+        assert.equal(await page.locator("svg.dag g.node").count(), 4);
+        const fills = await page.evaluate(() => {
+          const { document, getComputedStyle } = globalThis as unknown as PageGlobals;
+          return Array.from(document.querySelectorAll("svg.dag g.node rect")).map((r) =>
+            getComputedStyle(r).stroke
+          );
+        });
+        assert.deepEqual(fills, Array(4).fill("rgb(22, 163, 74)"), "green outlines");
+        // The stream ended and the last fragment shows the run's result.
+        await page.waitForFunction(streamIs, "ended");
+        await page.waitForSelector("#run-body [data-run-status][data-status=succeeded]");
+        await page.waitForSelector("pre.run-output");
+        assert.match((await page.textContent("pre.run-output"))!, /tx-browser-1-1/);
+        await page.screenshot({
+          path: new URL("../docs/run-page.png", import.meta.url).pathname,
+          fullPage: true,
+        });
+      });
+
+      await t.step("a run page follows the run live, without reloading", async () => {
+        const run = await engine.start("review", { ticket: "T-1" });
+        await control.approve.started.promise;
+        await page.goto(`${base}/ui/runs/${run.id}`);
+        await page.waitForFunction(streamIs, "open");
+        const status = (step: string) =>
+          page.getAttribute(`svg.dag g.node[data-step=${step}]`, "data-status");
+        assert.equal(await status("fetch"), "succeeded");
+        assert.equal(await status("approve"), "running");
+        assert.equal(await status("notify"), "pending");
+        await page.evaluate(() => Object.assign(globalThis, { marker: "same page" }));
+        // Each transition re-colours its node while the run is still going.
+        control.approve.gate.resolve();
+        await control.notify.started.promise;
+        await page.waitForSelector("svg.dag g.node[data-step=approve][data-status=succeeded]");
+        await page.waitForSelector("svg.dag g.node[data-step=notify][data-status=running]");
+        assert.equal(await page.evaluate(streamIs, "open"), true);
+        control.notify.gate.resolve();
+        await page.waitForFunction(allNodesSucceeded);
+        assert.equal(
+          await page.evaluate(() => (globalThis as unknown as { marker?: string }).marker),
+          "same page",
+        );
+        await page.waitForSelector("#run-body [data-run-status][data-status=succeeded]");
+      });
+
+      await t.step("the cancel button cancels a running run", async () => {
+        const run = await engine.start("stuck", {});
+        await page.goto(`${base}/ui/runs/${run.id}`);
+        await page.waitForFunction(streamIs, "open");
+        await Promise.all([
+          page.waitForURL(`${base}/ui/runs/${run.id}`),
+          page.click("button:text('Cancel run')"),
+        ]);
+        await page.waitForSelector("svg.dag g.node[data-step=wait][data-status=cancelled]");
+        await page.waitForSelector("#run-body [data-run-status][data-status=cancelled]");
+        assert.equal((await engine.get(run.id)).status, "cancelled");
+        assert.equal(await page.$("button:text('Cancel run')"), null);
+      });
+
+      await t.step("the run list filters by workflow and status", async () => {
+        await page.goto(`${base}/`);
+        await page.selectOption("select[name=workflow]", "order");
+        await page.selectOption("select[name=status]", "succeeded");
+        await Promise.all([
+          page.waitForURL(/status=succeeded/),
+          page.click("button:text('Filter')"),
+        ]);
+        const rows = await page.$$eval(
+          "tr[data-run-id] td:nth-child(2)",
+          (tds) => tds.map((td) => td.textContent),
+        );
+        assert.deepEqual(rows, ["order"]);
+      });
+
+      assert.deepEqual(errors, [], "no script errors in the page");
+    } finally {
+      await browser.close();
+      await server.shutdown();
+    }
+  },
+});

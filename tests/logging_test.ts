@@ -1,0 +1,126 @@
+import assert from "node:assert/strict";
+import { reset } from "@logtape/logtape";
+import { z } from "zod";
+import { InvalidArgumentError, workflow } from "../mod.ts";
+import { configureLogging, loggingOptionsFrom } from "../observability/mod.ts";
+import { testEngine } from "./_helpers.ts";
+
+const greet = workflow("greet", { input: z.object({ name: z.string() }) })
+  .step("hello", ({ input, log }) => {
+    log.info("Greeting {name}", { name: input.name });
+    return `hello ${input.name}`;
+  })
+  .step("shout", { needs: ["hello"] }, ({ results }) => results.hello.toUpperCase());
+
+interface JsonRecord {
+  level: string;
+  message: string;
+  logger: string;
+  properties: Record<string, unknown>;
+}
+
+Deno.test("logging writes engine and step records as JSON lines with run fields", async () => {
+  const lines: string[] = [];
+  await configureLogging({ format: "json", level: "debug", write: (l) => lines.push(l) });
+  try {
+    await using te = await testEngine([greet]);
+    const run = await te.engine.start("greet", { name: "ada" });
+    await te.engine.result(run.id);
+    const records: JsonRecord[] = lines.map((l) => JSON.parse(l));
+    assert.ok(lines.every((l) => !l.includes("\n")), "one record per line");
+    const find = (message: string) => records.find((r) => r.message === message);
+
+    const stepLog = find('Greeting "ada"');
+    assert.ok(stepLog, "a step's own log is in the stream");
+    assert.equal(stepLog.logger, "weft.step");
+    assert.deepEqual(
+      { ...stepLog.properties },
+      { workflow: "greet", runId: run.id, step: "hello", attempt: 1, name: "ada" },
+    );
+
+    const started = records.find((r) =>
+      r.properties.step === "hello" && r.properties.status === "running"
+    );
+    assert.ok(started, "attempt started, at debug level");
+    assert.equal(started.level, "DEBUG");
+    const succeeded = records.find((r) =>
+      r.properties.step === "shout" && r.properties.status === "succeeded"
+    );
+    assert.ok(succeeded);
+    assert.equal(succeeded.logger, "weft.engine");
+    assert.equal(succeeded.properties.workflow, "greet");
+    assert.equal(succeeded.properties.runId, run.id);
+    assert.equal(succeeded.properties.attempt, 1);
+    assert.equal(typeof succeeded.properties.durationMs, "number");
+    const runDone = records.find((r) => r.message === `Run "${run.id}" succeeded`);
+    assert.ok(runDone, "the run's end");
+    assert.equal(runDone.properties.status, "succeeded");
+  } finally {
+    await reset();
+  }
+});
+
+Deno.test("logging at info leaves out debug records", async () => {
+  const lines: string[] = [];
+  await configureLogging({ write: (l) => lines.push(l) });
+  try {
+    await using te = await testEngine([greet]);
+    await te.engine.result((await te.engine.start("greet", { name: "bo" })).id);
+    const levels = new Set(lines.map((l) => JSON.parse(l).level));
+    assert.ok(levels.has("INFO"));
+    assert.ok(!levels.has("DEBUG"));
+  } finally {
+    await reset();
+  }
+});
+
+Deno.test("logging pretty lines show the run fields the message leaves out", async () => {
+  const lines: string[] = [];
+  await configureLogging({ format: "pretty", write: (l) => lines.push(l) });
+  try {
+    await using te = await testEngine([greet]);
+    const run = await te.engine.start("greet", { name: "cy" });
+    await te.engine.result(run.id);
+    // deno-lint-ignore no-control-regex
+    const plain = lines.map((l) => l.replace(/\x1b\[[0-9;]*m/g, ""));
+    const line = plain.find((l) =>
+      l.includes("Step") && l.includes("shout") && l.includes("succeeded")
+    );
+    assert.ok(line, plain.join("\n"));
+    assert.match(line, /weft·engine: Step "shout" succeeded in \d+ ms/);
+    assert.match(line, new RegExp(`workflow=greet runId=${run.id} attempt=1$`));
+    assert.ok(!line.startsWith("{"));
+  } finally {
+    await reset();
+  }
+});
+
+Deno.test("logging refuses an unknown format or level", async () => {
+  await assert.rejects(
+    // deno-lint-ignore no-explicit-any
+    configureLogging({ format: "xml" as any }),
+    (e) =>
+      e instanceof InvalidArgumentError && /'format' must be "json" or "pretty"/.test(e.message),
+  );
+  await assert.rejects(
+    // deno-lint-ignore no-explicit-any
+    configureLogging({ level: "loud" as any }),
+    (e) => e instanceof InvalidArgumentError && /'level' must be one of/.test(e.message),
+  );
+});
+
+Deno.test("logging options come from flags first, then the environment", () => {
+  assert.deepEqual(loggingOptionsFrom([], {}), { format: "json", level: "info" });
+  assert.deepEqual(loggingOptionsFrom(["--log-format", "pretty"], { format: "json" }), {
+    format: "pretty",
+    level: "info",
+  });
+  assert.deepEqual(loggingOptionsFrom(["--log-level=debug"], { format: "pretty" }), {
+    format: "pretty",
+    level: "debug",
+  });
+  assert.throws(
+    () => loggingOptionsFrom(["--log-format", "yaml"], {}),
+    /'--log-format' must be "json" or "pretty": current value is "yaml"/,
+  );
+});
