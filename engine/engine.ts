@@ -800,6 +800,9 @@ class WeftEngine implements Engine {
     const data = toErrorData(error);
     const rec = live.steps.get(step.name)!;
     const errors = [...rec.errors, { attempt, at: now, error: data }].slice(-50);
+    const attemptMs = rec.status === "running" && rec.attemptStartedAt !== undefined
+      ? now - rec.attemptStartedAt
+      : undefined;
     const nonRetryable = error instanceof NonRetryableError || error instanceof OutputError;
     if (!nonRetryable && attempt < step.retry.maxAttempts) {
       const delayMs = delayOverrideMs ??
@@ -811,7 +814,7 @@ class WeftEngine implements Engine {
         status: transitionStep(rec.status, "waiting"),
         errors,
         nextAttemptAt: now + delayMs,
-      }, { attempt, error: data, nextAttemptAt: now + delayMs });
+      }, { attempt, error: data, nextAttemptAt: now + delayMs, durationMs: attemptMs });
       live.readyBy.set(step.name, txn);
       this.#armRetry(txn, live, step, now + delayMs);
       return;
@@ -821,7 +824,7 @@ class WeftEngine implements Engine {
       status: transitionStep(rec.status, "failed"),
       errors,
       finishedAt: now,
-    }, { attempt, error: data });
+    }, { attempt, error: data, durationMs: attemptMs });
     const reason = error instanceof StepTimeoutError
       ? "timed out"
       : nonRetryable
@@ -1006,6 +1009,7 @@ class WeftEngine implements Engine {
     live.record = record;
     const event: HistoryEvent = { type: "run", seq: live.nextSeq++, at: now, from, to };
     if (error) event.error = error;
+    if (isTerminalRun(to)) event.durationMs = now - record.createdAt;
     txn.record(live, event);
   }
 
@@ -1124,11 +1128,26 @@ class WeftEngine implements Engine {
   }
 }
 
+const RUN_MESSAGES: Record<RunStatus, string> = {
+  pending: "Run {runId} created",
+  running: "Run {runId} started",
+  succeeded: "Run {runId} succeeded in {durationMs} ms",
+  failed: "Run {runId} failed in {durationMs} ms: {error.message}",
+  cancelled: "Run {runId} cancelled: {error.message}",
+};
+
+/** One structured record per committed transition. */
 function logEvent({ runId, workflow, event }: EngineEvent): void {
   if (event.type === "run") {
-    const props = { workflow, runId, status: event.to, error: event.error };
-    if (event.to === "failed") log.warn("Run {runId} failed", props);
-    else log.info(`Run {runId} ${event.to}`, props);
+    const props = {
+      workflow,
+      runId,
+      status: event.to,
+      durationMs: event.durationMs,
+      error: event.error,
+    };
+    if (event.to === "failed") log.warn(RUN_MESSAGES.failed, props);
+    else log.info(RUN_MESSAGES[event.to], props);
     return;
   }
   const props = {
@@ -1140,6 +1159,8 @@ function logEvent({ runId, workflow, event }: EngineEvent): void {
     error: event.error,
     status: event.to,
   };
+  const timedOut = event.error?.name === StepTimeoutError.name;
+  const interrupted = event.error?.name === AttemptInterruptedError.name;
   switch (event.to) {
     case "running":
       log.debug("Step {step} attempt {attempt} started", props);
@@ -1148,10 +1169,13 @@ function logEvent({ runId, workflow, event }: EngineEvent): void {
       log.info("Step {step} succeeded in {durationMs} ms", props);
       break;
     case "waiting":
-      log.warn("Step {step} attempt {attempt} failed, retrying: {error.message}", props);
+      if (interrupted) log.warn("Step {step} attempt {attempt} was interrupted; recovering", props);
+      else if (timedOut) log.warn("Step {step} attempt {attempt} timed out; retrying", props);
+      else log.warn("Step {step} attempt {attempt} failed, retrying: {error.message}", props);
       break;
     case "failed":
-      log.error("Step {step} failed: {error.message}", props);
+      if (timedOut) log.error("Step {step} attempt {attempt} timed out; giving up", props);
+      else log.error("Step {step} failed: {error.message}", props);
       break;
     default:
       log.info(`Step {step} ${event.to}`, props);

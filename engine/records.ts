@@ -90,6 +90,8 @@ export interface RunHistoryEvent {
   to: RunStatus;
   /** Why the run failed or was cancelled. */
   error?: ErrorData;
+  /** From creation to end, on a terminal transition. */
+  durationMs?: number;
 }
 
 /** A step's transition. */
@@ -112,7 +114,7 @@ export interface StepHistoryEvent {
   error?: ErrorData;
   /** When the next attempt is due, when it will be retried. */
   nextAttemptAt?: number;
-  /** How long the attempt ran, when it succeeded. */
+  /** How long the attempt ran, when it ended (succeeded or failed). */
   durationMs?: number;
 }
 
@@ -128,6 +130,7 @@ export const historyEventSchema: z.ZodType<HistoryEvent> = z.discriminatedUnion(
     from: runStatus.nullable(),
     to: runStatus,
     error: errorDataSchema.optional(),
+    durationMs: z.number().optional(),
   }),
   z.object({
     type: z.literal("step"),

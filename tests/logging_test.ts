@@ -52,9 +52,13 @@ Deno.test("logging writes engine and step records as JSON lines with run fields"
     assert.equal(succeeded.properties.runId, run.id);
     assert.equal(succeeded.properties.attempt, 1);
     assert.equal(typeof succeeded.properties.durationMs, "number");
-    const runDone = records.find((r) => r.message === `Run "${run.id}" succeeded`);
+    const runDone = records.find((r) =>
+      r.properties.runId === run.id && r.properties.status === "succeeded" &&
+      r.properties.step === undefined
+    );
     assert.ok(runDone, "the run's end");
-    assert.equal(runDone.properties.status, "succeeded");
+    assert.match(runDone.message, new RegExp(`^Run "${run.id}" succeeded in \\d+ ms$`));
+    assert.equal(typeof runDone.properties.durationMs, "number");
   } finally {
     await reset();
   }
