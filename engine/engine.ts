@@ -28,7 +28,13 @@ import {
   WorkflowNotServedError,
 } from "./errors.ts";
 import { keyLayout, type KeyPrefix } from "./keys.ts";
-import { DEFAULT_MAX_OUTPUT_BYTES, encodeOutput } from "./output.ts";
+import {
+  DEFAULT_MAX_OUTPUT_BYTES,
+  type EncodedOutput,
+  encodeOutput,
+  INLINE_OUTPUT_BYTES,
+  splitJson,
+} from "./output.ts";
 import {
   type HistoryEvent,
   queueMessageSchema,
@@ -188,6 +194,8 @@ interface RunningAttempt {
 interface LiveRun {
   def: AnyWorkflow;
   record: RunRecord;
+  /** The input as steps see it: what JSON keeps of the parsed input. */
+  input: unknown;
   steps: Map<string, StepRecord>;
   results: Map<string, unknown>;
   nextSeq: number;
@@ -245,6 +253,23 @@ class Txn {
 }
 
 const log = getLogger(["weft", "engine"]);
+
+/** Output chunks of 60 KB per write keep each write well under KV's 800 KiB commit limit. */
+const OUTPUT_CHUNKS_PER_WRITE = 8;
+/** A step record keeps its newest attempt errors within this many bytes of JSON. */
+const MAX_ERRORS_BYTES = 24_000;
+
+/** Keeps the newest errors that fit in {@linkcode MAX_ERRORS_BYTES}, the last one always. */
+function boundErrors(errors: StepRecord["errors"]): StepRecord["errors"] {
+  let bytes = 0;
+  let keep = 0;
+  for (let i = errors.length - 1; i >= 0; i--) {
+    bytes += JSON.stringify(errors[i]).length;
+    if (keep > 0 && bytes > MAX_ERRORS_BYTES) break;
+    keep++;
+  }
+  return errors.slice(errors.length - keep);
+}
 
 /**
  * Creates an engine, resumes every run left unfinished in `kv` by an earlier
@@ -351,9 +376,9 @@ class WeftEngine implements Engine {
         ),
       );
     }
-    let size: number;
+    let json: string;
     try {
-      size = new TextEncoder().encode(JSON.stringify(parsed.data) ?? "null").byteLength;
+      json = JSON.stringify(parsed.data) ?? "null";
     } catch (error) {
       return Promise.reject(
         new InvalidInputError(workflow, [{
@@ -363,11 +388,12 @@ class WeftEngine implements Engine {
         }]),
       );
     }
+    const size = new TextEncoder().encode(json).byteLength;
     if (size > this.#maxInputBytes) {
       return Promise.reject(new InputTooLargeError(workflow, size, this.#maxInputBytes));
     }
     const key = options.idempotencyKey;
-    if (key === undefined) return this.#create(def, parsed.data, undefined);
+    if (key === undefined) return this.#create(def, json, undefined);
     if (typeof key !== "string" || key.length === 0 || key.length > 512) {
       return Promise.reject(
         new InvalidArgumentError(
@@ -381,7 +407,7 @@ class WeftEngine implements Engine {
     const promise = (async () => {
       const existing = await this.#store.getIdempotent(workflow, key);
       if (existing) return await this.#existing(existing);
-      return await this.#create(def, parsed.data, key);
+      return await this.#create(def, json, key);
     })().finally(() => this.#pendingStarts.delete(slot));
     this.#pendingStarts.set(slot, promise);
     return promise;
@@ -400,7 +426,8 @@ class WeftEngine implements Engine {
     if (!run) throw new RunNotFoundError(runId);
     const steps = await this.#store.getSteps(runId);
     const outputs = await this.#store.getOutputs(runId, steps);
-    return snapshotOf(run, steps, outputs, this.#defs.get(run.workflow));
+    const input = await this.#store.getInput(run);
+    return snapshotOf(run, input, steps, outputs, this.#defs.get(run.workflow));
   }
 
   async result(runId: string, options: { signal?: AbortSignal } = {}): Promise<RunSnapshot> {
@@ -537,6 +564,7 @@ class WeftEngine implements Engine {
     const live: LiveRun = {
       def,
       record,
+      input: await this.#store.getInput(record),
       steps,
       results,
       nextSeq: (history.at(-1)?.seq ?? -1) + 1,
@@ -602,14 +630,25 @@ class WeftEngine implements Engine {
     return { ...summarize(record), created: false };
   }
 
-  async #create(def: AnyWorkflow, input: unknown, idempotencyKey: string | undefined) {
+  async #create(def: AnyWorkflow, inputJson: string, idempotencyKey: string | undefined) {
     const now = this.#clock.now();
     const id = this.#ulid(now);
-    const record: RunRecord = { id, workflow: def.name, status: "pending", input, createdAt: now };
+    const input = JSON.parse(inputJson);
+    const record: RunRecord = { id, workflow: def.name, status: "pending", createdAt: now };
+    const txn = new Txn();
+    if (inputJson.length <= INLINE_OUTPUT_BYTES) {
+      record.input = input;
+    } else {
+      const chunks = splitJson(inputJson);
+      record.inputChunks = chunks.length;
+      record.inputBytes = chunks.reduce((n, c) => n + c.byteLength, 0);
+      chunks.forEach((c, i) => txn.extraSets.push([this.#keys.inputChunk(id, i), c]));
+    }
     if (idempotencyKey !== undefined) record.idempotencyKey = idempotencyKey;
     const live: LiveRun = {
       def,
       record,
+      input,
       steps: new Map(
         def.steps.map((s) => [s.name, { status: "pending", attempts: 0, errors: [] }]),
       ),
@@ -624,7 +663,6 @@ class WeftEngine implements Engine {
       lastCommit: Promise.resolve(),
     };
     this.#live.set(id, live);
-    const txn = new Txn();
     txn.runs.set(live, { fromStatus: null, idem: idempotencyKey });
     txn.record(live, { type: "run", seq: live.nextSeq++, at: now, from: null, to: "pending" });
     for (const s of def.steps) if (s.needs.length === 0) this.#tryStart(txn, live, s);
@@ -713,7 +751,7 @@ class WeftEngine implements Engine {
       clock: this.#clock,
       body: () =>
         step.fn({
-          input: live.record.input,
+          input: live.input,
           results,
           signal: controller.signal,
           attempt,
@@ -743,24 +781,47 @@ class WeftEngine implements Engine {
     outcome: AttemptOutcome,
   ): void {
     // A late result of an abandoned or superseded attempt never touches state.
+    if (this.#stopped || live.running.get(step.name) !== running) return;
+    if (!outcome.ok) return this.#settle(live, step, running, outcome);
+    let encoded: EncodedOutput;
+    try {
+      encoded = encodeOutput(step.name, running.attempt, outcome.value, this.#maxOutputBytes);
+    } catch (error) {
+      return this.#settle(live, step, running, { ok: false, error });
+    }
+    if (encoded.chunks.length === 0) {
+      return this.#settle(live, step, running, { ok: true, encoded });
+    }
+    // A large output goes to disk before the record that points at it, in
+    // writes that each fit in one commit. An attempt that dies in between
+    // leaves chunks under its own attempt number that nothing references.
+    const writes: Promise<boolean>[] = [];
+    for (let i = 0; i < encoded.chunks.length; i += OUTPUT_CHUNKS_PER_WRITE) {
+      writes.push(this.#batcher.write({
+        sets: encoded.chunks.slice(i, i + OUTPUT_CHUNKS_PER_WRITE).map((chunk, j) => [
+          this.#keys.outputChunk(live.record.id, step.name, running.attempt, i + j),
+          chunk,
+        ]),
+      }));
+    }
+    Promise.all(writes).then(
+      () => this.#settle(live, step, running, { ok: true, encoded }),
+      (error) => this.#settle(live, step, running, { ok: false, error }),
+    );
+  }
+
+  /** Commits an attempt's end: its result and what it makes ready, or its failure. */
+  #settle(
+    live: LiveRun,
+    step: StepDefinition,
+    running: RunningAttempt,
+    result: { ok: true; encoded: EncodedOutput } | { ok: false; error: unknown },
+  ): void {
     if (this.#stopped || !this.#finishAttempt(live, step.name, running)) return;
     if (isTerminalRun(live.record.status)) return;
     const txn = new Txn();
-    if (outcome.ok) {
-      let encoded;
-      try {
-        encoded = encodeOutput(step.name, running.attempt, outcome.value, this.#maxOutputBytes);
-      } catch (error) {
-        this.#attemptFailed(txn, live, step, running.attempt, error);
-        this.#background(txn);
-        return;
-      }
-      encoded.chunks.forEach((chunk, i) =>
-        txn.extraSets.push([
-          this.#keys.outputChunk(live.record.id, step.name, running.attempt, i),
-          chunk,
-        ])
-      );
+    if (result.ok) {
+      const { encoded } = result;
       const now = this.#clock.now();
       const rec = live.steps.get(step.name)!;
       this.#setStep(txn, live, step.name, {
@@ -782,7 +843,7 @@ class WeftEngine implements Engine {
         this.#setRunStatus(txn, live, "succeeded");
       }
     } else {
-      this.#attemptFailed(txn, live, step, running.attempt, outcome.error);
+      this.#attemptFailed(txn, live, step, running.attempt, result.error);
     }
     this.#background(txn);
   }
@@ -799,7 +860,7 @@ class WeftEngine implements Engine {
     const now = this.#clock.now();
     const data = toErrorData(error);
     const rec = live.steps.get(step.name)!;
-    const errors = [...rec.errors, { attempt, at: now, error: data }].slice(-50);
+    const errors = boundErrors([...rec.errors, { attempt, at: now, error: data }]);
     const attemptMs = rec.status === "running" && rec.attemptStartedAt !== undefined
       ? now - rec.attemptStartedAt
       : undefined;
@@ -1112,7 +1173,7 @@ class WeftEngine implements Engine {
   }
 
   #snapshot(live: LiveRun): RunSnapshot {
-    return snapshotOf(live.record, live.steps, live.results, live.def);
+    return snapshotOf(live.record, live.input, live.steps, live.results, live.def);
   }
 
   #emit(live: LiveRun, event: HistoryEvent): void {

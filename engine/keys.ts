@@ -6,6 +6,7 @@
  * |---|---|
  * | `[p, "run", runId]` | {@linkcode RunRecord} |
  * | `[p, "step", runId, step]` | {@linkcode StepRecord} |
+ * | `[p, "in", runId, chunk]` | `Uint8Array`, a slice of a large input's JSON |
  * | `[p, "out", runId, step, attempt, chunk]` | `Uint8Array`, a slice of a large output's JSON |
  * | `[p, "hist", runId, seq]` | {@linkcode HistoryEvent} |
  * | `[p, "active", runId]` | `true` while the run is not terminal |
@@ -43,6 +44,8 @@ export function keyLayout(prefix: KeyPrefix = ["weft"]) {
     runs: (): Deno.KvKey => [...p, "run"],
     step: (runId: string, step: string): Deno.KvKey => [...p, "step", runId, step],
     steps: (runId: string): Deno.KvKey => [...p, "step", runId],
+    inputChunk: (runId: string, chunk: number): Deno.KvKey => [...p, "in", runId, chunk],
+    inputChunks: (runId: string): Deno.KvKey => [...p, "in", runId],
     outputChunk: (runId: string, step: string, attempt: number, chunk: number): Deno.KvKey => [
       ...p,
       "out",

@@ -105,15 +105,50 @@ export function encodeOutput(
   if (bytes.byteLength <= INLINE_OUTPUT_BYTES) {
     return { ref: { kind: "inline", json }, chunks: [], value: parsed };
   }
-  const chunks: Uint8Array[] = [];
-  for (let i = 0; i < bytes.byteLength; i += CHUNK_BYTES) {
-    chunks.push(bytes.subarray(i, i + CHUNK_BYTES));
-  }
+  const chunks = splitJson(json);
   return {
     ref: { kind: "chunks", attempt, chunks: chunks.length, bytes: bytes.byteLength },
     chunks,
     value: parsed,
   };
+}
+
+/**
+ * Cuts JSON text into chunks that each fit in one KV value.
+ *
+ * @example
+ * ```ts
+ * import { splitJson } from "./output.ts";
+ * console.assert(splitJson("[1]").length === 1);
+ * ```
+ */
+export function splitJson(json: string): Uint8Array[] {
+  const bytes = new TextEncoder().encode(json);
+  const chunks: Uint8Array[] = [];
+  for (let i = 0; i < bytes.byteLength; i += CHUNK_BYTES) {
+    chunks.push(bytes.subarray(i, i + CHUNK_BYTES));
+  }
+  return chunks;
+}
+
+/**
+ * Joins chunks made by {@linkcode splitJson} and parses them.
+ *
+ * @example
+ * ```ts
+ * import { joinJson, splitJson } from "./output.ts";
+ * console.assert(joinJson(splitJson('{"a":1}')).a === 1);
+ * ```
+ */
+// deno-lint-ignore no-explicit-any
+export function joinJson(chunks: Uint8Array[]): any {
+  const all = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+  let offset = 0;
+  for (const c of chunks) {
+    all.set(c, offset);
+    offset += c.byteLength;
+  }
+  return JSON.parse(new TextDecoder().decode(all));
 }
 
 /**
@@ -131,11 +166,5 @@ export function decodeOutput(ref: OutputRef, chunks: Uint8Array[]): any {
   if (chunks.length !== ref.chunks) {
     throw new Error(`Output is missing chunks: found ${chunks.length} of ${ref.chunks}`);
   }
-  const all = new Uint8Array(ref.bytes);
-  let offset = 0;
-  for (const c of chunks) {
-    all.set(c, offset);
-    offset += c.byteLength;
-  }
-  return JSON.parse(new TextDecoder().decode(all));
+  return joinJson(chunks);
 }

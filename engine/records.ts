@@ -28,7 +28,11 @@ export const runRecordSchema = z.object({
   id: z.string(),
   workflow: z.string(),
   status: runStatus,
-  input: z.unknown(),
+  /** The input, when small enough to keep in the record. */
+  input: z.unknown().optional(),
+  /** Where a larger input's JSON is split: `[p, "in", runId, i]` for i < inputChunks. */
+  inputChunks: z.number().optional(),
+  inputBytes: z.number().optional(),
   idempotencyKey: z.string().optional(),
   createdAt: z.number(),
   startedAt: z.number().optional(),

@@ -96,7 +96,7 @@ function attemptError(e: AttemptError): AttemptErrorSnapshot {
  * @example
  * ```ts
  * import { summarize } from "./snapshot.ts";
- * const s = summarize({ id: "r", workflow: "w", status: "pending", input: 1, createdAt: 0 });
+ * const s = summarize({ id: "r", workflow: "w", status: "pending", createdAt: 0 });
  * console.assert(s.createdAt === "1970-01-01T00:00:00.000Z");
  * ```
  */
@@ -116,13 +116,14 @@ export function summarize(run: RunRecord): RunSummary {
 }
 
 /**
- * Builds the full snapshot from stored records and committed outputs.
+ * Builds the full snapshot from stored records, the input and committed outputs.
  *
  * @param def The workflow, for step order and `needs`; steps it no longer
  * declares are still shown, after the declared ones.
  */
 export function snapshotOf(
   run: RunRecord,
+  input: unknown,
   steps: ReadonlyMap<string, StepRecord>,
   outputs: ReadonlyMap<string, unknown>,
   def: AnyWorkflow | undefined,
@@ -162,5 +163,5 @@ export function snapshotOf(
       : Object.fromEntries(sinks.map((s) => [s, outputs.get(s)]));
   }
   const summary = summarize(run);
-  return compact({ ...summary, input: run.input, output, steps: stepViews });
+  return compact({ ...summary, input, output, steps: stepViews });
 }

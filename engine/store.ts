@@ -13,7 +13,7 @@ import {
   type StepRecord,
   stepRecordSchema,
 } from "./records.ts";
-import { decodeOutput } from "./output.ts";
+import { decodeOutput, joinJson } from "./output.ts";
 import { InvalidArgumentError } from "./errors.ts";
 import { isTerminalRun, type RunStatus } from "./states.ts";
 
@@ -107,6 +107,23 @@ export class RunStore {
       outputs.set(name, decodeOutput(ref, chunks));
     }
     return outputs;
+  }
+
+  /** A run's input, from the record or from its chunks. */
+  async getInput(run: RunRecord): Promise<unknown> {
+    if (run.inputChunks === undefined) return run.input;
+    const chunks: Uint8Array[] = [];
+    for await (
+      const entry of this.#kv.list<Uint8Array>({ prefix: this.#keys.inputChunks(run.id) })
+    ) {
+      chunks.push(entry.value);
+    }
+    if (chunks.length !== run.inputChunks) {
+      throw new Error(
+        `Input of run '${run.id}' is missing chunks: found ${chunks.length} of ${run.inputChunks}`,
+      );
+    }
+    return joinJson(chunks);
   }
 
   /** Every recorded transition of a run, oldest first. */

@@ -546,3 +546,40 @@ Deno.test("engine events reach subscribers after each commit", async () => {
     "run:succeeded",
   ]);
 });
+
+Deno.test("engine stores a 1 MiB output (the default cap) and a large input across a restart", async () => {
+  const mib = 1024 * 1024;
+  const text = "o".repeat(mib - 2); // JSON adds the two quotes
+  const wf = workflow("large", { input: z.object({ blob: z.string() }) })
+    .step("echo", ({ input }) => input.blob.length)
+    .step("big", () => text);
+  await using t = await testEngine([wf]);
+  const blob = "i".repeat(200_000);
+  const run = await t.engine.start("large", { blob });
+  const done = await t.engine.result(run.id);
+  assert.equal(done.status, "succeeded", JSON.stringify(done.error));
+  const engine2 = await t.restart();
+  const reread = await engine2.get(run.id);
+  assert.equal((reread.input as { blob: string }).blob, blob);
+  assert.equal(reread.steps.echo.output, 200_000);
+  assert.equal((reread.steps.big.output as string).length, mib - 2);
+});
+
+Deno.test("engine keeps a step's newest errors within a bounded record", async () => {
+  const wf = workflow("noisy").step("s", {
+    retry: { maxAttempts: 40, initialDelayMs: 0, jitter: 0 },
+  }, ({ attempt }) => {
+    throw new Error(`${attempt}:${"e".repeat(1_900)}`);
+  });
+  await using t = await testEngine([wf]);
+  const run = await t.engine.start("noisy", null);
+  const done = await t.engine.result(run.id);
+  assert.equal(done.status, "failed");
+  assert.equal(done.steps.s.attempts, 40);
+  const errors = done.steps.s.errors;
+  assert.ok(errors.length >= 5 && errors.length < 40, `kept ${errors.length}`);
+  assert.equal(errors.at(-1)!.attempt, 40, "the newest error is kept");
+  const history = await t.engine.history(run.id);
+  const failures = history.filter((e) => e.type === "step" && e.error);
+  assert.equal(failures.length, 40, "the history keeps every attempt's error");
+});
