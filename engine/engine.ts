@@ -219,15 +219,7 @@ class Txn {
   readonly enqueues: { value: unknown; delayMs?: number }[] = [];
   readonly wake = new Set<string>();
   readonly after: (() => void)[] = [];
-  /**
-   * Set when every step this write starts was already durably ready (a
-   * step that got a slot, a retry that came due): those attempts may run
-   * while their start record is being written, since the record that made
-   * them ready is on disk (checked per step, see `LiveRun.readyBy`).
-   * Otherwise attempts launch only after the commit.
-   */
-  launchEarly = false;
-  /** Set once committed. */
+  /** Set once committed (at once when there was nothing to write). */
   durable = false;
 
   touchRun(live: LiveRun, fromStatus: RunStatus | null = live.record.status): void {
@@ -248,7 +240,7 @@ class Txn {
 
   get empty(): boolean {
     return this.runs.size === 0 && this.steps.size === 0 && this.history.size === 0 &&
-      this.extraSets.length === 0;
+      this.extraSets.length === 0 && this.enqueues.length === 0;
   }
 }
 
@@ -723,14 +715,11 @@ class WeftEngine implements Engine {
       capKey,
     };
     live.running.set(step.name, running);
-    txn.wake.add(live.record.id);
-    // A microtask runs after the caller has queued this write, so the
-    // attempt's own result is always written after its start.
-    const readyBy = live.readyBy.get(step.name);
     live.readyBy.delete(step.name);
-    if (txn.launchEarly && (readyBy === undefined || readyBy.durable)) {
-      queueMicrotask(() => this.#launch(live, step, running));
-    } else txn.after.push(() => this.#launch(live, step, running));
+    txn.wake.add(live.record.id);
+    // The body runs only once its attempt is on disk, so a crash at any
+    // moment finds the attempt recorded and reruns it as a new one.
+    txn.after.push(() => this.#launch(live, step, running));
   }
 
   #launch(live: LiveRun, step: StepDefinition, running: RunningAttempt): void {
@@ -923,7 +912,6 @@ class WeftEngine implements Engine {
     if (this.#closing || this.#live.get(live.record.id) !== live) return;
     if (live.steps.get(step.name)?.status !== "waiting") return;
     const txn = new Txn();
-    txn.launchEarly = true;
     this.#tryStart(txn, live, step);
     this.#background(txn);
   }
@@ -972,13 +960,13 @@ class WeftEngine implements Engine {
     queueMicrotask(() => {
       this.#pumpScheduled = false;
       if (this.#closing) return;
-      // Only work whose ready record is on disk may take a slot and run early.
+      // Work whose ready record is still being written would only hold a
+      // slot while it waits; durable work goes first.
       const granted = this.#slots.takeFitting((r) =>
         this.#live.get(r.runId)?.readyBy.get(r.step)?.durable ?? true
       );
       if (granted.length === 0) return;
       const txn = new Txn();
-      txn.launchEarly = true;
       for (const g of granted) {
         const live = this.#live.get(g.runId);
         const step = live?.def.getStep(g.step);
@@ -1025,7 +1013,7 @@ class WeftEngine implements Engine {
         }
       }
     }
-    if (!txn.empty) this.#background(txn);
+    this.#background(txn);
   }
 
   // ---------------------------------------------------------------- state changes
@@ -1077,6 +1065,7 @@ class WeftEngine implements Engine {
   /** Writes a transaction; effects run only once it is durable. */
   async #commit(txn: Txn): Promise<boolean> {
     if (txn.empty) {
+      txn.durable = true;
       for (const fn of txn.after) fn();
       return true;
     }
