@@ -23,6 +23,11 @@ header.top { display: flex; gap: 1.5rem; align-items: center; padding: .6rem 1.5
   background: #111827; color: #fff; }
 header.top a { color: #e5e7eb; text-decoration: none; }
 header.top a.brand { font-weight: 700; color: #fff; font-size: 1.1rem; }
+header.top form.logout { margin-left: auto; }
+header.top form.logout button { background: transparent; border-color: #4b5563; color: #e5e7eb;
+  padding: .15rem .6rem;
+  font-weight: 400; }
+form.login { display: flex; flex-direction: column; gap: .6rem; max-width: 22rem; }
 main { padding: 1rem 1.5rem 3rem; max-width: 1200px; }
 h1 { font-size: 1.35rem; margin: .4rem 0 1rem; }
 h2 { font-size: 1.1rem; margin: 1.5rem 0 .5rem; }

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Child } from "hono/jsx";
+import { type Child, createContext, useContext } from "hono/jsx";
 import type { HtmlEscapedString } from "hono/utils/html";
 import { raw } from "hono/html";
 import { isTerminalRun, type RunSnapshot, RunStatus, type RunSummary } from "../mod.ts";
@@ -24,8 +24,20 @@ export interface FormIssue {
 
 const runHref = (id: string) => `/ui/runs/${encodeURIComponent(id)}`;
 
-/** The page frame: head, navigation, content, optional scripts. */
-export function Layout(props: { title: string; children?: Child; script?: string }): Markup {
+/**
+ * Whether the request carries a browser session cookie, so that the page
+ * frame shows a "Log out" button. Provided by the routes that render pages.
+ */
+export const SignedIn = createContext(false);
+
+/**
+ * The page frame: head, navigation (unless `nav` is false), content,
+ * optional scripts.
+ */
+export function Layout(
+  props: { title: string; children?: Child; script?: string; nav?: boolean },
+): Markup {
+  const signedIn = useContext(SignedIn);
   return (
     <>
       {raw("<!DOCTYPE html>")}
@@ -41,9 +53,18 @@ export function Layout(props: { title: string; children?: Child; script?: string
         <body>
           <header class="top">
             <a class="brand" href="/">Weft</a>
-            <a href="/">Runs</a>
-            <a href="/ui/start">Start a run</a>
-            <a href="/metrics">Metrics</a>
+            {props.nav !== false && (
+              <>
+                <a href="/">Runs</a>
+                <a href="/ui/start">Start a run</a>
+                <a href="/metrics">Metrics</a>
+              </>
+            )}
+            {props.nav !== false && signedIn && (
+              <form class="logout" method="post" action="/logout">
+                <button type="submit">Log out</button>
+              </form>
+            )}
           </header>
           <main>{props.children}</main>
         </body>

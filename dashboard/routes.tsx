@@ -8,6 +8,7 @@
  */
 import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { getCookie } from "hono/cookie";
 import { csrf } from "hono/csrf";
 import type { HtmlEscapedString } from "hono/utils/html";
 import {
@@ -19,9 +20,18 @@ import {
   RunStatus,
   UnknownWorkflowError,
 } from "../mod.ts";
+import { SESSION_COOKIE } from "../http/auth.ts";
 import { FAVICON_SVG, RUN_JS, STYLE_CSS } from "./assets.ts";
 import { exampleOf, inputJsonSchema } from "./input_schema.ts";
-import { ErrorPage, type FormIssue, RunBody, RunPage, RunsPage, StartPage } from "./pages.tsx";
+import {
+  ErrorPage,
+  type FormIssue,
+  RunBody,
+  RunPage,
+  RunsPage,
+  SignedIn,
+  StartPage,
+} from "./pages.tsx";
 
 /** What the dashboard needs of an engine. */
 export type DashboardEngine = Pick<Engine, "workflows" | "list" | "get" | "start" | "cancel">;
@@ -36,7 +46,8 @@ export interface DashboardOptions {
   maxFormBytes?: number;
 }
 
-const SECURITY_HEADERS: Record<string, string> = {
+/** The headers of every dashboard page: only its own script, style and forms. */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
   "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; " +
     "img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; " +
     "frame-ancestors 'none'",
@@ -52,7 +63,13 @@ async function page(
   node: HtmlEscapedString | Promise<HtmlEscapedString>,
   status: Status = 200,
 ): Promise<Response> {
-  return c.html(await node, status, SECURITY_HEADERS);
+  // The auth middleware, which runs first, has checked the cookie when a token is set.
+  const signedIn = getCookie(c, SESSION_COOKIE) !== undefined;
+  return c.html(
+    await <SignedIn.Provider value={signedIn}>{node}</SignedIn.Provider>,
+    status,
+    SECURITY_HEADERS,
+  );
 }
 
 /**

@@ -7,7 +7,13 @@
 import { getLogger } from "@logtape/logtape";
 import { Hono } from "hono";
 import type { Engine } from "../mod.ts";
-import { bearerAuth, sameOriginWrites } from "./auth.ts";
+import {
+  isDashboardPage,
+  LOGIN_PATH,
+  LOGIN_PUBLIC_PATHS,
+  loginRoutes,
+} from "../dashboard/login.tsx";
+import { bearerAuth, createSessions, sameOriginWrites } from "./auth.ts";
 import { DEFAULT_MAX_BODY_BYTES, limitBody } from "./body.ts";
 import { ApiError, ErrorCode, toApiError } from "./errors.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -20,10 +26,14 @@ export interface AppOptions {
   /** The engine whose workflows and runs the API serves. */
   engine: Engine;
   /**
-   * When set, every route but `/healthz` requires `Authorization: Bearer
-   * <token>`. @default {undefined} (no authentication)
+   * When set, every route but `/healthz` and the login page requires
+   * `Authorization: Bearer <token>` or a browser session cookie, got by
+   * signing in with the token at `/login` (see {@linkcode createSessions}).
+   * @default {undefined} (no authentication)
    */
   token?: string;
+  /** The clock that browser sessions expire by, in epoch milliseconds. @default {Date.now} */
+  now?: () => number;
   /** Largest request body, in bytes. @default {1048576} */
   maxBodyBytes?: number;
   /** Whether 500 responses carry the error's message and stack. @default {false} */
@@ -110,8 +120,19 @@ export function createApp(options: AppOptions): Hono {
   );
 
   app.use("*", sameOriginWrites());
-  if (token !== undefined) app.use("*", bearerAuth(token, { publicPaths: ["/healthz"] }));
+  const sessions = token === undefined ? undefined : createSessions(token, { now: options.now });
+  if (token !== undefined) {
+    app.use(
+      "*",
+      bearerAuth(token, {
+        publicPaths: ["/healthz", ...LOGIN_PUBLIC_PATHS],
+        sessions,
+        loginRedirect: { path: LOGIN_PATH, isPage: isDashboardPage },
+      }),
+    );
+  }
   app.use("*", limitBody(maxBodyBytes));
+  if (sessions) app.route("/", loginRoutes(sessions));
 
   const specs = addApiRoutes(app, { engine, shutdownSignal: options.shutdownSignal });
   let document: Record<string, unknown> | undefined;

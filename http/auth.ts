@@ -1,25 +1,199 @@
 /**
- * Request guards: a bearer token compared in constant time, and a check that
- * browsers on other origins cannot change anything.
+ * Request guards: a bearer token compared in constant time, browser sessions
+ * signed with a key derived from that token, and a check that browsers on
+ * other origins cannot change anything.
  *
  * @module
  */
-import { createHash, timingSafeEqual } from "node:crypto";
-import type { MiddlewareHandler } from "hono";
+import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import type { Context, MiddlewareHandler } from "hono";
+import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import { ApiError, ErrorCode } from "./errors.ts";
+
+/** Where to send browsers that ask for an HTML page without auth. */
+export interface LoginRedirect {
+  /** The login page's path, such as `/login`. */
+  path: string;
+  /** Whether a path is an HTML page that a browser may navigate to. */
+  isPage: (path: string) => boolean;
+}
 
 /** Options of {@linkcode bearerAuth}. */
 export interface BearerAuthOptions {
   /** Paths served without a token, matched exactly. @default {[]} */
   publicPaths?: readonly string[];
+  /**
+   * Also accepts a session cookie issued by these sessions (see
+   * {@linkcode createSessions}), so that browsers, which cannot send the
+   * bearer header, can sign in. @default {undefined} (the header only)
+   */
+  sessions?: Sessions;
+  /**
+   * Redirects (303) a browser's GET of an HTML page without auth to the
+   * login page, with the page as `next`, instead of answering 401.
+   * @default {undefined} (always 401)
+   */
+  loginRedirect?: LoginRedirect;
 }
 
 const digest = (value: string) => createHash("sha256").update(value, "utf8").digest();
 
 /**
- * Requires `Authorization: Bearer <token>` on every request but the public
- * paths; answers 401 `unauthorized` otherwise. Both tokens are hashed first so
- * the comparison takes the same time whatever their lengths and contents.
+ * Whether `given` is the secret whose digest is `expected`. Both are hashed
+ * so the comparison takes the same time whatever their lengths and contents.
+ */
+const sameSecret = (given: string, expected: Buffer) => timingSafeEqual(digest(given), expected);
+
+/** The name of the browser session cookie. */
+export const SESSION_COOKIE = "weft_session";
+
+/** How long a browser session lasts by default: 12 hours. */
+export const DEFAULT_SESSION_MAX_AGE_MS = 12 * 60 * 60 * 1000;
+
+/** Options of {@linkcode createSessions}. */
+export interface SessionOptions {
+  /** How long a session lasts after signing in, in milliseconds. @default {43200000} (12 h) */
+  maxAgeMs?: number;
+  /** The clock that sessions expire by, in epoch milliseconds. @default {Date.now} */
+  now?: () => number;
+}
+
+/** Browser sessions for one token: see {@linkcode createSessions}. */
+export interface Sessions {
+  /** How long a session lasts after signing in, in milliseconds. */
+  readonly maxAgeMs: number;
+  /** Whether `given` is the token, compared in constant time. */
+  checkToken(given: string): boolean;
+  /** The cookie value of a new session: a random id and its expiry, signed. */
+  issue(): string;
+  /** Whether a cookie value is a session issued for this token that has not expired. */
+  verify(value: string | undefined): boolean;
+}
+
+const SESSION_VALUE = /^v1\.([A-Za-z0-9_-]{22})\.([0-9]{1,16})\.([A-Za-z0-9_-]{43})$/;
+
+/**
+ * Browser sessions signed for a token. A cookie value is
+ * `v1.<random id>.<expiry in epoch ms>.<HMAC-SHA256 of the rest>`, keyed by a
+ * key derived from the token: it never holds the token, it cannot be made
+ * or extended without the token, and changing the token ends every session.
+ * Sessions are not stored on the server, so one cannot be revoked before
+ * it expires except by changing the token.
+ *
+ * @throws {RangeError} when the token is empty or `maxAgeMs` is not a positive integer.
+ *
+ * @example
+ * ```ts
+ * import { createSessions } from "./auth.ts";
+ * let nowMs = 0;
+ * const sessions = createSessions("s3cret", { maxAgeMs: 1_000, now: () => nowMs });
+ * const cookie = sessions.issue();
+ * console.assert(sessions.verify(cookie) && !cookie.includes("s3cret"));
+ * nowMs = 1_000;
+ * console.assert(!sessions.verify(cookie));
+ * ```
+ */
+export function createSessions(token: string, options: SessionOptions = {}): Sessions {
+  if (token.length === 0) {
+    throw new RangeError("Cannot create sessions as 'token' is empty");
+  }
+  const maxAgeMs = options.maxAgeMs ?? DEFAULT_SESSION_MAX_AGE_MS;
+  if (!Number.isSafeInteger(maxAgeMs) || maxAgeMs < 1000) {
+    throw new RangeError(
+      `Cannot create sessions as 'maxAgeMs' must be an integer >= 1000: current value is ${maxAgeMs}`,
+    );
+  }
+  const now = options.now ?? Date.now;
+  const expected = digest(token);
+  const key = createHmac("sha256", token).update("weft session key v1", "utf8").digest();
+  const sign = (payload: string) =>
+    createHmac("sha256", key).update(payload, "utf8").digest("base64url");
+  return {
+    maxAgeMs,
+    checkToken: (given) => sameSecret(given, expected),
+    issue() {
+      const payload = `v1.${randomBytes(16).toString("base64url")}.${now() + maxAgeMs}`;
+      return `${payload}.${sign(payload)}`;
+    },
+    verify(value) {
+      const match = value === undefined ? null : SESSION_VALUE.exec(value);
+      if (!match) return false;
+      const payload = `v1.${match[1]}.${match[2]}`;
+      return sameSecret(match[3], digest(sign(payload))) && now() < Number(match[2]);
+    },
+  };
+}
+
+function isHttps(c: Context): boolean {
+  if (new URL(c.req.url).protocol === "https:") return true;
+  // Behind a TLS proxy; a client that lies only makes its own cookie stricter.
+  const forwarded = c.req.header("x-forwarded-proto")?.split(",")[0].trim().toLowerCase();
+  return forwarded === "https";
+}
+
+/**
+ * Starts a session: sets the session cookie on the response, `HttpOnly`,
+ * `SameSite=Strict`, `Path=/`, `Max-Age` the session's length, and `Secure`
+ * when the request came over https.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { createSessions, setSessionCookie } from "./auth.ts";
+ * const sessions = createSessions("s3cret");
+ * const app = new Hono().post("/login", (c) => {
+ *   setSessionCookie(c, sessions);
+ *   return c.body(null, 204);
+ * });
+ * const res = await app.request("/login", { method: "POST" });
+ * console.assert(res.headers.get("set-cookie")!.includes("SameSite=Strict"));
+ * ```
+ */
+export function setSessionCookie(c: Context, sessions: Sessions): void {
+  setCookie(c, SESSION_COOKIE, sessions.issue(), {
+    httpOnly: true,
+    sameSite: "Strict",
+    path: "/",
+    secure: isHttps(c),
+    maxAge: Math.floor(sessions.maxAgeMs / 1000),
+  });
+}
+
+/**
+ * Ends the browser's session: expires the session cookie.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { clearSessionCookie } from "./auth.ts";
+ * const app = new Hono().post("/logout", (c) => {
+ *   clearSessionCookie(c);
+ *   return c.body(null, 204);
+ * });
+ * const res = await app.request("/logout", { method: "POST" });
+ * console.assert(res.headers.get("set-cookie")!.includes("Max-Age=0"));
+ * ```
+ */
+export function clearSessionCookie(c: Context): void {
+  deleteCookie(c, SESSION_COOKIE, {
+    httpOnly: true,
+    sameSite: "Strict",
+    path: "/",
+    secure: isHttps(c),
+  });
+}
+
+function wantsPage(c: Context, redirect: LoginRedirect): boolean {
+  return (c.req.method === "GET" || c.req.method === "HEAD") &&
+    (c.req.header("accept") ?? "").includes("text/html") && redirect.isPage(c.req.path);
+}
+
+/**
+ * Requires `Authorization: Bearer <token>`, or with `sessions` a valid
+ * session cookie, on every request but the public paths; answers 401
+ * `unauthorized` otherwise, or with `loginRedirect` sends a browser asking
+ * for an HTML page to the login page. Both tokens are hashed first so the
+ * comparison takes the same time whatever their lengths and contents.
  *
  * @example
  * ```ts
@@ -37,21 +211,31 @@ export function bearerAuth(token: string, options: BearerAuthOptions = {}): Midd
     throw new RangeError("Cannot require a bearer token as 'token' is empty");
   }
   const expected = digest(token);
+  const { sessions, loginRedirect } = options;
   const publicPaths = new Set(options.publicPaths ?? []);
   return async (c, next) => {
     if (publicPaths.has(c.req.path)) return await next();
     const header = c.req.header("authorization") ?? "";
     const match = /^Bearer[ ]+(\S+)[ ]*$/i.exec(header);
-    const given = match ? digest(match[1]) : undefined;
-    if (!given || !timingSafeEqual(given, expected)) {
-      throw new ApiError(
-        401,
-        ErrorCode.Unauthorized,
-        header === "" ? "Missing 'Authorization: Bearer <token>' header" : "Invalid bearer token",
-        { headers: { "WWW-Authenticate": 'Bearer realm="weft"' } },
-      );
+    if (match && sameSecret(match[1], expected)) return await next();
+    const cookie = sessions ? getCookie(c, SESSION_COOKIE) : undefined;
+    if (sessions?.verify(cookie)) return await next();
+    if (loginRedirect && wantsPage(c, loginRedirect)) {
+      const { pathname, search } = new URL(c.req.url);
+      const target = pathname + search;
+      const query = target === "/" ? "" : `?${new URLSearchParams({ next: target })}`;
+      return c.redirect(`${loginRedirect.path}${query}`, 303);
     }
-    await next();
+    throw new ApiError(
+      401,
+      ErrorCode.Unauthorized,
+      header !== ""
+        ? "Invalid bearer token"
+        : cookie !== undefined
+        ? "Invalid or expired session: sign in again"
+        : "Missing 'Authorization: Bearer <token>' header",
+      { headers: { "WWW-Authenticate": 'Bearer realm="weft"' } },
+    );
   };
 }
 
