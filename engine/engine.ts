@@ -25,6 +25,7 @@ import {
   StepTimeoutError,
   toErrorData,
   UnknownWorkflowError,
+  WorkflowDefinitionError,
   WorkflowNotServedError,
 } from "./errors.ts";
 import { keyLayout, type KeyPrefix } from "./keys.ts";
@@ -208,6 +209,34 @@ interface LiveRun {
   /** Writes of this run not yet committed, and the latest of them. */
   uncommitted: number;
   lastCommit: Promise<unknown>;
+  /** Dropped from memory (a failed write); nothing of it may act any more. */
+  dead: boolean;
+}
+
+function newLiveRun(
+  def: AnyWorkflow,
+  record: RunRecord,
+  input: unknown,
+  steps: Map<string, StepRecord>,
+  results: Map<string, unknown>,
+  nextSeq: number,
+): LiveRun {
+  return {
+    def,
+    record,
+    input,
+    steps,
+    results,
+    nextSeq,
+    running: new Map(),
+    retryTimers: new Map(),
+    queued: new Set(),
+    waiters: new Set(),
+    readyBy: new Map(),
+    uncommitted: 0,
+    lastCommit: Promise.resolve(),
+    dead: false,
+  };
 }
 
 /** Changes to apply in one write; materialised only when committed. */
@@ -248,6 +277,8 @@ const log = getLogger(["weft", "engine"]);
 
 /** Output chunks of 60 KB per write keep each write well under KV's 800 KiB commit limit. */
 const OUTPUT_CHUNKS_PER_WRITE = 8;
+/** History events per KV value, in bytes of JSON (a value holds 64 KiB). */
+const HISTORY_BYTES_PER_KEY = 40_000;
 /** A step record keeps its newest attempt errors within this many bytes of JSON. */
 const MAX_ERRORS_BYTES = 24_000;
 
@@ -309,6 +340,8 @@ class WeftEngine implements Engine {
   #stopped = false;
   #pumpScheduled = false;
   #idleWaiters = new Set<() => void>();
+  readonly #resyncing = new Set<string>();
+  readonly #commitFailures = new Map<string, number>();
   #detachQueue: () => void = () => {};
 
   constructor(options: EngineOptions) {
@@ -319,6 +352,9 @@ class WeftEngine implements Engine {
         throw new InvalidArgumentError(
           `Cannot create engine as workflow '${wf.name}' is registered twice`,
         );
+      }
+      if (wf.steps.length === 0) {
+        throw new WorkflowDefinitionError(wf.name, undefined, "it has no steps");
       }
       this.#defs.set(wf.name, wf);
     }
@@ -529,19 +565,46 @@ class WeftEngine implements Engine {
 
   /** Loads every unfinished run and carries it on. */
   async recover(): Promise<void> {
-    const ids = await this.#store.activeRunIds();
+    let ids: string[];
+    try {
+      ids = await this.#store.activeRunIds();
+    } catch (error) {
+      this.#detachQueue();
+      throw error;
+    }
     let resumed = 0;
     for (const runId of ids) {
-      if (await this.#resume(runId)) resumed++;
+      try {
+        if (await this.#resume(runId)) resumed++;
+      } catch (error) {
+        // One unreadable run must not keep every other run from resuming.
+        log.error("Run {runId} could not be resumed and is left as it is: {error}", {
+          runId,
+          error,
+        });
+      }
     }
     if (ids.length > 0) {
       log.info("Recovered {resumed} of {found} unfinished runs", { resumed, found: ids.length });
     }
   }
 
-  async #resume(runId: string): Promise<boolean> {
+  /**
+   * Loads a run from KV and carries it on; `waiters` of an earlier copy of
+   * it (see `#resync`) move over. Resolves whether the run was resumed.
+   */
+  async #resume(
+    runId: string,
+    waiters: Iterable<(s: RunSnapshot) => void> = [],
+  ): Promise<boolean> {
     const record = await this.#store.getRun(runId);
-    if (!record || isTerminalRun(record.status)) return false;
+    if (!record || isTerminalRun(record.status)) {
+      if (record) {
+        const snapshot = await this.get(runId);
+        for (const w of waiters) w(snapshot);
+      }
+      return false;
+    }
     const def = this.#defs.get(record.workflow);
     if (!def) {
       log.warn("Run {runId} of unknown workflow {workflow} left as it is", {
@@ -553,21 +616,9 @@ class WeftEngine implements Engine {
     const steps = await this.#store.getSteps(runId);
     const results = await this.#store.getOutputs(runId, steps);
     const history = await this.#store.getHistory(runId);
-    const live: LiveRun = {
-      def,
-      record,
-      input: await this.#store.getInput(record),
-      steps,
-      results,
-      nextSeq: (history.at(-1)?.seq ?? -1) + 1,
-      running: new Map(),
-      retryTimers: new Map(),
-      queued: new Set(),
-      waiters: new Set(),
-      readyBy: new Map(),
-      uncommitted: 0,
-      lastCommit: Promise.resolve(),
-    };
+    const input = await this.#store.getInput(record);
+    const live = newLiveRun(def, record, input, steps, results, (history.at(-1)?.seq ?? -1) + 1);
+    for (const w of waiters) live.waiters.add(w);
     for (const s of def.steps) {
       if (!steps.has(s.name)) steps.set(s.name, { status: "pending", attempts: 0, errors: [] });
     }
@@ -637,23 +688,14 @@ class WeftEngine implements Engine {
       chunks.forEach((c, i) => txn.extraSets.push([this.#keys.inputChunk(id, i), c]));
     }
     if (idempotencyKey !== undefined) record.idempotencyKey = idempotencyKey;
-    const live: LiveRun = {
+    const live = newLiveRun(
       def,
       record,
       input,
-      steps: new Map(
-        def.steps.map((s) => [s.name, { status: "pending", attempts: 0, errors: [] }]),
-      ),
-      results: new Map(),
-      nextSeq: 0,
-      running: new Map(),
-      retryTimers: new Map(),
-      queued: new Set(),
-      waiters: new Set(),
-      readyBy: new Map(),
-      uncommitted: 0,
-      lastCommit: Promise.resolve(),
-    };
+      new Map(def.steps.map((s) => [s.name, { status: "pending", attempts: 0, errors: [] }])),
+      new Map(),
+      0,
+    );
     this.#live.set(id, live);
     txn.runs.set(live, { fromStatus: null, idem: idempotencyKey });
     txn.record(live, { type: "run", seq: live.nextSeq++, at: now, from: null, to: "pending" });
@@ -723,6 +765,7 @@ class WeftEngine implements Engine {
   }
 
   #launch(live: LiveRun, step: StepDefinition, running: RunningAttempt): void {
+    if (live.dead || this.#stopped || live.running.get(step.name) !== running) return;
     const { attempt, controller } = running;
     const stepLog = getLogger(["weft", "step"]).with({
       workflow: live.def.name,
@@ -899,7 +942,7 @@ class WeftEngine implements Engine {
     if (delayMs === 0) return this.#tryStart(txn, live, step);
     txn.enqueues.push({ value: { weft: "wake", runIds: [live.record.id] }, delayMs });
     txn.after.push(() => {
-      if (this.#closing || live.retryTimers.has(step.name)) return;
+      if (this.#closing || live.dead || live.retryTimers.has(step.name)) return;
       const timer = this.#clock.setTimeout(() => {
         live.retryTimers.delete(step.name);
         this.#retryDue(live, step);
@@ -1101,7 +1144,20 @@ class WeftEngine implements Engine {
       for (const name of names) sets.push([k.step(live.record.id, name), live.steps.get(name)]);
     }
     for (const [live, events] of txn.history) {
-      sets.push([k.history(live.record.id, events[0].seq), events]);
+      // A KV value holds 64 KiB: a run ending with hundreds of steps spans keys.
+      let part: HistoryEvent[] = [];
+      let bytes = 0;
+      for (const event of events) {
+        const size = JSON.stringify(event).length;
+        if (part.length > 0 && bytes + size > HISTORY_BYTES_PER_KEY) {
+          sets.push([k.history(live.record.id, part[0].seq), part]);
+          part = [];
+          bytes = 0;
+        }
+        part.push(event);
+        bytes += size;
+      }
+      sets.push([k.history(live.record.id, part[0].seq), part]);
     }
     const touched = new Set([...txn.runs.keys(), ...txn.steps.keys()]);
     const write = this.#batcher.write({
@@ -1121,15 +1177,15 @@ class WeftEngine implements Engine {
     } catch (error) {
       log.error("A KV commit failed; affected runs are reloaded from KV: {error}", { error });
       for (const live of touched) live.uncommitted--;
-      for (const live of touched) {
-        this.#forget(live);
-        if (!this.#closing) void this.#resume(live.record.id).catch(() => {});
-      }
+      for (const live of touched) this.#resync(live, error);
       throw error;
     }
     for (const live of touched) live.uncommitted--;
     if (!ok) return false;
     txn.durable = true;
+    if (this.#commitFailures.size > 0) {
+      for (const live of touched) this.#commitFailures.delete(live.record.id);
+    }
     for (const fn of txn.after) fn();
     for (const [live, events] of txn.history) {
       for (const event of events) this.#emit(live, event);
@@ -1148,8 +1204,38 @@ class WeftEngine implements Engine {
     this.#commit(txn).catch(() => {});
   }
 
+  /**
+   * After a failed write, drops the run from memory and reloads it from KV
+   * once its other queued writes have settled; once per run at a time, and
+   * not again after three failures in a row (the run then stays as it is on
+   * disk until the next start, and its waiters get the error).
+   */
+  #resync(live: LiveRun, error: unknown): void {
+    if (live.dead) return;
+    const runId = live.record.id;
+    this.#forget(live);
+    if (this.#closing || this.#resyncing.has(runId)) return;
+    const failures = (this.#commitFailures.get(runId) ?? 0) + 1;
+    this.#commitFailures.set(runId, failures);
+    if (failures > 3) {
+      log.error("Run {runId} is stuck: its writes keep failing ({error}); left as it is on disk", {
+        runId,
+        error,
+      });
+      for (const w of live.waiters) w(this.#snapshot(live));
+      return;
+    }
+    this.#resyncing.add(runId);
+    (async () => {
+      await this.#batcher.drain();
+      if (!this.#closing) await this.#resume(runId, live.waiters);
+    })().catch((e) => log.error("Run {runId} could not be reloaded: {error}", { runId, error: e }))
+      .finally(() => this.#resyncing.delete(runId));
+  }
+
   /** Drops a run from memory without writing anything. */
   #forget(live: LiveRun): void {
+    live.dead = true;
     for (const [name, r] of live.running) {
       this.#finishAttempt(live, name, r);
       r.controller.abort(new StepCancelledError(name, "run reloaded"));

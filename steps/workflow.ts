@@ -121,6 +121,9 @@ export interface StepDefinition {
   readonly fn: StepFn<any, any, unknown>;
 }
 
+/** The most steps a workflow may have. */
+export const MAX_STEPS = 400;
+
 /** The default per-attempt timeout. */
 export const DEFAULT_TIMEOUT_MS = 30_000;
 
@@ -207,6 +210,9 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
     }
     if (typeof fn !== "function") fail("the step function is missing");
     if (this.steps.some((s) => s.name === name)) fail("a step of that name is already declared");
+    if (this.steps.length >= MAX_STEPS) {
+      fail(`a workflow has at most ${MAX_STEPS} steps, as ending a run writes them in one commit`);
+    }
     const needs = [...(options.needs ?? [])];
     for (const need of needs) {
       if (need === name) fail(`'needs' names the step itself`);

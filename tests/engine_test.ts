@@ -4,7 +4,9 @@ import assert from "node:assert/strict";
 import { z } from "zod";
 import {
   AttemptInterruptedError,
+  createEngine,
   EngineClosedError,
+  FakeClock,
   InvalidInputError,
   NonRetryableError,
   RetryAfterError,
@@ -582,4 +584,114 @@ Deno.test("engine keeps a step's newest errors within a bounded record", async (
   const history = await t.engine.history(run.id);
   const failures = history.filter((e) => e.type === "step" && e.error);
   assert.equal(failures.length, 40, "the history keeps every attempt's error");
+});
+
+/** A KV handle whose next `failures` commits throw, as a full disk would. */
+function flakyKv(kv: Deno.Kv) {
+  const state = { failures: 0 };
+  const opHandler: ProxyHandler<Deno.AtomicOperation> = {
+    get(op, prop, receiver) {
+      if (prop === "commit") {
+        return () => {
+          if (state.failures === 0) return op.commit();
+          state.failures--;
+          return Promise.reject(new Error("disk full (simulated)"));
+        };
+      }
+      const value = Reflect.get(op, prop);
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        value.apply(op, args);
+        return receiver;
+      };
+    },
+  };
+  const proxy = new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "atomic") return () => new Proxy(target.atomic(), opHandler);
+      const value = Reflect.get(target, prop);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { kv: proxy, state };
+}
+
+Deno.test("engine reloads a run from KV after a failed write, running no attempt twice", async () => {
+  const inner = await Deno.openKv(":memory:");
+  const { kv, state } = flakyKv(inner);
+  const bodies: string[] = [];
+  const gate = deferred();
+  const wf = workflow("flaky-disk")
+    .step("a", async ({ attempt }) => {
+      bodies.push(`a#${attempt}`);
+      await gate.promise;
+      return "a";
+    })
+    .step("b", async ({ attempt }) => {
+      bodies.push(`b#${attempt}`);
+      await gate.promise;
+      return "b";
+    })
+    .step("join", { needs: ["a", "b"] }, ({ results }) => {
+      bodies.push("join");
+      return results.a + results.b;
+    });
+  const engine = await createEngine({ kv, workflows: [wf], clock: new FakeClock() });
+  try {
+    const run = await engine.start("flaky-disk", null);
+    const waiting = engine.result(run.id);
+    await waitFor(() => bodies.length === 2, "both roots running");
+    // The batched commit of both results fails, then each one alone.
+    state.failures = 3;
+    gate.resolve();
+    const done = await waiting;
+    assert.equal(done.status, "succeeded");
+    assert.equal(done.output, "ab");
+    assert.equal(done.steps.a.attempts, 2, "the lost result was rerun as a new attempt");
+    assert.equal(done.steps.a.errors[0].error.name, "AttemptInterruptedError");
+    const counts = new Map<string, number>();
+    for (const b of bodies) counts.set(b, (counts.get(b) ?? 0) + 1);
+    assert.ok([...counts.values()].every((n) => n === 1), `a body ran twice: ${bodies}`);
+    assert.equal(counts.get("join"), 1);
+    const history = await engine.history(run.id);
+    assert.deepEqual(history.map((e) => e.seq), history.map((_, i) => i), "no history overwritten");
+  } finally {
+    await engine.close({ graceMs: 0 });
+    inner.close();
+  }
+});
+
+Deno.test("engine refuses a workflow without steps and skips an unreadable run at start", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    await assert.rejects(
+      () => createEngine({ kv, workflows: [workflow("empty")] }),
+      /Invalid workflow 'empty': it has no steps/,
+    );
+    const wf = workflow("ok").step("s", () => "fine");
+    await kv.set(["weft", "run", "01ARZ3NDEKTSV4RRFFQ69G5FAV"], { not: "a run" });
+    await kv.set(["weft", "active", "01ARZ3NDEKTSV4RRFFQ69G5FAV"], true);
+    const engine = await createEngine({ kv, workflows: [wf] });
+    const run = await engine.start("ok", null);
+    assert.equal((await engine.result(run.id)).output, "fine");
+    await engine.close();
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("engine fails a run of hundreds of steps in one commit, history split across keys", async () => {
+  let wf = workflow("wide").step("boom", { retry: { maxAttempts: 1 } }, () => {
+    throw new Error("x".repeat(1_500));
+  }) as unknown as ReturnType<typeof workflow>;
+  for (let i = 0; i < 300; i++) {
+    wf = wf.step(`s${i}`, { needs: ["boom" as never] }, () => i) as typeof wf;
+  }
+  await using t = await testEngine([wf]);
+  const run = await t.engine.start("wide", null);
+  const done = await t.engine.result(run.id);
+  assert.equal(done.status, "failed");
+  assert.equal(Object.values(done.steps).filter((s) => s.status === "skipped").length, 300);
+  const history = await t.engine.history(run.id);
+  assert.equal(history.filter((e) => e.type === "step" && e.to === "skipped").length, 300);
 });
