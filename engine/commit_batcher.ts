@@ -18,12 +18,6 @@ export interface WriteOp {
   checks?: Deno.AtomicCheck[];
   /** Queue messages to enqueue with the write. */
   enqueues?: { value: unknown; delayMs?: number }[];
-  /**
-   * Ids to wake through the queue once committed. The wake-ups of every
-   * write in one commit share queue messages, so the queue carries one
-   * message per commit rather than one per write.
-   */
-  wake?: string[];
 }
 
 /** Limits of one batched commit, under the KV's own (1,000 mutations, 800 KiB, 100 checks). */
@@ -34,8 +28,6 @@ export interface CommitBatcherOptions {
   maxBytes?: number;
   /** @default {90} */
   maxChecks?: number;
-  /** Builds the queue message that wakes a list of ids; without it `wake` is ignored. */
-  wakeMessage?: (ids: string[]) => unknown;
 }
 
 interface Pending {
@@ -65,8 +57,6 @@ function keyBytes(key: Deno.KvKey): number {
   return n;
 }
 
-const WAKE_IDS_PER_MESSAGE = 500;
-
 const isLocked = (error: unknown) =>
   error instanceof Error && /database is locked|busy/i.test(error.message);
 
@@ -91,7 +81,6 @@ export class CommitBatcher {
   readonly #maxMutations: number;
   readonly #maxBytes: number;
   readonly #maxChecks: number;
-  readonly #wakeMessage?: (ids: string[]) => unknown;
   #queue: Pending[] = [];
   #flushing: Promise<void> | undefined;
   /** Atomic commits made so far. */
@@ -105,7 +94,6 @@ export class CommitBatcher {
     this.#maxMutations = options.maxMutations ?? 900;
     this.#maxBytes = options.maxBytes ?? 700_000;
     this.#maxChecks = options.maxChecks ?? 90;
-    this.#wakeMessage = options.wakeMessage;
   }
 
   /**
@@ -117,10 +105,8 @@ export class CommitBatcher {
     for (const [key, value] of op.sets ?? []) bytes += keyBytes(key) + approxBytes(value);
     for (const key of op.deletes ?? []) bytes += keyBytes(key);
     for (const e of op.enqueues ?? []) bytes += approxBytes(e.value);
-    const wakes = op.wake?.length ?? 0;
-    bytes += wakes * 40;
     const mutations = (op.sets?.length ?? 0) + (op.deletes?.length ?? 0) +
-      (op.enqueues?.length ?? 0) + Math.ceil(wakes / WAKE_IDS_PER_MESSAGE);
+      (op.enqueues?.length ?? 0);
     return new Promise<boolean>((resolve, reject) => {
       this.#queue.push({ op, mutations, bytes, checks: op.checks?.length ?? 0, resolve, reject });
       this.#flushing ??= this.#flush();
@@ -178,19 +164,11 @@ export class CommitBatcher {
   async #commitWithRetry(ops: WriteOp[]): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
     for (let tries = 0;; tries++) {
       const atomic = this.#kv.atomic();
-      const wake = new Set<string>();
       for (const op of ops) {
-        for (const id of op.wake ?? []) wake.add(id);
         for (const check of op.checks ?? []) atomic.check(check);
         for (const [key, value] of op.sets ?? []) atomic.set(key, value);
         for (const key of op.deletes ?? []) atomic.delete(key);
         for (const e of op.enqueues ?? []) atomic.enqueue(e.value, { delay: e.delayMs ?? 0 });
-      }
-      if (this.#wakeMessage && wake.size > 0) {
-        const ids = [...wake];
-        for (let i = 0; i < ids.length; i += WAKE_IDS_PER_MESSAGE) {
-          atomic.enqueue(this.#wakeMessage(ids.slice(i, i + WAKE_IDS_PER_MESSAGE)));
-        }
       }
       try {
         const result = await atomic.commit();

@@ -51,20 +51,3 @@ Deno.test("CommitBatcher rejects only the write KV refuses", async () => {
   assert.equal((await kv.get(["ok2"])).value, 1);
   assert.equal((await kv.get(["big"])).value, null);
 });
-
-Deno.test("CommitBatcher sends one wake message per commit for all writes in it", async () => {
-  using kv = await Deno.openKv(":memory:");
-  const got: unknown[] = [];
-  const listening = kv.listenQueue((m) => {
-    got.push(m);
-  });
-  const batcher = new CommitBatcher(kv, { wakeMessage: (ids) => ({ ids }) });
-  await Promise.all([
-    batcher.write({ sets: [[["a"], 1]], wake: ["r1"] }),
-    batcher.write({ sets: [[["b"], 1]], wake: ["r2", "r1"] }),
-  ]);
-  for (let i = 0; i < 500 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 2));
-  assert.deepEqual(got, [{ ids: ["r1", "r2"] }]);
-  kv.close();
-  await listening;
-});

@@ -246,7 +246,6 @@ class Txn {
   readonly history = new Map<LiveRun, HistoryEvent[]>();
   readonly extraSets: [Deno.KvKey, unknown][] = [];
   readonly enqueues: { value: unknown; delayMs?: number }[] = [];
-  readonly wake = new Set<string>();
   readonly after: (() => void)[] = [];
   /** Set once committed (at once when there was nothing to write). */
   durable = false;
@@ -277,6 +276,8 @@ const log = getLogger(["weft", "engine"]);
 
 /** Output chunks of 60 KB per write keep each write well under KV's 800 KiB commit limit. */
 const OUTPUT_CHUNKS_PER_WRITE = 8;
+/** The longest delay Deno KV's queue accepts: 30 days. */
+const MAX_QUEUE_DELAY_MS = 30 * 24 * 3600 * 1000;
 /** History events per KV value, in bytes of JSON (a value holds 64 KiB). */
 const HISTORY_BYTES_PER_KEY = 40_000;
 /** A step record keeps its newest attempt errors within this many bytes of JSON. */
@@ -343,6 +344,9 @@ class WeftEngine implements Engine {
   readonly #resyncing = new Set<string>();
   readonly #commitFailures = new Map<string, number>();
   #detachQueue: () => void = () => {};
+  #useQueue: boolean;
+  /** When the earliest sweep message still on the queue is due, if any. */
+  #sweepDueAt: number | undefined;
 
   constructor(options: EngineOptions) {
     this.#kv = options.kv;
@@ -373,9 +377,8 @@ class WeftEngine implements Engine {
     this.#maxInputBytes = options.maxInputBytes ?? 256 * 1024;
     this.#graceMs = options.shutdownGraceMs ?? 10_000;
     const useQueue = options.useQueue ?? true;
-    this.#batcher = new CommitBatcher(this.#kv, {
-      wakeMessage: useQueue ? (runIds) => ({ weft: "wake", runIds }) : undefined,
-    });
+    this.#batcher = new CommitBatcher(this.#kv);
+    this.#useQueue = useQueue;
     if (useQueue) {
       this.#detachQueue = attachQueueHandler(
         this.#kv,
@@ -758,7 +761,7 @@ class WeftEngine implements Engine {
     };
     live.running.set(step.name, running);
     live.readyBy.delete(step.name);
-    txn.wake.add(live.record.id);
+    this.#planSweep(txn, this.#clock.now());
     // The body runs only once its attempt is on disk, so a crash at any
     // moment finds the attempt recorded and reruns it as a new one.
     txn.after.push(() => this.#launch(live, step, running));
@@ -940,7 +943,7 @@ class WeftEngine implements Engine {
     if (this.#closing) return;
     const delayMs = Math.max(0, dueAt - this.#clock.now());
     if (delayMs === 0) return this.#tryStart(txn, live, step);
-    txn.enqueues.push({ value: { weft: "wake", runIds: [live.record.id] }, delayMs });
+    this.#planSweep(txn, dueAt);
     txn.after.push(() => {
       if (this.#closing || live.dead || live.retryTimers.has(step.name)) return;
       const timer = this.#clock.setTimeout(() => {
@@ -949,6 +952,21 @@ class WeftEngine implements Engine {
       }, dueAt - this.#clock.now());
       live.retryTimers.set(step.name, timer);
     });
+  }
+
+  /**
+   * Makes sure a sweep message is on the KV queue, written with `txn`, due
+   * no later than `dueAt`. Sweeps are the queue's copy of the engine's work:
+   * a sweep that finds the work already in hand does nothing. One message
+   * covers every run, so the queue holds a handful of messages, not one per
+   * step or timer (a large queue slows every delivery; see KV_FACTS).
+   */
+  #planSweep(txn: Txn, dueAt: number): void {
+    if (!this.#useQueue || this.#closing) return;
+    if (this.#sweepDueAt !== undefined && this.#sweepDueAt <= dueAt) return;
+    this.#sweepDueAt = dueAt;
+    const delayMs = Math.min(MAX_QUEUE_DELAY_MS, Math.max(0, dueAt - this.#clock.now()));
+    txn.enqueues.push({ value: { weft: "sweep" }, delayMs });
   }
 
   #retryDue(live: LiveRun, step: StepDefinition): void {
@@ -1039,23 +1057,33 @@ class WeftEngine implements Engine {
       });
       return;
     }
+    const now = this.#clock.now();
+    if (this.#sweepDueAt !== undefined && this.#sweepDueAt <= now) this.#sweepDueAt = undefined;
+    const runs = parsed.data.weft === "sweep"
+      ? [...this.#live.values()]
+      : parsed.data.runIds.flatMap((id) => this.#live.get(id) ?? []);
     const txn = new Txn();
-    for (const runId of parsed.data.runIds) {
-      const live = this.#live.get(runId);
-      if (!live || isTerminalRun(live.record.status)) continue;
+    let later: number | undefined;
+    for (const live of runs) {
+      if (isTerminalRun(live.record.status)) continue;
       // Everything here is normally already in hand; this finds what was not.
-      const now = this.#clock.now();
       for (const s of live.def.steps) {
         const rec = live.steps.get(s.name)!;
         if (rec.status === "pending" && this.#needsMet(live, s)) this.#tryStart(txn, live, s);
-        if (
-          rec.status === "waiting" && !live.retryTimers.has(s.name) && !live.queued.has(s.name) &&
-          (rec.nextAttemptAt ?? 0) <= now
-        ) {
-          this.#tryStart(txn, live, s);
+        if (rec.status !== "waiting" || live.queued.has(s.name)) continue;
+        const due = rec.nextAttemptAt ?? 0;
+        if (due > now) {
+          later = Math.min(later ?? due, due);
+          continue;
         }
+        // Due, whether or not its in-process timer has fired yet.
+        const timer = live.retryTimers.get(s.name);
+        if (timer) this.#clock.clearTimeout(timer);
+        live.retryTimers.delete(s.name);
+        this.#tryStart(txn, live, s);
       }
     }
+    if (later !== undefined) this.#planSweep(txn, later);
     this.#background(txn);
   }
 
@@ -1165,7 +1193,6 @@ class WeftEngine implements Engine {
       deletes,
       checks,
       enqueues: txn.enqueues,
-      wake: [...txn.wake],
     });
     for (const live of touched) {
       live.uncommitted++;
@@ -1192,6 +1219,7 @@ class WeftEngine implements Engine {
     }
     for (const live of terminal) {
       if (this.#live.get(live.record.id) === live) this.#live.delete(live.record.id);
+      if (live.waiters.size === 0) continue;
       const snapshot = this.#snapshot(live);
       for (const w of live.waiters) w(snapshot);
       live.waiters.clear();

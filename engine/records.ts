@@ -152,7 +152,9 @@ export const historyEventSchema: z.ZodType<HistoryEvent> = z.discriminatedUnion(
 
 /** Messages on the KV queue. */
 export const queueMessageSchema = z.discriminatedUnion("weft", [
-  /** Look at these runs and start whatever is due. */
+  /** Look at every unfinished run and start whatever is ready or due. */
+  z.object({ weft: z.literal("sweep") }),
+  /** Look at these runs and start whatever is ready or due. */
   z.object({ weft: z.literal("wake"), runIds: z.array(z.string()) }),
 ]);
 /** A message on the KV queue. */

@@ -695,3 +695,32 @@ Deno.test("engine fails a run of hundreds of steps in one commit, history split 
   const history = await t.engine.history(run.id);
   assert.equal(history.filter((e) => e.type === "step" && e.to === "skipped").length, 300);
 });
+
+Deno.test("engine retries from the KV queue's sweep when no in-process timer fires", async () => {
+  // A clock whose timers never fire: only the queue can bring the retry.
+  let now = Date.UTC(2026, 0, 1);
+  const frozen = {
+    now: () => now,
+    setTimeout: () => ({ id: 0 }),
+    clearTimeout: () => {},
+  };
+  const bodies: number[] = [];
+  const wf = workflow("swept").step("s", ({ attempt }) => {
+    bodies.push(attempt);
+    if (attempt === 1) throw new RetryAfterError("later", 100);
+    return "second";
+  });
+  const kv = await Deno.openKv(":memory:");
+  const engine = await createEngine({ kv, workflows: [wf], clock: frozen });
+  try {
+    const run = await engine.start("swept", null);
+    await waitFor(async () => (await engine.get(run.id)).steps.s.status === "waiting", "waiting");
+    now += 100;
+    const done = await engine.result(run.id);
+    assert.equal(done.output, "second");
+    assert.deepEqual(bodies, [1, 2]);
+  } finally {
+    await engine.close({ graceMs: 0 });
+    kv.close();
+  }
+});
