@@ -32,6 +32,8 @@ export {
   type EmptyResults,
   type InputSchema,
   isWorkflow,
+  MAX_STEPS,
+  NAME_PATTERN,
   type SchemaIssue,
   type StepContext,
   type StepDefaults,

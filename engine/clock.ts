@@ -6,6 +6,8 @@
  * @module
  */
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** An opaque handle returned by {@linkcode Clock.setTimeout}. */
 export type TimerHandle = { readonly id: unknown };
 
@@ -40,9 +42,20 @@ export interface Clock {
  */
 export const systemClock: Clock = Object.freeze({
   now: () => Date.now(),
-  setTimeout: (fn: () => void, delayMs: number): TimerHandle => ({
-    id: setTimeout(fn, Math.max(0, delayMs)),
-  }),
+  setTimeout: (fn: () => void, delayMs: number): TimerHandle => {
+    // Runtime timers overflow past 2^31 - 1 ms (~24.8 days) and fire at once;
+    // longer waits are chained.
+    const handle = { id: undefined as unknown };
+    const arm = (remainingMs: number) => {
+      const stepMs = Math.min(MAX_TIMER_MS, Math.max(0, remainingMs));
+      handle.id = setTimeout(() => {
+        if (remainingMs > MAX_TIMER_MS) arm(remainingMs - MAX_TIMER_MS);
+        else fn();
+      }, stepMs);
+    };
+    arm(delayMs);
+    return handle;
+  },
   clearTimeout: (handle: TimerHandle) => clearTimeout(handle.id as number),
 });
 

@@ -56,7 +56,7 @@ import {
 } from "./states.ts";
 import { type RunSnapshot, type RunSummary, snapshotOf, summarize } from "./snapshot.ts";
 import { type ListRunsOptions, RunStore } from "./store.ts";
-import type { AnyWorkflow, StepDefinition } from "../steps/workflow.ts";
+import { type AnyWorkflow, NAME_PATTERN, type StepDefinition } from "../steps/workflow.ts";
 
 /** Options of {@linkcode createEngine}. */
 export interface EngineOptions {
@@ -274,6 +274,16 @@ class Txn {
 
 const log = getLogger(["weft", "engine"]);
 
+/** Run ids are ULIDs: 26 characters of Crockford's base32. */
+const RUN_ID_PATTERN = /^[0-9A-HJKMNP-TV-Z]{26}$/;
+
+/** Anything that is not a run id names no run (and never reaches KV as an oversized key). */
+function checkRunId(runId: string): void {
+  if (typeof runId !== "string" || !RUN_ID_PATTERN.test(runId)) {
+    throw new RunNotFoundError(String(runId).slice(0, 80));
+  }
+}
+
 /** Output chunks of 60 KB per write keep each write well under KV's 800 KiB commit limit. */
 const OUTPUT_CHUNKS_PER_WRITE = 8;
 /** The longest delay Deno KV's queue accepts: 30 days. */
@@ -445,6 +455,7 @@ class WeftEngine implements Engine {
   }
 
   async get(runId: string): Promise<RunSnapshot> {
+    checkRunId(runId);
     const live = this.#live.get(runId);
     if (live) {
       // Show only what is on disk: wait for the run's writes in flight.
@@ -462,6 +473,7 @@ class WeftEngine implements Engine {
   }
 
   async result(runId: string, options: { signal?: AbortSignal } = {}): Promise<RunSnapshot> {
+    checkRunId(runId);
     const { signal } = options;
     signal?.throwIfAborted();
     const live = this.#live.get(runId);
@@ -485,6 +497,7 @@ class WeftEngine implements Engine {
   }
 
   async cancel(runId: string, options: { reason?: string } = {}): Promise<RunSnapshot> {
+    checkRunId(runId);
     const live = this.#live.get(runId);
     if (!live || isTerminalRun(live.record.status)) {
       const run = live?.record ?? await this.#store.getRun(runId);
@@ -501,6 +514,13 @@ class WeftEngine implements Engine {
   }
 
   async list(options: ListRunsOptions = {}) {
+    if (options.workflow !== undefined && !NAME_PATTERN.test(options.workflow)) {
+      throw new InvalidArgumentError(
+        `Cannot list runs as 'workflow' is not a workflow name: current value is ${
+          JSON.stringify(options.workflow.slice(0, 80))
+        }`,
+      );
+    }
     const page = await this.#store.listRuns(options);
     return {
       runs: page.runs.map((r) => summarize(this.#live.get(r.id)?.record ?? r)),
@@ -509,6 +529,7 @@ class WeftEngine implements Engine {
   }
 
   async history(runId: string): Promise<HistoryEvent[]> {
+    checkRunId(runId);
     if (!this.#live.has(runId) && !(await this.#store.getRun(runId))) {
       throw new RunNotFoundError(runId);
     }

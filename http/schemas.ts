@@ -8,6 +8,7 @@
 import { z } from "zod";
 import {
   type ErrorData,
+  NAME_PATTERN,
   type RunSnapshot,
   RunStatus,
   type RunSummary,
@@ -36,7 +37,7 @@ function meta<T extends z.ZodType>(schema: T, data: ApiSchemaMeta): T {
 }
 
 /** The pattern of workflow names (and step names), as the engine enforces it. */
-export const WORKFLOW_NAME_PATTERN: RegExp = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+export const WORKFLOW_NAME_PATTERN: RegExp = NAME_PATTERN;
 /** The pattern of run ids: ULIDs, 26 characters of Crockford's base32. */
 export const RUN_ID_PATTERN: RegExp = /^[0-9A-HJKMNP-TV-Z]{26}$/;
 

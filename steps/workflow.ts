@@ -127,7 +127,8 @@ export const MAX_STEPS = 400;
 /** The default per-attempt timeout. */
 export const DEFAULT_TIMEOUT_MS = 30_000;
 
-const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** What workflow and step names look like: 1-64 URL-safe characters. */
+export const NAME_PATTERN: RegExp = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
 /** The results of a workflow with no steps yet. */
 export type EmptyResults = Record<never, never>;
