@@ -192,6 +192,12 @@ interface RunningAttempt {
   capKey: string;
 }
 
+/** A caller of `result()` waiting for a run to end. */
+interface Waiter {
+  resolve(snapshot: RunSnapshot): void;
+  reject(error: unknown): void;
+}
+
 interface LiveRun {
   def: AnyWorkflow;
   record: RunRecord;
@@ -203,7 +209,7 @@ interface LiveRun {
   running: Map<string, RunningAttempt>;
   retryTimers: Map<string, TimerHandle>;
   queued: Set<string>;
-  waiters: Set<(snapshot: RunSnapshot) => void>;
+  waiters: Set<Waiter>;
   /** The write that made a queued or waiting step ready, until it starts. */
   readyBy: Map<string, Txn>;
   /** Writes of this run not yet committed, and the latest of them. */
@@ -484,14 +490,20 @@ class WeftEngine implements Engine {
     }
     return await new Promise<RunSnapshot>((resolve, reject) => {
       const onAbort = () => {
-        live.waiters.delete(done);
+        live.waiters.delete(waiter);
         reject(signal!.reason);
       };
-      const done = (snapshot: RunSnapshot) => {
-        signal?.removeEventListener("abort", onAbort);
-        resolve(snapshot);
+      const waiter: Waiter = {
+        resolve: (snapshot) => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve(snapshot);
+        },
+        reject: (error) => {
+          signal?.removeEventListener("abort", onAbort);
+          reject(error);
+        },
       };
-      live.waiters.add(done);
+      live.waiters.add(waiter);
       signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
@@ -570,14 +582,36 @@ class WeftEngine implements Engine {
       if (timer) this.#clock.clearTimeout(timer);
       this.#idleWaiters.clear();
     }
+    // Attempts still running are abandoned: they are written back as due
+    // now, without counting against maxAttempts, so the next start reruns
+    // them and a deploy costs no step an attempt.
+    const txn = new Txn();
+    const now = this.#clock.now();
+    for (const live of this.#live.values()) {
+      for (const [name, r] of live.running) {
+        const rec = live.steps.get(name)!;
+        const error = toErrorData(new AttemptInterruptedError(name, r.attempt, "engine shut down"));
+        this.#setStep(txn, live, name, {
+          ...rec,
+          status: transitionStep(rec.status, "waiting"),
+          errors: boundErrors([...rec.errors, { attempt: r.attempt, at: now, error }]),
+          nextAttemptAt: now,
+          uncharged: (rec.uncharged ?? 0) + 1,
+        }, { attempt: r.attempt, error, nextAttemptAt: now });
+      }
+    }
+    await this.#commit(txn).catch(() => {});
     await this.#batcher.drain();
     this.#stopped = true;
+    const closed = new EngineClosedError();
     for (const live of this.#live.values()) {
       for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
       live.retryTimers.clear();
-      for (const r of live.running.values()) {
-        r.controller.abort(new StepCancelledError("*", "engine closed"));
+      for (const [name, r] of live.running) {
+        r.controller.abort(new StepCancelledError(name, "engine closed"));
       }
+      for (const w of live.waiters) w.reject(closed);
+      live.waiters.clear();
     }
     this.#live.clear();
     await this.#batcher.drain();
@@ -619,13 +653,13 @@ class WeftEngine implements Engine {
    */
   async #resume(
     runId: string,
-    waiters: Iterable<(s: RunSnapshot) => void> = [],
+    waiters: Iterable<Waiter> = [],
   ): Promise<boolean> {
     const record = await this.#store.getRun(runId);
     if (!record || isTerminalRun(record.status)) {
       if (record) {
         const snapshot = await this.get(runId);
-        for (const w of waiters) w(snapshot);
+        for (const w of waiters) w.resolve(snapshot);
       }
       return false;
     }
@@ -921,7 +955,8 @@ class WeftEngine implements Engine {
       ? now - rec.attemptStartedAt
       : undefined;
     const nonRetryable = error instanceof NonRetryableError || error instanceof OutputError;
-    if (!nonRetryable && attempt < step.retry.maxAttempts) {
+    // Attempts abandoned by a graceful shutdown do not count.
+    if (!nonRetryable && attempt - (rec.uncharged ?? 0) < step.retry.maxAttempts) {
       const delayMs = delayOverrideMs ??
         (error instanceof RetryAfterError
           ? error.delayMs
@@ -1242,7 +1277,7 @@ class WeftEngine implements Engine {
       if (this.#live.get(live.record.id) === live) this.#live.delete(live.record.id);
       if (live.waiters.size === 0) continue;
       const snapshot = this.#snapshot(live);
-      for (const w of live.waiters) w(snapshot);
+      for (const w of live.waiters) w.resolve(snapshot);
       live.waiters.clear();
     }
     return true;
@@ -1257,7 +1292,7 @@ class WeftEngine implements Engine {
    * After a failed write, drops the run from memory and reloads it from KV
    * once its other queued writes have settled; once per run at a time, and
    * not again after three failures in a row (the run then stays as it is on
-   * disk until the next start, and its waiters get the error).
+   * disk until the next start, and its waiters are rejected with the error).
    */
   #resync(live: LiveRun, error: unknown): void {
     if (live.dead) return;
@@ -1271,7 +1306,7 @@ class WeftEngine implements Engine {
         runId,
         error,
       });
-      for (const w of live.waiters) w(this.#snapshot(live));
+      for (const w of live.waiters) w.reject(error);
       return;
     }
     this.#resyncing.add(runId);

@@ -137,8 +137,8 @@ export class AttemptInterruptedError extends WeftError {
   /** The lost attempt, 1-based. */
   readonly attempt: number;
   /** Creates the error for one lost attempt. */
-  constructor(step: string, attempt: number) {
-    super(`Step '${step}' attempt ${attempt} was interrupted by a process stop`);
+  constructor(step: string, attempt: number, reason = "a process stop") {
+    super(`Step '${step}' attempt ${attempt} was interrupted by ${reason}`);
     this.step = step;
     this.attempt = attempt;
   }

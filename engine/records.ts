@@ -76,6 +76,8 @@ export const stepRecordSchema = z.object({
   nextAttemptAt: z.number().optional(),
   errors: z.array(attemptErrorSchema),
   output: outputRefSchema.optional(),
+  /** Attempts abandoned by a graceful shutdown; they do not count against maxAttempts. */
+  uncharged: z.number().optional(),
 });
 /** A stored step. */
 export type StepRecord = z.infer<typeof stepRecordSchema>;

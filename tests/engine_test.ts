@@ -724,3 +724,24 @@ Deno.test("engine retries from the KV queue's sweep when no in-process timer fir
     kv.close();
   }
 });
+
+Deno.test("engine close abandons running attempts without charging them and rejects waiters", async () => {
+  const hang = deferred();
+  const bodies: number[] = [];
+  const wf = workflow("deploy").step("s", { retry: { maxAttempts: 1 } }, async ({ attempt }) => {
+    bodies.push(attempt);
+    if (attempt === 1) await hang.promise;
+    return "after deploy";
+  });
+  await using t = await testEngine([wf]);
+  const run = await t.engine.start("deploy", null);
+  const waiting = t.engine.result(run.id);
+  await waitFor(() => bodies.length === 1, "attempt 1 running");
+  const engine2 = await t.restart(); // close with a grace of 0 ms, then start again
+  await assert.rejects(waiting, EngineClosedError);
+  const done = await engine2.result(run.id);
+  assert.equal(done.status, "succeeded", JSON.stringify(done.error));
+  assert.deepEqual(bodies, [1, 2]);
+  assert.match(done.steps.s.errors[0].error.message, /interrupted by engine shut down/);
+  hang.resolve();
+});
