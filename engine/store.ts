@@ -199,13 +199,20 @@ export class RunStore {
     });
     const runs: RunRecord[] = [];
     let nextKvCursor: string | null = null;
+    // A cursor is handed out only when one more matching run exists, so
+    // the last page says so instead of leading to an empty one.
+    let more = false;
     let batch: { id: string; cursor: string }[] = [];
     const resolveBatch = async () => {
       const entries = await this.#kv.getMany(batch.map((b) => this.#keys.run(b.id)));
       entries.forEach((entry, i) => {
-        if (entry.value === null || runs.length >= limit) return;
+        if (entry.value === null || more) return;
         const run = parseOrThrow(runRecordSchema, entry.value, entry.key);
         if (!keep(run)) return;
+        if (runs.length === limit) {
+          more = true;
+          return;
+        }
         runs.push(run);
         if (runs.length === limit) nextKvCursor = batch[i].cursor;
       });
@@ -214,17 +221,17 @@ export class RunStore {
     try {
       for await (const entry of iter) {
         batch.push({ id: String(entry.key.at(-1)), cursor: iter.cursor });
-        if (batch.length === 10) await resolveBatch();
-        if (runs.length >= limit) break;
+        if (batch.length === 10 || runs.length === limit) await resolveBatch();
+        if (more) break;
       }
-      if (batch.length > 0 && runs.length < limit) await resolveBatch();
+      if (batch.length > 0 && !more) await resolveBatch();
     } catch (error) {
       if (error instanceof SyntaxError || error instanceof Error && /cursor/i.test(error.message)) {
         throw new InvalidArgumentError(`Cannot list runs as 'cursor' is invalid`);
       }
       throw error;
     }
-    const nextCursor = nextKvCursor === null
+    const nextCursor = nextKvCursor === null || !more
       ? null
       : btoa(JSON.stringify({ f: filter, c: nextKvCursor }))
         .replace(/\+/g, "-").replace(/\//g, "_");
