@@ -5,6 +5,7 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { z } from "zod";
  * import { createEngine, workflow } from "./mod.ts";
  *
@@ -19,7 +20,7 @@
  * const engine = await createEngine({ kv, workflows: [order] });
  * const run = await engine.start("order", { orderId: "A1" }, { idempotencyKey: "A1" });
  * const done = await engine.result(run.id);
- * console.assert(done.status === "succeeded");
+ * assert.ok(done.status === "succeeded");
  * await engine.close();
  * kv.close();
  * ```

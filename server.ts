@@ -5,6 +5,7 @@
  * ```sh
  * deno task serve --port 8080 --workflows workflows/ --workflows ./more/billing.ts
  * ```
+ * import assert from "node:assert/strict";
  *
  * Every flag has an environment variable (see `--help`); flags win. The
  * environment is read in one place, {@linkcode readEnv}, only when this file
@@ -100,8 +101,9 @@ export const ENV_VARS: readonly string[] = Object.values(FLAGS).flatMap((f) => f
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { usage } from "./server.ts";
- * console.assert(usage().includes("--port"));
+ * assert.ok(usage().includes("--port"));
  * ```
  */
 export function usage(): string {
@@ -154,9 +156,10 @@ function integer(name: string, value: string, min: number, max: number): number 
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseConfig } from "./server.ts";
  * const config = parseConfig(["--port", "0"], { WEFT_TOKEN: "s3cret" });
- * console.assert(config !== "help" && config.port === 0 && config.token === "s3cret");
+ * assert.ok(config !== "help" && config.port === 0 && config.token === "s3cret");
  * ```
  */
 export function parseConfig(

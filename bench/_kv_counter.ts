@@ -63,12 +63,13 @@ type AnyFn = (...args: any[]) => any;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { countingKv, newCounts } from "./_kv_counter.ts";
  * const counts = newCounts();
  * const raw = await Deno.openKv(":memory:");
  * const kv = countingKv(raw, counts);
  * await kv.atomic().set(["a"], 1).commit();
- * console.assert(counts.commits === 1 && counts.mutations === 1);
+ * assert.ok(counts.commits === 1 && counts.mutations === 1);
  * raw.close();
  * ```
  */

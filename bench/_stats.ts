@@ -12,8 +12,9 @@ import process from "node:process";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { percentile } from "./_stats.ts";
- * console.assert(percentile([1, 2, 3, 4], 50) === 2);
+ * assert.ok(percentile([1, 2, 3, 4], 50) === 2);
  * ```
  */
 export function percentile(sorted: readonly number[], p: number): number {
@@ -84,11 +85,12 @@ export interface ResourceUsage {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ResourceMeter } from "./_stats.ts";
  * const meter = new ResourceMeter();
  * meter.start();
  * const usage = meter.stop();
- * console.assert(usage.peak_rss_mb > 0);
+ * assert.ok(usage.peak_rss_mb > 0);
  * ```
  */
 export class ResourceMeter {

@@ -15,6 +15,7 @@ const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { workflow, createEngine } from "../mod.ts";
  * import { RunTracker } from "./_tracker.ts";
  * const wf = workflow("w").step("s", () => 1);
@@ -23,7 +24,7 @@ const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
  * const tracker = new RunTracker(engine);
  * await engine.start("w", null);
  * await tracker.waitForEnded(1);
- * console.assert(tracker.succeeded === 1);
+ * assert.ok(tracker.succeeded === 1);
  * await engine.close();
  * kv.close();
  * ```

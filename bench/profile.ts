@@ -63,12 +63,13 @@ function shortUrl(url: string): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { analyzeProfile } from "./profile.ts";
  * const report = analyzeProfile({
  *   nodes: [{ id: 1, callFrame: { functionName: "f", url: "file:///a.ts", lineNumber: 0, columnNumber: 0 } }],
  *   startTime: 0, endTime: 1000, samples: [1, 1], timeDeltas: [0, 1000],
  * });
- * console.assert(report.functions[0].selfMs === 1);
+ * assert.ok(report.functions[0].selfMs === 1);
  * ```
  */
 export function analyzeProfile(profile: CpuProfile, top = 25): ProfileReport {

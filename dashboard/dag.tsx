@@ -56,13 +56,14 @@ const NODE_HEIGHT = 48;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { layoutDag } from "./dag.tsx";
  * const layout = layoutDag({
  *   a: { status: "succeeded", attempts: 1, needs: [], errors: [] },
  *   b: { status: "pending", attempts: 0, needs: ["a"], errors: [] },
  * });
  * const [a, b] = layout.nodes;
- * console.assert(a.x + a.width <= b.x && layout.edges.length === 1);
+ * assert.ok(a.x + a.width <= b.x && layout.edges.length === 1);
  * ```
  */
 export function layoutDag(steps: RunSnapshot["steps"]): DagLayout {

@@ -9,9 +9,10 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatDuration } from "./format.ts";
- * console.assert(formatDuration(1_250) === "1.3 s");
- * console.assert(formatDuration(125_000) === "2m 05s");
+ * assert.ok(formatDuration(1_250) === "1.3 s");
+ * assert.ok(formatDuration(125_000) === "2m 05s");
  * ```
  */
 export function formatDuration(ms: number): string {
@@ -30,8 +31,9 @@ export function formatDuration(ms: number): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatAge } from "./format.ts";
- * console.assert(formatAge("1970-01-01T00:00:00.000Z", 90_000) === "1m ago");
+ * assert.ok(formatAge("1970-01-01T00:00:00.000Z", 90_000) === "1m ago");
  * ```
  */
 export function formatAge(iso: string, nowMs: number): string {
@@ -50,8 +52,9 @@ export function formatAge(iso: string, nowMs: number): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatTime } from "./format.ts";
- * console.assert(formatTime("2025-01-02T14:03:07.215Z") === "14:03:07.215");
+ * assert.ok(formatTime("2025-01-02T14:03:07.215Z") === "14:03:07.215");
  * ```
  */
 export function formatTime(iso: string | undefined): string {
@@ -64,8 +67,9 @@ export function formatTime(iso: string | undefined): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { prettyJson } from "./format.ts";
- * console.assert(prettyJson({ a: 1 }) === '{\n  "a": 1\n}');
+ * assert.ok(prettyJson({ a: 1 }) === '{\n  "a": 1\n}');
  * ```
  */
 export function prettyJson(value: unknown): string {

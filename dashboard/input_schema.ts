@@ -17,11 +17,12 @@ export type JsonSchema = Record<string, unknown>;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { z } from "zod";
  * import { workflow } from "../mod.ts";
  * import { inputJsonSchema } from "./input_schema.ts";
  * const wf = workflow("w", { input: z.object({ n: z.number() }) }).step("s", () => 1);
- * console.assert(inputJsonSchema(wf)?.type === "object");
+ * assert.ok(inputJsonSchema(wf)?.type === "object");
  * ```
  */
 export function inputJsonSchema(def: AnyWorkflow): JsonSchema | undefined {
@@ -41,13 +42,14 @@ export function inputJsonSchema(def: AnyWorkflow): JsonSchema | undefined {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { exampleOf } from "./input_schema.ts";
  * const value = exampleOf({
  *   type: "object",
  *   properties: { id: { type: "string", minLength: 1 }, n: { type: "number", exclusiveMinimum: 0 } },
  *   required: ["id", "n"],
  * });
- * console.assert(JSON.stringify(value) === '{"id":"example","n":1}');
+ * assert.ok(JSON.stringify(value) === '{"id":"example","n":1}');
  * ```
  */
 export function exampleOf(schema: unknown, depth = 0): unknown {

@@ -35,9 +35,10 @@ export const LOGIN_PUBLIC_PATHS: readonly string[] = [
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { isDashboardPage } from "./login.tsx";
- * console.assert(isDashboardPage("/ui/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV"));
- * console.assert(!isDashboardPage("/runs") && !isDashboardPage("/ui/assets/run.js"));
+ * assert.ok(isDashboardPage("/ui/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV"));
+ * assert.ok(!isDashboardPage("/runs") && !isDashboardPage("/ui/assets/run.js"));
  * ```
  */
 export function isDashboardPage(path: string): boolean {
@@ -102,6 +103,7 @@ async function loginPage(c: Context, next: string, error?: string): Promise<Resp
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { createSessions } from "../http/auth.ts";
  * import { loginRoutes } from "./login.tsx";
  * const app = loginRoutes(createSessions("s3cret"));
@@ -109,7 +111,7 @@ async function loginPage(c: Context, next: string, error?: string): Promise<Resp
  *   method: "POST",
  *   body: new URLSearchParams({ token: "s3cret" }),
  * });
- * console.assert(res.status === 303 && res.headers.has("set-cookie"));
+ * assert.ok(res.status === 303 && res.headers.has("set-cookie"));
  * ```
  */
 export function loginRoutes(sessions: Sessions): Hono {

@@ -81,6 +81,7 @@ async function page(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { z } from "zod";
  * import { createEngine, workflow } from "../mod.ts";
  * import { dashboardRoutes } from "./routes.tsx";
@@ -88,7 +89,7 @@ async function page(
  * const kv = await Deno.openKv(":memory:");
  * const engine = await createEngine({ kv, workflows: [hello] });
  * const res = await dashboardRoutes(engine).request("/");
- * console.assert(res.status === 200 && (await res.text()).includes("<h1>Runs</h1>"));
+ * assert.ok(res.status === 200 && (await res.text()).includes("<h1>Runs</h1>"));
  * await engine.close();
  * kv.close();
  * ```

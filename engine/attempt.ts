@@ -35,13 +35,14 @@ export interface AttemptSpec {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { runAttempt } from "./attempt.ts";
  * import { systemClock } from "./clock.ts";
  * const outcome = await runAttempt({
  *   step: "s", attempt: 1, timeoutMs: 1_000, controller: new AbortController(),
  *   clock: systemClock, body: () => 42,
  * });
- * console.assert(outcome.ok && outcome.value === 42);
+ * assert.ok(outcome.ok && outcome.value === 42);
  * ```
  */
 export function runAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {

@@ -16,9 +16,10 @@ export type TimerHandle = { readonly id: unknown };
  *
  * @example Use the system clock
  * ```ts
+ * import assert from "node:assert/strict";
  * import { systemClock } from "./clock.ts";
  * const started = systemClock.now();
- * console.assert(typeof started === "number");
+ * assert.ok(typeof started === "number");
  * ```
  */
 export interface Clock {
@@ -72,12 +73,13 @@ interface FakeTimer {
  *
  * @example Fire a timer without waiting
  * ```ts
+ * import assert from "node:assert/strict";
  * import { FakeClock } from "./clock.ts";
  * const clock = new FakeClock(0);
  * let fired = false;
  * clock.setTimeout(() => fired = true, 1_000);
  * clock.tick(1_000);
- * console.assert(fired);
+ * assert.ok(fired);
  * ```
  */
 export class FakeClock implements Clock {

@@ -65,6 +65,7 @@ const isLocked = (error: unknown) =>
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { CommitBatcher } from "./commit_batcher.ts";
  * const kv = await Deno.openKv(":memory:");
  * const batcher = new CommitBatcher(kv);
@@ -72,7 +73,7 @@ const isLocked = (error: unknown) =>
  *   batcher.write({ sets: [[["a"], 1]] }),
  *   batcher.write({ sets: [[["b"], 2]] }),
  * ]);
- * console.assert(a && b && batcher.commits === 1);
+ * assert.ok(a && b && batcher.commits === 1);
  * kv.close();
  * ```
  */

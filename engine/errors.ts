@@ -25,9 +25,10 @@ export interface ErrorData {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { WeftError } from "./errors.ts";
  * const err = new WeftError("something broke");
- * console.assert(err.name === "WeftError");
+ * assert.ok(err.name === "WeftError");
  * ```
  */
 export class WeftError extends Error {
@@ -43,9 +44,10 @@ export class WeftError extends Error {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { NonRetryableError } from "./errors.ts";
  * const declined = new NonRetryableError("card declined");
- * console.assert(declined.name === "NonRetryableError");
+ * assert.ok(declined.name === "NonRetryableError");
  * ```
  */
 export class NonRetryableError extends WeftError {}
@@ -56,9 +58,10 @@ export class NonRetryableError extends WeftError {}
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { RetryAfterError } from "./errors.ts";
  * const limited = new RetryAfterError("rate limited", 30_000);
- * console.assert(limited.delayMs === 30_000);
+ * assert.ok(limited.delayMs === 30_000);
  * ```
  */
 export class RetryAfterError extends WeftError {
@@ -81,9 +84,10 @@ export class RetryAfterError extends WeftError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { StepTimeoutError } from "./errors.ts";
  * const err = new StepTimeoutError("payment", 2, 2_000);
- * console.assert(err.timeoutMs === 2_000);
+ * assert.ok(err.timeoutMs === 2_000);
  * ```
  */
 export class StepTimeoutError extends WeftError {
@@ -107,8 +111,9 @@ export class StepTimeoutError extends WeftError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { StepCancelledError } from "./errors.ts";
- * console.assert(new StepCancelledError("payment", "run cancelled").step === "payment");
+ * assert.ok(new StepCancelledError("payment", "run cancelled").step === "payment");
  * ```
  */
 export class StepCancelledError extends WeftError {
@@ -127,8 +132,9 @@ export class StepCancelledError extends WeftError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AttemptInterruptedError } from "./errors.ts";
- * console.assert(new AttemptInterruptedError("payment", 1).attempt === 1);
+ * assert.ok(new AttemptInterruptedError("payment", 1).attempt === 1);
  * ```
  */
 export class AttemptInterruptedError extends WeftError {
@@ -150,9 +156,10 @@ export class AttemptInterruptedError extends WeftError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { OutputError } from "./errors.ts";
  * const err = new OutputError("report", "too large: 2000000 bytes, limit 1048576");
- * console.assert(err.step === "report");
+ * assert.ok(err.step === "report");
  * ```
  */
 export class OutputError extends WeftError {
@@ -171,9 +178,10 @@ export class OutputError extends WeftError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { WorkflowDefinitionError } from "./errors.ts";
  * const err = new WorkflowDefinitionError("order", "payment", "'timeoutMs' must be > 0");
- * console.assert(err.message.includes("order"));
+ * assert.ok(err.message.includes("order"));
  * ```
  */
 export class WorkflowDefinitionError extends WeftError {
@@ -208,9 +216,10 @@ export interface InputIssue {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { InvalidInputError } from "./errors.ts";
  * const err = new InvalidInputError("order", [{ code: "invalid_type", path: ["amount"], message: "Expected number" }]);
- * console.assert(err.issues.length === 1);
+ * assert.ok(err.issues.length === 1);
  * ```
  */
 export class InvalidInputError extends WeftError {
@@ -238,9 +247,10 @@ export class InvalidInputError extends WeftError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { InputTooLargeError } from "./errors.ts";
  * const err = new InputTooLargeError("order", 300_000, 262_144);
- * console.assert(err.sizeBytes > err.limitBytes);
+ * assert.ok(err.sizeBytes > err.limitBytes);
  * ```
  */
 export class InputTooLargeError extends WeftError {
@@ -267,8 +277,9 @@ export class InputTooLargeError extends WeftError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { WorkflowNotServedError } from "./errors.ts";
- * console.assert(new WorkflowNotServedError("r1", "old").workflow === "old");
+ * assert.ok(new WorkflowNotServedError("r1", "old").workflow === "old");
  * ```
  */
 export class WorkflowNotServedError extends WeftError {
@@ -289,8 +300,9 @@ export class WorkflowNotServedError extends WeftError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { InvalidArgumentError } from "./errors.ts";
- * console.assert(new InvalidArgumentError("bad").name === "InvalidArgumentError");
+ * assert.ok(new InvalidArgumentError("bad").name === "InvalidArgumentError");
  * ```
  */
 export class InvalidArgumentError extends WeftError {}
@@ -300,8 +312,9 @@ export class InvalidArgumentError extends WeftError {}
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { UnknownWorkflowError } from "./errors.ts";
- * console.assert(new UnknownWorkflowError("nope").workflow === "nope");
+ * assert.ok(new UnknownWorkflowError("nope").workflow === "nope");
  * ```
  */
 export class UnknownWorkflowError extends WeftError {
@@ -319,8 +332,9 @@ export class UnknownWorkflowError extends WeftError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { RunNotFoundError } from "./errors.ts";
- * console.assert(new RunNotFoundError("r1").runId === "r1");
+ * assert.ok(new RunNotFoundError("r1").runId === "r1");
  * ```
  */
 export class RunNotFoundError extends WeftError {
@@ -338,8 +352,9 @@ export class RunNotFoundError extends WeftError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { RunFinishedError } from "./errors.ts";
- * console.assert(new RunFinishedError("r1", "succeeded").status === "succeeded");
+ * assert.ok(new RunFinishedError("r1", "succeeded").status === "succeeded");
  * ```
  */
 export class RunFinishedError extends WeftError {
@@ -360,8 +375,9 @@ export class RunFinishedError extends WeftError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { EngineClosedError } from "./errors.ts";
- * console.assert(new EngineClosedError().name === "EngineClosedError");
+ * assert.ok(new EngineClosedError().name === "EngineClosedError");
  * ```
  */
 export class EngineClosedError extends WeftError {
@@ -379,9 +395,10 @@ const MAX_MESSAGE_CHARS = 2_000;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { toErrorData } from "./errors.ts";
- * console.assert(toErrorData(new TypeError("x")).name === "TypeError");
- * console.assert(toErrorData("plain").message === "plain");
+ * assert.ok(toErrorData(new TypeError("x")).name === "TypeError");
+ * assert.ok(toErrorData("plain").message === "plain");
  * ```
  */
 export function toErrorData(error: unknown, depth = 0): ErrorData {

@@ -31,9 +31,10 @@ export type KeyPrefix = readonly Deno.KvKeyPart[];
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { keyLayout } from "./keys.ts";
  * const keys = keyLayout(["weft"]);
- * console.assert(keys.run("r1").join("/") === "weft/run/r1");
+ * assert.ok(keys.run("r1").join("/") === "weft/run/r1");
  * ```
  */
 export function keyLayout(prefix: KeyPrefix = ["weft"]) {

@@ -82,9 +82,10 @@ function findUnserializable(value: unknown, path: string, seen: Set<object>): st
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { encodeOutput } from "./output.ts";
  * const out = encodeOutput("s", 1, { a: 1 }, 1024);
- * console.assert(out.ref.kind === "inline");
+ * assert.ok(out.ref.kind === "inline");
  * ```
  */
 export function encodeOutput(
@@ -118,8 +119,9 @@ export function encodeOutput(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { splitJson } from "./output.ts";
- * console.assert(splitJson("[1]").length === 1);
+ * assert.ok(splitJson("[1]").length === 1);
  * ```
  */
 export function splitJson(json: string): Uint8Array[] {
@@ -136,8 +138,9 @@ export function splitJson(json: string): Uint8Array[] {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { joinJson, splitJson } from "./output.ts";
- * console.assert(joinJson(splitJson('{"a":1}')).a === 1);
+ * assert.ok(joinJson(splitJson('{"a":1}')).a === 1);
  * ```
  */
 // deno-lint-ignore no-explicit-any
@@ -156,8 +159,9 @@ export function joinJson(chunks: Uint8Array[]): any {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decodeOutput } from "./output.ts";
- * console.assert(decodeOutput({ kind: "inline", json: "[1]" }, []).length === 1);
+ * assert.ok(decodeOutput({ kind: "inline", json: "[1]" }, []).length === 1);
  * ```
  */
 // deno-lint-ignore no-explicit-any

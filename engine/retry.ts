@@ -29,8 +29,9 @@ export type ResolvedRetryPolicy = Required<RetryPolicy>;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { DEFAULT_RETRY } from "./retry.ts";
- * console.assert(DEFAULT_RETRY.maxAttempts === 3);
+ * assert.ok(DEFAULT_RETRY.maxAttempts === 3);
  * ```
  */
 export const DEFAULT_RETRY: Readonly<ResolvedRetryPolicy> = Object.freeze({
@@ -46,8 +47,9 @@ export const DEFAULT_RETRY: Readonly<ResolvedRetryPolicy> = Object.freeze({
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { retryPolicyProblem } from "./retry.ts";
- * console.assert(retryPolicyProblem({ jitter: 2 })?.includes("'jitter'"));
+ * assert.ok(retryPolicyProblem({ jitter: 2 })?.includes("'retry.jitter'"));
  * ```
  */
 export function retryPolicyProblem(policy: RetryPolicy): string | undefined {
@@ -79,10 +81,11 @@ export function retryPolicyProblem(policy: RetryPolicy): string | undefined {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { backoffDelayMs, DEFAULT_RETRY } from "./retry.ts";
  * const policy = { ...DEFAULT_RETRY, jitter: 0 };
- * console.assert(backoffDelayMs(policy, 2) === 100);
- * console.assert(backoffDelayMs(policy, 3) === 200);
+ * assert.ok(backoffDelayMs(policy, 2) === 100);
+ * assert.ok(backoffDelayMs(policy, 3) === 200);
  * ```
  */
 export function backoffDelayMs(

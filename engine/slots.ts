@@ -24,12 +24,13 @@ export interface SlotRequest {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Slots } from "./slots.ts";
  * const slots = new Slots(1);
- * console.assert(slots.tryAcquire("wf/a", 5));
- * console.assert(!slots.tryAcquire("wf/a", 5));
+ * assert.ok(slots.tryAcquire("wf/a", 5));
+ * assert.ok(!slots.tryAcquire("wf/a", 5));
  * slots.release("wf/a");
- * console.assert(slots.inUse === 0);
+ * assert.ok(slots.inUse === 0);
  * ```
  */
 export class Slots {

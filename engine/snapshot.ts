@@ -95,9 +95,10 @@ function attemptError(e: AttemptError): AttemptErrorSnapshot {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { summarize } from "./snapshot.ts";
  * const s = summarize({ id: "r", workflow: "w", status: "pending", createdAt: 0 });
- * console.assert(s.createdAt === "1970-01-01T00:00:00.000Z");
+ * assert.ok(s.createdAt === "1970-01-01T00:00:00.000Z");
  * ```
  */
 export function summarize(run: RunRecord): RunSummary {

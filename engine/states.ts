@@ -9,8 +9,9 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { RunStatus } from "./states.ts";
- * console.assert(RunStatus.Succeeded === "succeeded");
+ * assert.ok(RunStatus.Succeeded === "succeeded");
  * ```
  */
 export const RunStatus = {
@@ -33,8 +34,9 @@ export type RunStatus = typeof RunStatus[keyof typeof RunStatus];
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { StepStatus } from "./states.ts";
- * console.assert(StepStatus.Waiting === "waiting");
+ * assert.ok(StepStatus.Waiting === "waiting");
  * ```
  */
 export const StepStatus = {
@@ -71,8 +73,9 @@ export const TERMINAL_STEP_STATUSES: readonly StepStatus[] = [
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { isTerminalRun } from "./states.ts";
- * console.assert(isTerminalRun("failed") && !isTerminalRun("running"));
+ * assert.ok(isTerminalRun("failed") && !isTerminalRun("running"));
  * ```
  */
 export function isTerminalRun(status: RunStatus): boolean {
@@ -84,8 +87,9 @@ export function isTerminalRun(status: RunStatus): boolean {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { isTerminalStep } from "./states.ts";
- * console.assert(isTerminalStep("skipped") && !isTerminalStep("waiting"));
+ * assert.ok(isTerminalStep("skipped") && !isTerminalStep("waiting"));
  * ```
  */
 export function isTerminalStep(status: StepStatus): boolean {
@@ -128,8 +132,9 @@ export class InvalidTransitionError extends Error {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { transitionRun } from "./states.ts";
- * console.assert(transitionRun("pending", "running") === "running");
+ * assert.ok(transitionRun("pending", "running") === "running");
  * ```
  */
 export function transitionRun(from: RunStatus, to: RunStatus): RunStatus {
@@ -142,8 +147,9 @@ export function transitionRun(from: RunStatus, to: RunStatus): RunStatus {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { transitionStep } from "./states.ts";
- * console.assert(transitionStep("running", "waiting") === "waiting");
+ * assert.ok(transitionStep("running", "waiting") === "waiting");
  * ```
  */
 export function transitionStep(from: StepStatus, to: StepStatus): StepStatus {

@@ -54,11 +54,12 @@ function parseOrThrow<T>(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { RunStore } from "./store.ts";
  * import { keyLayout } from "./keys.ts";
  * const kv = await Deno.openKv(":memory:");
  * const store = new RunStore(kv, keyLayout());
- * console.assert(await store.getRun("nope") === undefined);
+ * assert.ok(await store.getRun("nope") === undefined);
  * kv.close();
  * ```
  */

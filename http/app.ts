@@ -67,6 +67,7 @@ const log = getLogger(["weft", "http"]);
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { z } from "zod";
  * import { createEngine, workflow } from "../mod.ts";
  * import { createApp } from "./app.ts";
@@ -80,7 +81,7 @@ const log = getLogger(["weft", "http"]);
  *   headers: { "content-type": "application/json" },
  *   body: JSON.stringify({ name: "ada" }),
  * });
- * console.assert(res.status === 201);
+ * assert.ok(res.status === 201);
  * const { id } = await res.json();
  * await (await app.request(`/runs/${id}/wait`)).body?.cancel();
  * await engine.close();

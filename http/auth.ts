@@ -84,13 +84,14 @@ const SESSION_VALUE = /^v1\.([A-Za-z0-9_-]{22})\.([0-9]{1,16})\.([A-Za-z0-9_-]{4
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { createSessions } from "./auth.ts";
  * let nowMs = 0;
  * const sessions = createSessions("s3cret", { maxAgeMs: 1_000, now: () => nowMs });
  * const cookie = sessions.issue();
- * console.assert(sessions.verify(cookie) && !cookie.includes("s3cret"));
+ * assert.ok(sessions.verify(cookie) && !cookie.includes("s3cret"));
  * nowMs = 1_000;
- * console.assert(!sessions.verify(cookie));
+ * assert.ok(!sessions.verify(cookie));
  * ```
  */
 export function createSessions(token: string, options: SessionOptions = {}): Sessions {
@@ -138,6 +139,7 @@ function isHttps(c: Context): boolean {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Hono } from "hono";
  * import { createSessions, setSessionCookie } from "./auth.ts";
  * const sessions = createSessions("s3cret");
@@ -146,7 +148,7 @@ function isHttps(c: Context): boolean {
  *   return c.body(null, 204);
  * });
  * const res = await app.request("/login", { method: "POST" });
- * console.assert(res.headers.get("set-cookie")!.includes("SameSite=Strict"));
+ * assert.ok(res.headers.get("set-cookie")!.includes("SameSite=Strict"));
  * ```
  */
 export function setSessionCookie(c: Context, sessions: Sessions): void {
@@ -164,6 +166,7 @@ export function setSessionCookie(c: Context, sessions: Sessions): void {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Hono } from "hono";
  * import { clearSessionCookie } from "./auth.ts";
  * const app = new Hono().post("/logout", (c) => {
@@ -171,7 +174,7 @@ export function setSessionCookie(c: Context, sessions: Sessions): void {
  *   return c.body(null, 204);
  * });
  * const res = await app.request("/logout", { method: "POST" });
- * console.assert(res.headers.get("set-cookie")!.includes("Max-Age=0"));
+ * assert.ok(res.headers.get("set-cookie")!.includes("Max-Age=0"));
  * ```
  */
 export function clearSessionCookie(c: Context): void {
@@ -197,13 +200,14 @@ function wantsPage(c: Context, redirect: LoginRedirect): boolean {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Hono } from "hono";
  * import { bearerAuth } from "./auth.ts";
  * const app = new Hono();
  * app.use("*", bearerAuth("s3cret", { publicPaths: ["/healthz"] }));
  * app.get("/private", (c) => c.text("ok"));
  * const res = await app.request("/private", { headers: { authorization: "Bearer s3cret" } });
- * console.assert(res.status === 200);
+ * assert.ok(res.status === 200);
  * ```
  */
 export function bearerAuth(token: string, options: BearerAuthOptions = {}): MiddlewareHandler {
@@ -253,11 +257,12 @@ const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Hono } from "hono";
  * import { sameOriginWrites } from "./auth.ts";
  * const app = new Hono().use("*", sameOriginWrites()).post("/x", (c) => c.text("ok"));
  * const res = await app.request("/x", { method: "POST", headers: { origin: "https://evil.example" } });
- * console.assert(res.status === 403);
+ * assert.ok(res.status === 403);
  * ```
  */
 export function sameOriginWrites(): MiddlewareHandler {

@@ -20,11 +20,12 @@ export const MAX_JSON_DEPTH = 64;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Hono } from "hono";
  * import { limitBody } from "./body.ts";
  * const app = new Hono().use("*", limitBody(4)).post("/", (c) => c.text("ok"));
  * const res = await app.request("/", { method: "POST", body: "12345" });
- * console.assert(res.status === 413);
+ * assert.ok(res.status === 413);
  * ```
  */
 export function limitBody(maxBytes: number): MiddlewareHandler {
@@ -70,8 +71,9 @@ const invalidJson = (message: string) => new ApiError(400, ErrorCode.InvalidJson
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { exceedsDepth } from "./body.ts";
- * console.assert(exceedsDepth("[[[1]]]", 2) && !exceedsDepth('["[[["]', 1));
+ * assert.ok(exceedsDepth("[[[1]]]", 2) && !exceedsDepth('["[[["]', 1));
  * ```
  */
 export function exceedsDepth(text: string, maxDepth: number): boolean {
@@ -103,11 +105,12 @@ export function exceedsDepth(text: string, maxDepth: number): boolean {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Hono } from "hono";
  * import { readJsonBody } from "./body.ts";
  * const app = new Hono().post("/", async (c) => c.json(await readJsonBody(c)));
  * const res = await app.request("/", { method: "POST", body: '{"a":1}' });
- * console.assert((await res.json()).a === 1);
+ * assert.ok((await res.json()).a === 1);
  * ```
  */
 export async function readJsonBody(c: Context): Promise<unknown> {

@@ -23,8 +23,9 @@ import {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ErrorCode } from "./errors.ts";
- * console.assert(ErrorCode.NotFound === "not_found");
+ * assert.ok(ErrorCode.NotFound === "not_found");
  * ```
  */
 export const ErrorCode = {
@@ -76,9 +77,10 @@ export interface ApiErrorOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ApiError } from "./errors.ts";
  * const err = new ApiError(404, "not_found", "Unknown workflow 'x'");
- * console.assert(err.status === 404 && err.code === "not_found");
+ * assert.ok(err.status === 404 && err.code === "not_found");
  * ```
  */
 export class ApiError extends HTTPException {
@@ -154,10 +156,11 @@ const STATUS_CODES: Partial<Record<number, ErrorCode>> = {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { RunNotFoundError } from "../mod.ts";
  * import { toApiError } from "./errors.ts";
- * console.assert(toApiError(new RunNotFoundError("r1"))?.status === 404);
- * console.assert(toApiError(new TypeError("boom")) === undefined);
+ * assert.ok(toApiError(new RunNotFoundError("r1"))?.status === 404);
+ * assert.ok(toApiError(new TypeError("boom")) === undefined);
  * ```
  */
 export function toApiError(error: unknown): ApiError | undefined {
@@ -201,10 +204,11 @@ export function toApiError(error: unknown): ApiError | undefined {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { z } from "zod";
  * import { toApiIssues } from "./errors.ts";
  * const result = z.object({ n: z.number() }).safeParse({ n: "1" });
- * console.assert(!result.success && toApiIssues(result.error.issues)[0].path[0] === "n");
+ * assert.ok(!result.success && toApiIssues(result.error.issues)[0].path[0] === "n");
  * ```
  */
 export function toApiIssues(

@@ -72,6 +72,7 @@ function parameters(schema: PartSchema | undefined, location: "path" | "query" |
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { openApiDocument } from "./openapi.ts";
  * import { HealthSchema } from "./schemas.ts";
  * const doc = openApiDocument([{
@@ -81,7 +82,7 @@ function parameters(schema: PartSchema | undefined, location: "path" | "query" |
  *   summary: "Liveness",
  *   responses: { 200: { description: "Alive", schema: HealthSchema } },
  * }]);
- * console.assert(doc.openapi === "3.1.0");
+ * assert.ok(doc.openapi === "3.1.0");
  * ```
  */
 export function openApiDocument(

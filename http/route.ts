@@ -116,6 +116,7 @@ export function honoPath(path: string): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Hono } from "hono";
  * import { addRoute } from "./route.ts";
  * import { RunParams } from "./schemas.ts";
@@ -129,7 +130,7 @@ export function honoPath(path: string): string {
  *   responses: { 200: { description: "The run" } },
  * }, (c, { params }) => c.json({ id: params.id }));
  * const res = await app.request("/runs/not-an-id");
- * console.assert(res.status === 400);
+ * assert.ok(res.status === 400);
  * ```
  */
 export function addRoute<

@@ -59,11 +59,12 @@ function inputJsonSchema(schema: unknown): Record<string, unknown> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { z } from "zod";
  * import { workflow } from "../mod.ts";
  * import { describeWorkflow } from "./routes.ts";
  * const wf = workflow("hello", { input: z.object({ name: z.string() }) }).step("greet", () => 1);
- * console.assert(describeWorkflow(wf).steps[0].name === "greet");
+ * assert.ok(describeWorkflow(wf).steps[0].name === "greet");
  * ```
  */
 export function describeWorkflow(wf: AnyWorkflow): WorkflowInfo {

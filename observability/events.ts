@@ -56,6 +56,7 @@ export type RunStreamEvent = typeof RunStreamEvent[keyof typeof RunStreamEvent];
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { z } from "zod";
  * import { createEngine, workflow } from "../mod.ts";
  * import { runEventsRoutes } from "./events.ts";
@@ -66,7 +67,7 @@ export type RunStreamEvent = typeof RunStreamEvent[keyof typeof RunStreamEvent];
  * const run = await engine.start("hello", {});
  * const res = await app.request(`/runs/${run.id}/events`);
  * const text = await res.text(); // ends once the run is terminal
- * console.assert(text.includes("event: end"));
+ * assert.ok(text.includes("event: end"));
  * await engine.close();
  * kv.close();
  * ```

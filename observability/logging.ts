@@ -61,12 +61,13 @@ const CONTEXT_FIELDS = ["workflow", "runId", "step", "attempt", "durationMs"] as
  *
  * @example Capture JSON lines
  * ```ts
+ * import assert from "node:assert/strict";
  * import { getLogger, reset } from "@logtape/logtape";
  * import { configureLogging } from "./logging.ts";
  * const lines: string[] = [];
  * await configureLogging({ format: "json", write: (line) => lines.push(line) });
  * getLogger(["weft", "engine"]).info("Run {runId} started", { runId: "r1" });
- * console.assert(JSON.parse(lines[0]).properties.runId === "r1");
+ * assert.ok(JSON.parse(lines[0]).properties.runId === "r1");
  * await reset();
  * ```
  */
@@ -115,9 +116,10 @@ export async function configureLogging(options: LoggingOptions = {}): Promise<vo
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { loggingOptionsFrom } from "./logging.ts";
  * const options = loggingOptionsFrom(["--log-format", "pretty"], {});
- * console.assert(options.format === "pretty" && options.level === "info");
+ * assert.ok(options.format === "pretty" && options.level === "info");
  * ```
  */
 export function loggingOptionsFrom(

@@ -118,6 +118,7 @@ interface RunTrack {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { z } from "zod";
  * import { createEngine, workflow } from "../mod.ts";
  * import { createMetrics } from "./metrics.ts";
@@ -127,7 +128,7 @@ interface RunTrack {
  * const metrics = createMetrics(engine);
  * await engine.result((await engine.start("hello", {})).id);
  * const text = await metrics.registry.metrics();
- * console.assert(text.includes('weft_runs_finished_total{workflow="hello",outcome="succeeded"} 1'));
+ * assert.ok(text.includes('weft_runs_finished_total{workflow="hello",outcome="succeeded"} 1'));
  * metrics.close();
  * await engine.close();
  * kv.close();
@@ -332,11 +333,12 @@ function attemptOutcome(to: string, errorName: string | undefined): AttemptOutco
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Registry } from "prom-client";
  * import { metricsRoutes } from "./metrics.ts";
  * const app = metricsRoutes({ registry: new Registry() });
  * const res = await app.request("/metrics");
- * console.assert(res.headers.get("content-type")?.startsWith("text/plain"));
+ * assert.ok(res.headers.get("content-type")?.startsWith("text/plain"));
  * ```
  */
 export function metricsRoutes(metrics: Pick<WeftMetrics, "registry">): Hono {

@@ -43,6 +43,7 @@ export interface Observability {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Hono } from "hono";
  * import { z } from "zod";
  * import { createEngine, workflow } from "../mod.ts";
@@ -52,7 +53,7 @@ export interface Observability {
  * const engine = await createEngine({ kv, workflows: [hello] });
  * const app = new Hono();
  * const observability = mountObservability(app, { engine });
- * console.assert((await app.request("/metrics")).status === 200);
+ * assert.ok((await app.request("/metrics")).status === 200);
  * observability.close();
  * await engine.close();
  * kv.close();

@@ -141,12 +141,13 @@ const WORKFLOW_BRAND = Symbol.for("weft.workflow");
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { z } from "zod";
  * import { workflow } from "./workflow.ts";
  * const greet = workflow("greet", { input: z.object({ name: z.string() }) })
  *   .step("hello", ({ input }) => `hello ${input.name}`)
  *   .step("shout", { needs: ["hello"] }, ({ results }) => results.hello.toUpperCase());
- * console.assert(greet.steps.length === 2);
+ * assert.ok(greet.steps.length === 2);
  * ```
  */
 export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResults> {
@@ -270,13 +271,14 @@ export type AnyWorkflow = Workflow<any, any>;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { z } from "zod";
  * import { workflow } from "./workflow.ts";
  * const order = workflow("order", {
  *   input: z.object({ orderId: z.string() }),
  *   defaults: { timeoutMs: 5_000, retry: { maxAttempts: 5 } },
  * }).step("payment", async ({ input }) => ({ paid: input.orderId }));
- * console.assert(order.getStep("payment")?.retry.maxAttempts === 5);
+ * assert.ok(order.getStep("payment")?.retry.maxAttempts === 5);
  * ```
  */
 export function workflow<I = unknown>(
@@ -313,8 +315,9 @@ export function workflow<I = unknown>(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { isWorkflow, workflow } from "./workflow.ts";
- * console.assert(isWorkflow(workflow("w")) && !isWorkflow({ name: "w" }));
+ * assert.ok(isWorkflow(workflow("w")) && !isWorkflow({ name: "w" }));
  * ```
  */
 export function isWorkflow(value: unknown): value is AnyWorkflow {
