@@ -91,6 +91,8 @@ export class CommitBatcher {
   readonly #maxBytes: number;
   readonly #maxChecks: number;
   #queue: Pending[] = [];
+  #roomWaiters: (() => void)[] = [];
+  #backlogLimit = Infinity;
   #flushing: Promise<void> | undefined;
   /** Atomic commits made so far. */
   commits = 0;
@@ -122,6 +124,22 @@ export class CommitBatcher {
     });
   }
 
+  /**
+   * Resolves at once while fewer than `maxBacklog` writes wait, else when
+   * the queue has drained below it. Callers that create work in bulk await
+   * it to bound the memory of writes not yet committed.
+   */
+  room(maxBacklog = 4_000): Promise<void> {
+    if (this.#queue.length < maxBacklog) return Promise.resolve();
+    this.#backlogLimit = maxBacklog;
+    return new Promise((resolve) => this.#roomWaiters.push(resolve));
+  }
+
+  /** Writes queued and not yet committed. */
+  get backlog(): number {
+    return this.#queue.length;
+  }
+
   /** Resolves when every write queued so far has settled. */
   async drain(): Promise<void> {
     while (this.#flushing) await this.#flushing;
@@ -132,19 +150,21 @@ export class CommitBatcher {
     await Promise.resolve();
     try {
       while (this.#queue.length > 0) {
-        const batch: Pending[] = [];
-        let mutations = 0, bytes = 0, checks = 0;
-        while (this.#queue.length > 0) {
-          const next = this.#queue[0];
+        let count = 0, mutations = 0, bytes = 0, checks = 0;
+        for (const next of this.#queue) {
           const fits = mutations + next.mutations <= this.#maxMutations &&
             bytes + next.bytes <= this.#maxBytes && checks + next.checks <= this.#maxChecks;
-          if (batch.length > 0 && !fits) break;
-          batch.push(this.#queue.shift()!);
+          if (count > 0 && !fits) break;
+          count++;
           mutations += next.mutations;
           bytes += next.bytes;
           checks += next.checks;
         }
-        await this.#commitBatch(batch);
+        // One splice per commit: shifting one by one is quadratic on a long queue.
+        await this.#commitBatch(this.#queue.splice(0, count));
+        if (this.#roomWaiters.length > 0 && this.#queue.length < this.#backlogLimit) {
+          for (const wake of this.#roomWaiters.splice(0)) wake();
+        }
       }
     } finally {
       this.#flushing = undefined;

@@ -51,3 +51,16 @@ Deno.test("CommitBatcher rejects only the write KV refuses", async () => {
   assert.equal((await kv.get(["ok2"])).value, 1);
   assert.equal((await kv.get(["big"])).value, null);
 });
+
+Deno.test("CommitBatcher room() waits while the backlog is over the limit", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const batcher = new CommitBatcher(kv, { maxMutations: 10 });
+  const writes = Array.from({ length: 50 }, (_, i) => batcher.write({ sets: [[["k", i], i]] }));
+  assert.equal(batcher.backlog, 50);
+  let roomAt = -1;
+  await batcher.room(20).then(() => roomAt = batcher.backlog);
+  assert.ok(roomAt >= 0 && roomAt < 20, `room came at a backlog of ${roomAt}`);
+  await Promise.all(writes);
+  assert.equal(batcher.backlog, 0);
+  await batcher.room(20); // resolves at once
+});
