@@ -1,0 +1,116 @@
+/**
+ * Committed transitions, announced: one structured log record each, then
+ * every subscriber of the engine, in order.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { AttemptInterruptedError, StepTimeoutError } from "./errors.ts";
+import type { HistoryEvent } from "./records.ts";
+import type { RunStatus } from "./states.ts";
+
+const log = getLogger(["weft", "engine"]);
+
+/** A committed transition, as delivered to subscribers. */
+export interface EngineEvent {
+  /** The run. */
+  runId: string;
+  /** Its workflow. */
+  workflow: string;
+  /** The transition. */
+  event: HistoryEvent;
+}
+
+/**
+ * Logs each committed transition and passes it to every listener; a listener
+ * that throws is logged and does not keep the others from the event.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { type EngineEvent, EventHub } from "./events.ts";
+ * const hub = new EventHub();
+ * const seen: EngineEvent[] = [];
+ * const unsubscribe = hub.subscribe((e) => seen.push(e));
+ * const event = { runId: "r", workflow: "wf", event: { type: "run", seq: 0, at: 0, from: null, to: "pending" } } as const;
+ * hub.emit(event);
+ * unsubscribe();
+ * hub.emit(event);
+ * assert.equal(seen.length, 1);
+ * ```
+ */
+export class EventHub {
+  readonly #listeners = new Set<(event: EngineEvent) => void>();
+
+  /** Calls `listener` after each committed transition; returns an unsubscribe function. */
+  subscribe(listener: (event: EngineEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Announces one committed transition. */
+  emit(e: EngineEvent): void {
+    logEvent(e);
+    for (const listener of this.#listeners) {
+      try {
+        listener(e);
+      } catch (error) {
+        log.error("An event listener threw: {error}", { error });
+      }
+    }
+  }
+}
+
+const RUN_MESSAGES: Record<RunStatus, string> = {
+  pending: "Run {runId} created",
+  running: "Run {runId} started",
+  succeeded: "Run {runId} succeeded in {durationMs} ms",
+  failed: "Run {runId} failed in {durationMs} ms: {error.message}",
+  cancelled: "Run {runId} cancelled: {error.message}",
+};
+
+/** One structured record per committed transition. */
+function logEvent({ runId, workflow, event }: EngineEvent): void {
+  if (event.type === "run") {
+    const props = {
+      workflow,
+      runId,
+      status: event.to,
+      durationMs: event.durationMs,
+      error: event.error,
+    };
+    if (event.to === "failed") log.warn(RUN_MESSAGES.failed, props);
+    else log.info(RUN_MESSAGES[event.to], props);
+    return;
+  }
+  const props = {
+    workflow,
+    runId,
+    step: event.step,
+    attempt: event.attempt,
+    durationMs: event.durationMs,
+    error: event.error,
+    status: event.to,
+  };
+  const timedOut = event.error?.name === StepTimeoutError.name;
+  const interrupted = event.error?.name === AttemptInterruptedError.name;
+  switch (event.to) {
+    case "running":
+      log.debug("Step {step} attempt {attempt} started", props);
+      break;
+    case "succeeded":
+      log.info("Step {step} succeeded in {durationMs} ms", props);
+      break;
+    case "waiting":
+      if (interrupted) log.warn("Step {step} attempt {attempt} was interrupted; recovering", props);
+      else if (timedOut) log.warn("Step {step} attempt {attempt} timed out; retrying", props);
+      else log.warn("Step {step} attempt {attempt} failed, retrying: {error.message}", props);
+      break;
+    case "failed":
+      if (timedOut) log.error("Step {step} attempt {attempt} timed out; giving up", props);
+      else log.error("Step {step} failed: {error.message}", props);
+      break;
+    default:
+      log.info(`Step {step} ${event.to}`, props);
+  }
+}

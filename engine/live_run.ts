@@ -1,0 +1,141 @@
+/**
+ * A run as the engine holds it in memory while it is unfinished: its stored
+ * records, the outputs its steps read, and what is in flight for it
+ * (attempts, retry timers, requests for a slot, callers of `result()`,
+ * writes not yet on disk). Only the engine's scheduler changes it.
+ *
+ * @module
+ */
+import type { TimerHandle } from "./clock.ts";
+import type { RunRecord, StepRecord } from "./records.ts";
+import { type RunSnapshot, snapshotOf } from "./snapshot.ts";
+import type { AnyWorkflow, StepDefinition } from "../steps/workflow.ts";
+
+/** An attempt in flight; it holds one concurrency slot under `capKey`. */
+export interface RunningAttempt {
+  /** The attempt's number, from 1. */
+  attempt: number;
+  /** Aborted to stop the attempt (cancellation, run failure, shutdown). */
+  controller: AbortController;
+  /** When the attempt started, in epoch milliseconds. */
+  startedAt: number;
+  /** The key of the per-step cap whose slot it holds. */
+  capKey: string;
+}
+
+/** A caller of `result()` waiting for a run to end. */
+export interface Waiter {
+  /** Called with the run's snapshot once it is terminal. */
+  resolve(snapshot: RunSnapshot): void;
+  /** Called when the run cannot be waited for any more (engine closed, run stuck). */
+  reject(error: unknown): void;
+}
+
+/** A write as a run sees it: is it on disk yet? */
+export interface PendingWrite {
+  /** Set once the write is committed. */
+  readonly durable: boolean;
+}
+
+/** What {@linkcode newLiveRun} starts from: a run's stored state. */
+export interface StoredRun {
+  /** The run record. */
+  record: RunRecord;
+  /** The input as steps see it: what JSON keeps of the parsed input. */
+  input: unknown;
+  /** Every step record, by name. */
+  steps: Map<string, StepRecord>;
+  /** The committed outputs of succeeded steps, by name. */
+  results: Map<string, unknown>;
+  /** The `seq` of the run's next history event. */
+  nextSeq: number;
+}
+
+/** An unfinished run in memory. */
+export interface LiveRun {
+  /** Its workflow. */
+  def: AnyWorkflow;
+  /** The run record as last changed (committed or about to be). */
+  record: RunRecord;
+  /** The input as steps see it: what JSON keeps of the parsed input. */
+  input: unknown;
+  /** Every step record, by name. */
+  steps: Map<string, StepRecord>;
+  /** The committed outputs of succeeded steps, by name. */
+  results: Map<string, unknown>;
+  /** The `seq` of the run's next history event. */
+  nextSeq: number;
+  /** Attempts in flight, by step. */
+  running: Map<string, RunningAttempt>;
+  /** In-process timers of steps waiting for a retry, by step. */
+  retryTimers: Map<string, TimerHandle>;
+  /** Steps waiting for a concurrency slot. */
+  queued: Set<string>;
+  /** Callers of `result()`. */
+  waiters: Set<Waiter>;
+  /** The write that made a queued or waiting step ready, until it starts. */
+  readyBy: Map<string, PendingWrite>;
+  /** Writes of this run not yet committed. */
+  uncommitted: number;
+  /** The latest write of this run. */
+  lastCommit: Promise<unknown>;
+  /** Dropped from memory (a failed write); nothing of it may act any more. */
+  dead: boolean;
+}
+
+/**
+ * A live run of `def` with nothing in flight yet.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { needsMet, newLiveRun } from "./live_run.ts";
+ * import { workflow } from "../steps/workflow.ts";
+ * const wf = workflow("wf").step("a", () => 1).step("b", { needs: ["a"] }, () => 2);
+ * const live = newLiveRun(wf, {
+ *   record: { id: "r", workflow: "wf", status: "pending", createdAt: 0 },
+ *   input: null,
+ *   steps: new Map([
+ *     ["a", { status: "succeeded", attempts: 1, errors: [] }],
+ *     ["b", { status: "pending", attempts: 0, errors: [] }],
+ *   ]),
+ *   results: new Map([["a", 1]]),
+ *   nextSeq: 0,
+ * });
+ * assert.ok(needsMet(live, wf.getStep("b")!));
+ * assert.equal(live.running.size, 0);
+ * ```
+ */
+export function newLiveRun(def: AnyWorkflow, stored: StoredRun): LiveRun {
+  return {
+    def,
+    record: stored.record,
+    input: stored.input,
+    steps: stored.steps,
+    results: stored.results,
+    nextSeq: stored.nextSeq,
+    running: new Map(),
+    retryTimers: new Map(),
+    queued: new Set(),
+    waiters: new Set(),
+    readyBy: new Map(),
+    uncommitted: 0,
+    lastCommit: Promise.resolve(),
+    dead: false,
+  };
+}
+
+/** Whether every step that `step` needs has succeeded. */
+export function needsMet(live: LiveRun, step: StepDefinition): boolean {
+  return step.needs.every((n) => live.steps.get(n)?.status === "succeeded");
+}
+
+/** Whether every step of the run has succeeded. */
+export function allStepsSucceeded(live: LiveRun): boolean {
+  return live.def.steps.every((s) => live.steps.get(s.name)!.status === "succeeded");
+}
+
+/** The run's snapshot as held in memory. */
+export function liveSnapshot(live: LiveRun): RunSnapshot {
+  return snapshotOf(live.record, live.input, live.steps, live.results, live.def);
+}

@@ -1,0 +1,73 @@
+/**
+ * The read half of recovery: loads an unfinished run from KV into a
+ * {@linkcode LiveRun}. What to do with what was in flight when it was
+ * written (an interrupted attempt, a retry timer) is the scheduler's part.
+ *
+ * @module
+ */
+import { type LiveRun, newLiveRun } from "./live_run.ts";
+import type { RunRecord } from "./records.ts";
+import { isTerminalRun } from "./states.ts";
+import type { RunStore } from "./store.ts";
+import type { AnyWorkflow } from "../steps/workflow.ts";
+
+/** What {@linkcode loadRun} found. */
+export type LoadedRun =
+  /** No run has that id. */
+  | { kind: "missing" }
+  /** The run is terminal: there is nothing to carry on. */
+  | { kind: "finished"; record: RunRecord }
+  /** The run is unfinished, but of a workflow not among `workflows`. */
+  | { kind: "unserved"; record: RunRecord }
+  /** The run, ready to carry on. */
+  | { kind: "live"; live: LiveRun };
+
+/** Where {@linkcode loadRun} reads from. */
+export interface LoadRunOptions {
+  /** The run store. */
+  store: RunStore;
+  /** The workflows served, by name. */
+  workflows: ReadonlyMap<string, AnyWorkflow>;
+}
+
+/**
+ * Loads an unfinished run with its steps, committed outputs, input and the
+ * position of its history. Steps the run has no record of (never written,
+ * or declared since) are pending.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { keyLayout } from "./keys.ts";
+ * import { loadRun } from "./recovery.ts";
+ * import { RunStore } from "./store.ts";
+ * const kv = await Deno.openKv(":memory:");
+ * const store = new RunStore(kv, keyLayout());
+ * const loaded = await loadRun("01J0000000000000000000000A", { store, workflows: new Map() });
+ * assert.equal(loaded.kind, "missing");
+ * kv.close();
+ * ```
+ */
+export async function loadRun(runId: string, options: LoadRunOptions): Promise<LoadedRun> {
+  const { store } = options;
+  const record = await store.getRun(runId);
+  if (!record) return { kind: "missing" };
+  if (isTerminalRun(record.status)) return { kind: "finished", record };
+  const def = options.workflows.get(record.workflow);
+  if (!def) return { kind: "unserved", record };
+  const steps = await store.getSteps(runId);
+  const results = await store.getOutputs(runId, steps);
+  const history = await store.getHistory(runId);
+  const input = await store.getInput(record);
+  const live = newLiveRun(def, {
+    record,
+    input,
+    steps,
+    results,
+    nextSeq: (history.at(-1)?.seq ?? -1) + 1,
+  });
+  for (const s of def.steps) {
+    if (!steps.has(s.name)) steps.set(s.name, { status: "pending", attempts: 0, errors: [] });
+  }
+  return { kind: "live", live };
+}

@@ -1,0 +1,745 @@
+/**
+ * The scheduling core of the engine. For every unfinished run it holds, it
+ * decides what happens next (start a step under the concurrency caps, retry
+ * it after a backoff, fail or end the run), records each decision in a
+ * {@linkcode Txn}, commits it, and acts on it only once it is on disk. It
+ * also carries on runs loaded from KV, answers the KV queue's sweeps, and
+ * shuts down. Reads, validation and the public API are the engine's.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { monotonicFactory } from "ulid";
+import type { Clock, TimerHandle } from "./clock.ts";
+import type { CommitBatcher } from "./commit_batcher.ts";
+import {
+  AttemptInterruptedError,
+  EngineClosedError,
+  type ErrorData,
+  NonRetryableError,
+  OutputError,
+  RetryAfterError,
+  StepCancelledError,
+  StepTimeoutError,
+  toErrorData,
+} from "./errors.ts";
+import type { EventHub } from "./events.ts";
+import type { KeyLayout } from "./keys.ts";
+import {
+  allStepsSucceeded,
+  type LiveRun,
+  liveSnapshot,
+  needsMet,
+  newLiveRun,
+  type RunningAttempt,
+  type Waiter,
+} from "./live_run.ts";
+import { INLINE_OUTPUT_BYTES, splitJson } from "./output.ts";
+import { queueMessageSchema, type RunRecord, type StepRecord } from "./records.ts";
+import { loadRun } from "./recovery.ts";
+import { backoffDelayMs } from "./retry.ts";
+import type { Slots } from "./slots.ts";
+import { type RunSnapshot, type RunSummary, summarize } from "./snapshot.ts";
+import { isTerminalRun, isTerminalStep, type StepStatus, transitionStep } from "./states.ts";
+import { type AttemptResult, launchAttempt, type LaunchOptions } from "./step_execution.ts";
+import type { RunStore } from "./store.ts";
+import { boundErrors, recordRunStatus, recordStep } from "./transitions.ts";
+import { endedRuns, toWriteOp, Txn } from "./txn.ts";
+import type { AnyWorkflow, StepDefinition } from "../steps/workflow.ts";
+
+const log = getLogger(["weft", "engine"]);
+
+/** The longest delay Deno KV's queue accepts: 30 days. */
+const MAX_QUEUE_DELAY_MS = 30 * 24 * 3600 * 1000;
+
+/** What a {@linkcode Scheduler} works with; the engine builds and owns each of them. */
+export interface SchedulerOptions {
+  /** The workflows served, by name. */
+  workflows: ReadonlyMap<string, AnyWorkflow>;
+  /** Reads of runs, for loading a run to carry it on. */
+  store: RunStore;
+  /** The key layout. */
+  keys: KeyLayout;
+  /** Every write goes through it. */
+  batcher: CommitBatcher;
+  /** The concurrency caps. */
+  slots: Slots;
+  /** Where committed transitions are announced. */
+  events: EventHub;
+  /** The source of time. */
+  clock: Clock;
+  /** Random numbers in [0, 1) for backoff jitter. */
+  random: () => number;
+  /** Largest step output stored, in bytes of JSON. */
+  maxOutputBytes: number;
+  /** Whether the KV queue carries sweep messages (and the engine listens to it). */
+  useQueue: boolean;
+  /**
+   * Reads a run's snapshot the way the engine's `get` does; used to resolve
+   * the waiters of a reloaded run that turns out to have ended.
+   */
+  readSnapshot(runId: string): Promise<RunSnapshot>;
+}
+
+/**
+ * Holds the unfinished runs of one engine and moves them on. Built by
+ * `createEngine`, which is where to look for an example.
+ */
+export class Scheduler {
+  readonly #defs: ReadonlyMap<string, AnyWorkflow>;
+  readonly #store: RunStore;
+  readonly #keys: KeyLayout;
+  readonly #batcher: CommitBatcher;
+  readonly #slots: Slots;
+  readonly #events: EventHub;
+  readonly #clock: Clock;
+  readonly #random: () => number;
+  readonly #useQueue: boolean;
+  readonly #readSnapshot: (runId: string) => Promise<RunSnapshot>;
+  readonly #launch: LaunchOptions;
+  readonly #live = new Map<string, LiveRun>();
+  readonly #ulid = monotonicFactory();
+  #closing = false;
+  #stopped = false;
+  #pumpScheduled = false;
+  #idleWaiters = new Set<() => void>();
+  readonly #resyncing = new Set<string>();
+  readonly #commitFailures = new Map<string, number>();
+  /** When the earliest sweep message still on the queue is due, if any. */
+  #sweepDueAt: number | undefined;
+
+  /** Creates a scheduler holding no run yet. */
+  constructor(options: SchedulerOptions) {
+    this.#defs = options.workflows;
+    this.#store = options.store;
+    this.#keys = options.keys;
+    this.#batcher = options.batcher;
+    this.#slots = options.slots;
+    this.#events = options.events;
+    this.#clock = options.clock;
+    this.#random = options.random;
+    this.#useQueue = options.useQueue;
+    this.#readSnapshot = options.readSnapshot;
+    this.#launch = {
+      clock: options.clock,
+      batcher: options.batcher,
+      keys: options.keys,
+      maxOutputBytes: options.maxOutputBytes,
+      stopped: () => this.#stopped,
+      settle: (t, result) => this.#settle(t.live, t.step, t.running, result),
+    };
+  }
+
+  /** The unfinished runs held, by id. */
+  get runs(): ReadonlyMap<string, LiveRun> {
+    return this.#live;
+  }
+
+  /** Whether `shutdown()` was called: nothing new starts. */
+  get closing(): boolean {
+    return this.#closing;
+  }
+
+  // ---------------------------------------------------------------- creating and ending runs
+
+  /**
+   * Stores a new run of `def` and starts its first steps. Resolves with its
+   * summary once committed, or `undefined` when another writer took the
+   * idempotency key first (the run is then dropped).
+   */
+  async create(
+    def: AnyWorkflow,
+    inputJson: string,
+    options: { idempotencyKey?: string } = {},
+  ): Promise<RunSummary | undefined> {
+    const { idempotencyKey } = options;
+    const now = this.#clock.now();
+    const id = this.#ulid(now);
+    const input = JSON.parse(inputJson);
+    const record: RunRecord = { id, workflow: def.name, status: "pending", createdAt: now };
+    const txn = new Txn();
+    if (inputJson.length <= INLINE_OUTPUT_BYTES) {
+      record.input = input;
+    } else {
+      const chunks = splitJson(inputJson);
+      record.inputChunks = chunks.length;
+      record.inputBytes = chunks.reduce((n, c) => n + c.byteLength, 0);
+      chunks.forEach((c, i) => txn.extraSets.push([this.#keys.inputChunk(id, i), c]));
+    }
+    if (idempotencyKey !== undefined) record.idempotencyKey = idempotencyKey;
+    const live = newLiveRun(def, {
+      record,
+      input,
+      steps: new Map(
+        def.steps.map((s) => [s.name, { status: "pending", attempts: 0, errors: [] }]),
+      ),
+      results: new Map(),
+      nextSeq: 0,
+    });
+    this.#live.set(id, live);
+    txn.runs.set(live, { fromStatus: null, idem: idempotencyKey });
+    txn.record(live, { type: "run", seq: live.nextSeq++, at: now, from: null, to: "pending" });
+    for (const s of def.steps) if (s.needs.length === 0) this.#tryStart(txn, live, s);
+    const summary = summarize(record);
+    const ok = await this.#commit(txn);
+    if (!ok) {
+      // Another writer took the idempotency key first: undo; the caller returns its run.
+      this.#forget(live);
+      return undefined;
+    }
+    return { ...summary, status: live.record.status };
+  }
+
+  /** Ends a live, unfinished run as cancelled; resolves with its snapshot once committed. */
+  async cancel(live: LiveRun, reason: string): Promise<RunSnapshot> {
+    const txn = new Txn();
+    this.#endRun(txn, live, "cancelled", { name: "RunCancelledError", message: reason });
+    const snapshot = liveSnapshot(live);
+    await this.#commit(txn);
+    return snapshot;
+  }
+
+  /**
+   * Stops taking work, waits up to `graceMs` for attempts in flight, writes
+   * the rest back as due, rejects every waiter, drops every run, and flushes
+   * every pending write.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    this.#closing = true;
+    if (this.#runningCount() > 0 && graceMs > 0) {
+      let timer: TimerHandle | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => this.#idleWaiters.add(resolve)),
+        new Promise<void>((resolve) => timer = this.#clock.setTimeout(resolve, graceMs)),
+      ]);
+      if (timer) this.#clock.clearTimeout(timer);
+      this.#idleWaiters.clear();
+    }
+    // Attempts still running are abandoned: they are written back as due
+    // now, without counting against maxAttempts, so the next start reruns
+    // them and a deploy costs no step an attempt.
+    const txn = new Txn();
+    const now = this.#clock.now();
+    for (const live of this.#live.values()) {
+      for (const [name, r] of live.running) {
+        const rec = live.steps.get(name)!;
+        const error = toErrorData(new AttemptInterruptedError(name, r.attempt, "engine shut down"));
+        recordStep(txn, live, {
+          step: name,
+          next: {
+            ...rec,
+            status: transitionStep(rec.status, "waiting"),
+            errors: boundErrors([...rec.errors, { attempt: r.attempt, at: now, error }]),
+            nextAttemptAt: now,
+            uncharged: (rec.uncharged ?? 0) + 1,
+          },
+          attempt: r.attempt,
+          error,
+          nextAttemptAt: now,
+          at: this.#clock.now(),
+        });
+      }
+    }
+    await this.#commit(txn).catch(() => {});
+    await this.#batcher.drain();
+    this.#stopped = true;
+    const closed = new EngineClosedError();
+    for (const live of this.#live.values()) {
+      for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
+      live.retryTimers.clear();
+      for (const [name, r] of live.running) {
+        r.controller.abort(new StepCancelledError(name, "engine closed"));
+      }
+      for (const w of live.waiters) w.reject(closed);
+      live.waiters.clear();
+    }
+    this.#live.clear();
+    await this.#batcher.drain();
+  }
+
+  // ---------------------------------------------------------------- recovery
+
+  /**
+   * Loads a run from KV and carries it on; `waiters` of an earlier copy of
+   * it (see `#resync`) move over. Resolves whether the run was resumed.
+   */
+  async resume(runId: string, waiters: Iterable<Waiter> = []): Promise<boolean> {
+    const loaded = await loadRun(runId, { store: this.#store, workflows: this.#defs });
+    if (loaded.kind === "missing") return false;
+    if (loaded.kind === "finished") {
+      const snapshot = await this.#readSnapshot(runId);
+      for (const w of waiters) w.resolve(snapshot);
+      return false;
+    }
+    if (loaded.kind === "unserved") {
+      log.warn("Run {runId} of unknown workflow {workflow} left as it is", {
+        runId,
+        workflow: loaded.record.workflow,
+      });
+      return false;
+    }
+    const { live } = loaded;
+    const { def, steps } = live;
+    for (const w of waiters) live.waiters.add(w);
+    this.#live.set(runId, live);
+    const txn = new Txn();
+    const now = this.#clock.now();
+    const interrupted = new Set<string>();
+    for (const s of def.steps) {
+      const rec = steps.get(s.name)!;
+      if (rec.status === "running") {
+        interrupted.add(s.name);
+        // The process that ran this attempt is gone; its result was never committed.
+        log.warn("Recovering step {step} of run {runId}: attempt {attempt} was interrupted", {
+          workflow: def.name,
+          runId,
+          step: s.name,
+          attempt: rec.attempts,
+        });
+        this.#attemptFailed(
+          txn,
+          live,
+          s,
+          rec.attempts,
+          new AttemptInterruptedError(s.name, rec.attempts),
+          0,
+        );
+      }
+    }
+    if (!isTerminalRun(live.record.status)) {
+      for (const s of def.steps) {
+        const rec = steps.get(s.name)!;
+        if (rec.status === "waiting" && !interrupted.has(s.name)) {
+          this.#armRetry(txn, live, s, rec.nextAttemptAt ?? now);
+        } else if (rec.status === "pending" && needsMet(live, s)) {
+          this.#tryStart(txn, live, s);
+        }
+      }
+      if (allStepsSucceeded(live)) {
+        recordRunStatus(txn, live, { to: "succeeded", at: this.#clock.now() });
+      }
+    }
+    await this.#commit(txn);
+    return true;
+  }
+
+  // ---------------------------------------------------------------- scheduling
+
+  /**
+   * Starts `step` in this write if a slot is free and no other work waits
+   * for one; otherwise queues it (FIFO) for a slot once this write is on disk.
+   */
+  #tryStart(txn: Txn, live: LiveRun, step: StepDefinition): void {
+    if (this.#closing || isTerminalRun(live.record.status)) return;
+    if (live.running.has(step.name) || live.queued.has(step.name)) return;
+    const capKey = `${live.def.name}/${step.name}`;
+    if (this.#slots.waiting === 0 && this.#slots.tryAcquire(capKey, step.concurrency)) {
+      this.#beginAttempt(txn, live, step, capKey);
+      return;
+    }
+    live.readyBy.set(step.name, txn);
+    live.queued.add(step.name);
+    this.#slots.enqueue({ runId: live.record.id, step: step.name, capKey, cap: step.concurrency });
+    txn.after.push(() => this.#schedulePump());
+  }
+
+  /** Records a new attempt as running (slot already taken); launches it once committed. */
+  #beginAttempt(txn: Txn, live: LiveRun, step: StepDefinition, capKey: string): void {
+    const now = this.#clock.now();
+    const rec = live.steps.get(step.name)!;
+    const attempt = rec.attempts + 1;
+    const next: StepRecord = {
+      ...rec,
+      status: transitionStep(rec.status, "running"),
+      attempts: attempt,
+      startedAt: rec.startedAt ?? now,
+      attemptStartedAt: now,
+    };
+    delete next.nextAttemptAt;
+    recordStep(txn, live, { step: step.name, next, attempt, at: this.#clock.now() });
+    if (live.record.status === "pending") {
+      recordRunStatus(txn, live, { to: "running", at: this.#clock.now() });
+    }
+    const running: RunningAttempt = {
+      attempt,
+      controller: new AbortController(),
+      startedAt: now,
+      capKey,
+    };
+    live.running.set(step.name, running);
+    live.readyBy.delete(step.name);
+    this.#planSweep(txn, this.#clock.now());
+    // The body runs only once its attempt is on disk, so a crash at any
+    // moment finds the attempt recorded and reruns it as a new one.
+    txn.after.push(() => launchAttempt({ live, step, running }, this.#launch));
+  }
+
+  /** Gives the attempt's slot back; true if it was still the current attempt. */
+  #finishAttempt(live: LiveRun, step: string, running?: RunningAttempt): boolean {
+    const current = live.running.get(step);
+    if (!current || (running && current !== running)) return false;
+    live.running.delete(step);
+    this.#slots.release(current.capKey);
+    this.#schedulePump();
+    if (this.#runningCount() === 0) { for (const w of this.#idleWaiters) w(); }
+    return true;
+  }
+
+  /** Commits an attempt's end: its result and what it makes ready, or its failure. */
+  #settle(
+    live: LiveRun,
+    step: StepDefinition,
+    running: RunningAttempt,
+    result: AttemptResult,
+  ): void {
+    if (this.#stopped || !this.#finishAttempt(live, step.name, running)) return;
+    if (isTerminalRun(live.record.status)) return;
+    const txn = new Txn();
+    if (result.ok) {
+      const { encoded } = result;
+      const now = this.#clock.now();
+      const rec = live.steps.get(step.name)!;
+      recordStep(txn, live, {
+        step: step.name,
+        next: {
+          ...rec,
+          status: transitionStep(rec.status, "succeeded"),
+          finishedAt: now,
+          output: encoded.ref,
+        },
+        attempt: running.attempt,
+        durationMs: now - running.startedAt,
+        at: this.#clock.now(),
+      });
+      live.results.set(step.name, encoded.value);
+      for (const child of live.def.steps) {
+        if (
+          child.needs.includes(step.name) && live.steps.get(child.name)!.status === "pending" &&
+          needsMet(live, child)
+        ) {
+          this.#tryStart(txn, live, child);
+        }
+      }
+      if (allStepsSucceeded(live)) {
+        recordRunStatus(txn, live, { to: "succeeded", at: this.#clock.now() });
+      }
+    } else {
+      this.#attemptFailed(txn, live, step, running.attempt, result.error);
+    }
+    this.#background(txn);
+  }
+
+  /** Records a failed attempt: schedules the retry, or fails the step and the run. */
+  #attemptFailed(
+    txn: Txn,
+    live: LiveRun,
+    step: StepDefinition,
+    attempt: number,
+    error: unknown,
+    delayOverrideMs?: number,
+  ): void {
+    const now = this.#clock.now();
+    const data = toErrorData(error);
+    const rec = live.steps.get(step.name)!;
+    const errors = boundErrors([...rec.errors, { attempt, at: now, error: data }]);
+    const attemptMs = rec.status === "running" && rec.attemptStartedAt !== undefined
+      ? now - rec.attemptStartedAt
+      : undefined;
+    const nonRetryable = error instanceof NonRetryableError || error instanceof OutputError;
+    // Attempts abandoned by a graceful shutdown do not count.
+    if (!nonRetryable && attempt - (rec.uncharged ?? 0) < step.retry.maxAttempts) {
+      const delayMs = delayOverrideMs ??
+        (error instanceof RetryAfterError
+          ? error.delayMs
+          : backoffDelayMs(step.retry, attempt + 1, this.#random));
+      recordStep(txn, live, {
+        step: step.name,
+        next: {
+          ...rec,
+          status: transitionStep(rec.status, "waiting"),
+          errors,
+          nextAttemptAt: now + delayMs,
+        },
+        attempt,
+        error: data,
+        nextAttemptAt: now + delayMs,
+        durationMs: attemptMs,
+        at: this.#clock.now(),
+      });
+      live.readyBy.set(step.name, txn);
+      this.#armRetry(txn, live, step, now + delayMs);
+      return;
+    }
+    recordStep(txn, live, {
+      step: step.name,
+      next: { ...rec, status: transitionStep(rec.status, "failed"), errors, finishedAt: now },
+      attempt,
+      error: data,
+      durationMs: attemptMs,
+      at: this.#clock.now(),
+    });
+    const reason = error instanceof StepTimeoutError
+      ? "timed out"
+      : nonRetryable
+      ? "failed with a non-retryable error"
+      : `failed after ${attempt} attempt${attempt === 1 ? "" : "s"}`;
+    this.#endRun(txn, live, "failed", {
+      name: "StepFailedError",
+      message: `Step '${step.name}' ${reason}: ${data.message}`,
+      details: { step: step.name, attempt },
+      cause: data,
+    }, step.name);
+  }
+
+  /**
+   * Arms the in-process timer for a retry due at `dueAt` (absolute, so a
+   * late arm or a restart keeps the schedule); the KV queue carries a backup
+   * wake-up.
+   */
+  #armRetry(txn: Txn, live: LiveRun, step: StepDefinition, dueAt: number): void {
+    if (this.#closing) return;
+    const delayMs = Math.max(0, dueAt - this.#clock.now());
+    if (delayMs === 0) return this.#tryStart(txn, live, step);
+    this.#planSweep(txn, dueAt);
+    txn.after.push(() => {
+      if (this.#closing || live.dead || live.retryTimers.has(step.name)) return;
+      const timer = this.#clock.setTimeout(() => {
+        live.retryTimers.delete(step.name);
+        this.#retryDue(live, step);
+      }, dueAt - this.#clock.now());
+      live.retryTimers.set(step.name, timer);
+    });
+  }
+
+  /**
+   * Makes sure a sweep message is on the KV queue, written with `txn`, due
+   * no later than `dueAt`. Sweeps are the queue's copy of the engine's work:
+   * a sweep that finds the work already in hand does nothing. One message
+   * covers every run, so the queue holds a handful of messages, not one per
+   * step or timer (a large queue slows every delivery; see KV_FACTS).
+   */
+  #planSweep(txn: Txn, dueAt: number): void {
+    if (!this.#useQueue || this.#closing) return;
+    if (this.#sweepDueAt !== undefined && this.#sweepDueAt <= dueAt) return;
+    this.#sweepDueAt = dueAt;
+    const delayMs = Math.min(MAX_QUEUE_DELAY_MS, Math.max(0, dueAt - this.#clock.now()));
+    txn.enqueues.push({ value: { weft: "sweep" }, delayMs });
+  }
+
+  #retryDue(live: LiveRun, step: StepDefinition): void {
+    if (this.#closing || this.#live.get(live.record.id) !== live) return;
+    if (live.steps.get(step.name)?.status !== "waiting") return;
+    const txn = new Txn();
+    this.#tryStart(txn, live, step);
+    this.#background(txn);
+  }
+
+  /** Ends a run: aborts running attempts, cancels waits, skips what never started. */
+  #endRun(
+    txn: Txn,
+    live: LiveRun,
+    status: "failed" | "cancelled",
+    error: ErrorData,
+    failedStep?: string,
+  ): void {
+    const now = this.#clock.now();
+    for (const s of live.def.steps) {
+      const rec = live.steps.get(s.name)!;
+      if (isTerminalStep(rec.status)) continue;
+      const running = live.running.get(s.name);
+      if (running) {
+        this.#finishAttempt(live, s.name, running);
+        running.controller.abort(
+          new StepCancelledError(s.name, status === "cancelled" ? "run cancelled" : "run failed"),
+        );
+      }
+      const timer = live.retryTimers.get(s.name);
+      if (timer) {
+        this.#clock.clearTimeout(timer);
+        live.retryTimers.delete(s.name);
+      }
+      const to: StepStatus = rec.status === "pending" ? "skipped" : "cancelled";
+      recordStep(txn, live, {
+        step: s.name,
+        next: { ...rec, status: transitionStep(rec.status, to), finishedAt: now },
+        attempt: rec.attempts,
+        at: this.#clock.now(),
+      });
+    }
+    for (const step of live.queued) this.#slots.forget(live.record.id, step);
+    live.queued.clear();
+    live.record = { ...live.record, error };
+    if (failedStep) live.record.failedStep = failedStep;
+    recordRunStatus(txn, live, { to: status, error, at: this.#clock.now() });
+  }
+
+  #schedulePump(): void {
+    if (this.#pumpScheduled || this.#closing) return;
+    this.#pumpScheduled = true;
+    queueMicrotask(() => {
+      this.#pumpScheduled = false;
+      if (this.#closing) return;
+      // Work whose ready record is still being written would only hold a
+      // slot while it waits; durable work goes first.
+      const granted = this.#slots.takeFitting((r) =>
+        this.#live.get(r.runId)?.readyBy.get(r.step)?.durable ?? true
+      );
+      if (granted.length === 0) return;
+      const txn = new Txn();
+      for (const g of granted) {
+        const live = this.#live.get(g.runId);
+        const step = live?.def.getStep(g.step);
+        if (!live || !step || !live.queued.delete(g.step) || isTerminalRun(live.record.status)) {
+          this.#slots.release(g.capKey);
+          continue;
+        }
+        this.#beginAttempt(txn, live, step, g.capKey);
+      }
+      this.#background(txn);
+    });
+  }
+
+  #runningCount(): number {
+    // A slot is held exactly while an attempt is in `live.running`.
+    return this.#slots.inUse;
+  }
+
+  // ---------------------------------------------------------------- queue
+
+  /** Handles a message from the KV queue: starts whatever is ready or due among the runs it names. */
+  onQueueMessage(message: unknown): void {
+    if (this.#closing) return;
+    const parsed = queueMessageSchema.safeParse(message);
+    if (!parsed.success) {
+      log.warn("Ignored a queue message that is not Weft's: {issues}", {
+        issues: parsed.error.issues,
+      });
+      return;
+    }
+    const now = this.#clock.now();
+    if (this.#sweepDueAt !== undefined && this.#sweepDueAt <= now) this.#sweepDueAt = undefined;
+    const runs = parsed.data.weft === "sweep"
+      ? [...this.#live.values()]
+      : parsed.data.runIds.flatMap((id) => this.#live.get(id) ?? []);
+    const txn = new Txn();
+    let later: number | undefined;
+    for (const live of runs) {
+      if (isTerminalRun(live.record.status)) continue;
+      // Everything here is normally already in hand; this finds what was not.
+      for (const s of live.def.steps) {
+        const rec = live.steps.get(s.name)!;
+        if (rec.status === "pending" && needsMet(live, s)) this.#tryStart(txn, live, s);
+        if (rec.status !== "waiting" || live.queued.has(s.name)) continue;
+        const due = rec.nextAttemptAt ?? 0;
+        if (due > now) {
+          later = Math.min(later ?? due, due);
+          continue;
+        }
+        // Due, whether or not its in-process timer has fired yet.
+        const timer = live.retryTimers.get(s.name);
+        if (timer) this.#clock.clearTimeout(timer);
+        live.retryTimers.delete(s.name);
+        this.#tryStart(txn, live, s);
+      }
+    }
+    if (later !== undefined) this.#planSweep(txn, later);
+    this.#background(txn);
+  }
+
+  // ---------------------------------------------------------------- commits
+
+  /** Writes a transaction; effects run only once it is durable. */
+  async #commit(txn: Txn): Promise<boolean> {
+    if (txn.empty) {
+      txn.durable = true;
+      for (const fn of txn.after) fn();
+      return true;
+    }
+    const op = toWriteOp(txn, this.#keys);
+    // Which runs this write ends is read now: it is what the write holds.
+    const terminal = endedRuns(txn);
+    const touched = new Set([...txn.runs.keys(), ...txn.steps.keys()]);
+    const write = this.#batcher.write(op);
+    for (const live of touched) {
+      live.uncommitted++;
+      live.lastCommit = write;
+    }
+    let ok: boolean;
+    try {
+      ok = await write;
+    } catch (error) {
+      log.error("A KV commit failed; affected runs are reloaded from KV: {error}", { error });
+      for (const live of touched) live.uncommitted--;
+      for (const live of touched) this.#resync(live, error);
+      throw error;
+    }
+    for (const live of touched) live.uncommitted--;
+    if (!ok) return false;
+    txn.durable = true;
+    if (this.#commitFailures.size > 0) {
+      for (const live of touched) this.#commitFailures.delete(live.record.id);
+    }
+    for (const fn of txn.after) fn();
+    for (const [live, events] of txn.history) {
+      for (const event of events) {
+        this.#events.emit({ runId: live.record.id, workflow: live.def.name, event });
+      }
+    }
+    for (const live of terminal) {
+      if (this.#live.get(live.record.id) === live) this.#live.delete(live.record.id);
+      if (live.waiters.size === 0) continue;
+      const snapshot = liveSnapshot(live);
+      for (const w of live.waiters) w.resolve(snapshot);
+      live.waiters.clear();
+    }
+    return true;
+  }
+
+  /** Commits without waiting; a failure is logged and its runs reloaded by `#commit`. */
+  #background(txn: Txn): void {
+    this.#commit(txn).catch(() => {});
+  }
+
+  /**
+   * After a failed write, drops the run from memory and reloads it from KV
+   * once its other queued writes have settled; once per run at a time, and
+   * not again after three failures in a row (the run then stays as it is on
+   * disk until the next start, and its waiters are rejected with the error).
+   */
+  #resync(live: LiveRun, error: unknown): void {
+    if (live.dead) return;
+    const runId = live.record.id;
+    this.#forget(live);
+    if (this.#closing || this.#resyncing.has(runId)) return;
+    const failures = (this.#commitFailures.get(runId) ?? 0) + 1;
+    this.#commitFailures.set(runId, failures);
+    if (failures > 3) {
+      log.error("Run {runId} is stuck: its writes keep failing ({error}); left as it is on disk", {
+        runId,
+        error,
+      });
+      for (const w of live.waiters) w.reject(error);
+      return;
+    }
+    this.#resyncing.add(runId);
+    (async () => {
+      await this.#batcher.drain();
+      if (!this.#closing) await this.resume(runId, live.waiters);
+    })().catch((e) => log.error("Run {runId} could not be reloaded: {error}", { runId, error: e }))
+      .finally(() => this.#resyncing.delete(runId));
+  }
+
+  /** Drops a run from memory without writing anything. */
+  #forget(live: LiveRun): void {
+    live.dead = true;
+    for (const [name, r] of live.running) {
+      this.#finishAttempt(live, name, r);
+      r.controller.abort(new StepCancelledError(name, "run reloaded"));
+    }
+    for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
+    live.retryTimers.clear();
+    for (const step of live.queued) this.#slots.forget(live.record.id, step);
+    live.queued.clear();
+    if (this.#live.get(live.record.id) === live) this.#live.delete(live.record.id);
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * Executes one recorded attempt of a step for a live run: gives the body its
+ * context (input, results of the steps it needs, signal, logger), runs it
+ * under its timeout, encodes the output and writes a large one to KV, then
+ * hands the result back to the scheduler to commit. Nothing here changes the
+ * run's state.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { runAttempt } from "./attempt.ts";
+import type { Clock } from "./clock.ts";
+import type { CommitBatcher } from "./commit_batcher.ts";
+import type { KeyLayout } from "./keys.ts";
+import type { LiveRun, RunningAttempt } from "./live_run.ts";
+import { type EncodedOutput, encodeOutput } from "./output.ts";
+import type { StepDefinition } from "../steps/workflow.ts";
+
+/** Output chunks of 60 KB per write keep each write well under KV's 800 KiB commit limit. */
+const OUTPUT_CHUNKS_PER_WRITE = 8;
+
+/** One attempt of one step of a live run. */
+export interface AttemptTarget {
+  /** The run. */
+  live: LiveRun;
+  /** The step. */
+  step: StepDefinition;
+  /** The attempt, as recorded in `live.running`. */
+  running: RunningAttempt;
+}
+
+/** How an attempt ended, ready to commit: its encoded output (already on disk if large), or why it failed. */
+export type AttemptResult =
+  | { ok: true; encoded: EncodedOutput }
+  | { ok: false; error: unknown };
+
+/** What {@linkcode launchAttempt} needs of the engine. */
+export interface LaunchOptions {
+  /** The source of time, for the attempt's timeout. */
+  clock: Clock;
+  /** Writes the chunks of a large output. */
+  batcher: CommitBatcher;
+  /** The key layout, for the chunks of a large output. */
+  keys: KeyLayout;
+  /** Largest output stored, in bytes of JSON. */
+  maxOutputBytes: number;
+  /** Whether the engine has stopped: a stopped engine acts on no attempt. */
+  stopped(): boolean;
+  /** Commits how the attempt ended; not called for an attempt that was superseded. */
+  settle(target: AttemptTarget, result: AttemptResult): void;
+}
+
+/**
+ * Runs the attempt unless it is no longer the step's current one, and calls
+ * `settle` with its result unless it was superseded by the time it ended.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { systemClock } from "./clock.ts";
+ * import { CommitBatcher } from "./commit_batcher.ts";
+ * import { keyLayout } from "./keys.ts";
+ * import { newLiveRun } from "./live_run.ts";
+ * import { type AttemptResult, launchAttempt } from "./step_execution.ts";
+ * import { workflow } from "../steps/workflow.ts";
+ * const wf = workflow("wf").step("a", ({ input }) => `hi ${input}`);
+ * const live = newLiveRun(wf, {
+ *   record: { id: "r", workflow: "wf", status: "running", createdAt: 0 },
+ *   input: "ada",
+ *   steps: new Map(),
+ *   results: new Map(),
+ *   nextSeq: 0,
+ * });
+ * const running = { attempt: 1, controller: new AbortController(), startedAt: 0, capKey: "wf/a" };
+ * live.running.set("a", running);
+ * const kv = await Deno.openKv(":memory:");
+ * const result = await new Promise<AttemptResult>((settle) =>
+ *   launchAttempt({ live, step: wf.getStep("a")!, running }, {
+ *     clock: systemClock,
+ *     batcher: new CommitBatcher(kv),
+ *     keys: keyLayout(),
+ *     maxOutputBytes: 1024,
+ *     stopped: () => false,
+ *     settle: (_, result) => settle(result),
+ *   })
+ * );
+ * assert.ok(result.ok && result.encoded.value === "hi ada");
+ * kv.close();
+ * ```
+ */
+export function launchAttempt(target: AttemptTarget, options: LaunchOptions): void {
+  const { live, step, running } = target;
+  if (live.dead || options.stopped() || live.running.get(step.name) !== running) return;
+  const { attempt, controller } = running;
+  const stepLog = getLogger(["weft", "step"]).with({
+    workflow: live.def.name,
+    runId: live.record.id,
+    step: step.name,
+    attempt,
+  });
+  const results: Record<string, unknown> = {};
+  for (const n of step.needs) results[n] = live.results.get(n);
+  runAttempt({
+    step: step.name,
+    attempt,
+    timeoutMs: step.timeoutMs,
+    controller,
+    clock: options.clock,
+    body: () =>
+      step.fn({
+        input: live.input,
+        results,
+        signal: controller.signal,
+        attempt,
+        runId: live.record.id,
+        workflow: live.def.name,
+        step: step.name,
+        log: stepLog,
+      }),
+  }).then((outcome) => {
+    // A late result of an abandoned or superseded attempt never touches state.
+    if (options.stopped() || live.running.get(step.name) !== running) return;
+    if (!outcome.ok) return options.settle(target, outcome);
+    let encoded: EncodedOutput;
+    try {
+      encoded = encodeOutput(step.name, running.attempt, outcome.value, options.maxOutputBytes);
+    } catch (error) {
+      return options.settle(target, { ok: false, error });
+    }
+    if (encoded.chunks.length === 0) return options.settle(target, { ok: true, encoded });
+    // A large output goes to disk before the record that points at it, in
+    // writes that each fit in one commit. An attempt that dies in between
+    // leaves chunks under its own attempt number that nothing references.
+    const writes: Promise<boolean>[] = [];
+    for (let i = 0; i < encoded.chunks.length; i += OUTPUT_CHUNKS_PER_WRITE) {
+      writes.push(options.batcher.write({
+        sets: encoded.chunks.slice(i, i + OUTPUT_CHUNKS_PER_WRITE).map((chunk, j) => [
+          options.keys.outputChunk(live.record.id, step.name, running.attempt, i + j),
+          chunk,
+        ]),
+      }));
+    }
+    Promise.all(writes).then(
+      () => options.settle(target, { ok: true, encoded }),
+      (error) => options.settle(target, { ok: false, error }),
+    );
+  });
+}

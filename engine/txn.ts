@@ -1,0 +1,158 @@
+/**
+ * One write of the engine: the runs, steps and history events changed while
+ * handling one event, with the effects to run once they are on disk.
+ * {@linkcode toWriteOp} turns it into KV mutations when it is committed, so
+ * a run or step changed twice in one write is stored once, as it ended.
+ *
+ * @module
+ */
+import type { WriteOp } from "./commit_batcher.ts";
+import type { KeyLayout } from "./keys.ts";
+import type { LiveRun } from "./live_run.ts";
+import type { HistoryEvent } from "./records.ts";
+import { isTerminalRun, type RunStatus } from "./states.ts";
+
+/** History events per KV value, in bytes of JSON (a value holds 64 KiB). */
+export const HISTORY_BYTES_PER_KEY = 40_000;
+
+/**
+ * Changes to apply in one write; materialised only when committed.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Txn } from "./txn.ts";
+ * const txn = new Txn();
+ * assert.ok(txn.empty);
+ * txn.extraSets.push([["k"], 1]);
+ * assert.ok(!txn.empty);
+ * ```
+ */
+export class Txn {
+  /**
+   * Runs whose record is written, with their status before this write
+   * (`null` for a run this write creates) and, for a new run, its
+   * idempotency key.
+   */
+  readonly runs = new Map<LiveRun, { fromStatus: RunStatus | null; idem?: string }>();
+  /** Step records written, by run. */
+  readonly steps = new Map<LiveRun, Set<string>>();
+  /** History events appended, by run, oldest first. */
+  readonly history = new Map<LiveRun, HistoryEvent[]>();
+  /** Other keys written as they are (input chunks). */
+  readonly extraSets: [Deno.KvKey, unknown][] = [];
+  /** Queue messages sent with the write. */
+  readonly enqueues: { value: unknown; delayMs?: number }[] = [];
+  /** Effects to run once the write is durable, in order. */
+  readonly after: (() => void)[] = [];
+  /** Set once committed (at once when there was nothing to write). */
+  durable = false;
+
+  /** Marks the run's record as changed; the first call keeps its status before this write. */
+  touchRun(live: LiveRun, fromStatus: RunStatus | null = live.record.status): void {
+    if (!this.runs.has(live)) this.runs.set(live, { fromStatus });
+  }
+
+  /** Marks one step record of the run as changed. */
+  touchStep(live: LiveRun, step: string): void {
+    let set = this.steps.get(live);
+    if (!set) this.steps.set(live, set = new Set());
+    set.add(step);
+  }
+
+  /** Appends a history event of the run. */
+  record(live: LiveRun, event: HistoryEvent): void {
+    let list = this.history.get(live);
+    if (!list) this.history.set(live, list = []);
+    list.push(event);
+  }
+
+  /** Whether there is nothing to write. */
+  get empty(): boolean {
+    return this.runs.size === 0 && this.steps.size === 0 && this.history.size === 0 &&
+      this.extraSets.length === 0 && this.enqueues.length === 0;
+  }
+}
+
+/**
+ * The KV mutations of `txn`, from the runs' and steps' state at the time of
+ * the call: records, indexes, history, the idempotency check of a new run,
+ * and the queue messages.
+ *
+ * @example A new run writes its record and its indexes
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { keyLayout } from "./keys.ts";
+ * import { newLiveRun } from "./live_run.ts";
+ * import { toWriteOp, Txn } from "./txn.ts";
+ * import { workflow } from "../steps/workflow.ts";
+ * const live = newLiveRun(workflow("wf").step("a", () => 1), {
+ *   record: { id: "r1", workflow: "wf", status: "pending", createdAt: 0 },
+ *   input: null,
+ *   steps: new Map(),
+ *   results: new Map(),
+ *   nextSeq: 0,
+ * });
+ * const txn = new Txn();
+ * txn.touchRun(live, null);
+ * const op = toWriteOp(txn, keyLayout(["weft"]));
+ * assert.deepEqual(op.sets?.map(([key]) => key.join("/")), [
+ *   "weft/run/r1",
+ *   "weft/by_wf/wf/r1",
+ *   "weft/active/r1",
+ * ]);
+ * ```
+ */
+export function toWriteOp(txn: Txn, keys: KeyLayout): WriteOp {
+  const k = keys;
+  const sets: [Deno.KvKey, unknown][] = [...txn.extraSets];
+  const deletes: Deno.KvKey[] = [];
+  const checks: Deno.AtomicCheck[] = [];
+  for (const [live, { fromStatus, idem }] of txn.runs) {
+    const r = live.record;
+    sets.push([k.run(r.id), r]);
+    if (fromStatus === null) {
+      sets.push([k.byWorkflow(r.workflow, r.id), true], [k.active(r.id), true]);
+      if (idem !== undefined) {
+        checks.push({ key: k.idempotency(r.workflow, idem), versionstamp: null });
+        sets.push([k.idempotency(r.workflow, idem), r.id]);
+      }
+    }
+    // Status indexes hold finished runs only; unfinished ones are listed
+    // from the `active` index, so a run's start costs no index writes.
+    if (fromStatus !== r.status && isTerminalRun(r.status)) {
+      sets.push(
+        [k.byStatus(r.status, r.id), true],
+        [k.byWorkflowStatus(r.workflow, r.status, r.id), true],
+      );
+    }
+    if (isTerminalRun(r.status)) deletes.push(k.active(r.id));
+  }
+  for (const [live, names] of txn.steps) {
+    for (const name of names) sets.push([k.step(live.record.id, name), live.steps.get(name)]);
+  }
+  for (const [live, events] of txn.history) {
+    // A KV value holds 64 KiB: a run ending with hundreds of steps spans keys.
+    let part: HistoryEvent[] = [];
+    let bytes = 0;
+    for (const event of events) {
+      const size = JSON.stringify(event).length;
+      if (part.length > 0 && bytes + size > HISTORY_BYTES_PER_KEY) {
+        sets.push([k.history(live.record.id, part[0].seq), part]);
+        part = [];
+        bytes = 0;
+      }
+      part.push(event);
+      bytes += size;
+    }
+    sets.push([k.history(live.record.id, part[0].seq), part]);
+  }
+  return { sets, deletes, checks, enqueues: txn.enqueues };
+}
+
+/** The runs of `txn` that are terminal now: the write ends them. */
+export function endedRuns(txn: Txn): LiveRun[] {
+  const ended: LiveRun[] = [];
+  for (const live of txn.runs.keys()) if (isTerminalRun(live.record.status)) ended.push(live);
+  return ended;
+}
