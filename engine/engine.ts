@@ -164,6 +164,9 @@ export interface Engine {
 }
 const log = getLogger(["weft", "engine"]);
 
+/** Writes waiting to commit beyond which `start` waits (about four commits' worth of starts). */
+const START_BACKLOG = 400;
+
 /** Run ids are ULIDs: 26 characters of Crockford's base32. */
 const RUN_ID_PATTERN = /^[0-9A-HJKMNP-TV-Z]{26}$/;
 
@@ -473,6 +476,10 @@ class WeftEngine implements Engine {
     inputJson: string,
     idempotencyKey: string | undefined,
   ): Promise<StartResult> {
+    // Backpressure: a flood of starts waits for earlier writes to commit
+    // instead of holding thousands of uncommitted runs in memory.
+    await this.#batcher.room(START_BACKLOG);
+    if (this.#scheduler.closing) throw new EngineClosedError();
     const summary: RunSummary | undefined = await this.#scheduler.create(def, inputJson, {
       idempotencyKey,
     });

@@ -337,7 +337,7 @@ export class Scheduler {
       this.#beginAttempt(txn, live, step, capKey);
       return;
     }
-    live.readyBy.set(step.name, txn);
+    live.readyBy.set(step.name, txn.status);
     live.queued.add(step.name);
     this.#slots.enqueue({ runId: live.record.id, step: step.name, capKey, cap: step.concurrency });
     txn.after.push(() => this.#schedulePump());
@@ -466,7 +466,7 @@ export class Scheduler {
         durationMs: attemptMs,
         at: this.#clock.now(),
       });
-      live.readyBy.set(step.name, txn);
+      live.readyBy.set(step.name, txn.status);
       this.#armRetry(txn, live, step, now + delayMs);
       return;
     }
@@ -651,7 +651,7 @@ export class Scheduler {
   /** Writes a transaction; effects run only once it is durable. */
   async #commit(txn: Txn): Promise<boolean> {
     if (txn.empty) {
-      txn.durable = true;
+      txn.status.durable = true;
       for (const fn of txn.after) fn();
       return true;
     }
@@ -675,7 +675,7 @@ export class Scheduler {
     }
     for (const live of touched) live.uncommitted--;
     if (!ok) return false;
-    txn.durable = true;
+    txn.status.durable = true;
     if (this.#commitFailures.size > 0) {
       for (const live of touched) this.#commitFailures.delete(live.record.id);
     }

@@ -45,8 +45,17 @@ export class Txn {
   readonly enqueues: { value: unknown; delayMs?: number }[] = [];
   /** Effects to run once the write is durable, in order. */
   readonly after: (() => void)[] = [];
-  /** Set once committed (at once when there was nothing to write). */
-  durable = false;
+  /**
+   * Whether the write is committed (at once when there was nothing to
+   * write). Queued steps keep this small object, not the whole write, so a
+   * committed write's contents can be collected.
+   */
+  readonly status: { durable: boolean } = { durable: false };
+
+  /** Whether the write is committed. */
+  get durable(): boolean {
+    return this.status.durable;
+  }
 
   /** Marks the run's record as changed; the first call keeps its status before this write. */
   touchRun(live: LiveRun, fromStatus: RunStatus | null = live.record.status): void {
