@@ -748,3 +748,20 @@ Deno.test("engine close abandons running attempts without charging them and reje
   assert.match(done.steps.s.errors[0].error.message, /interrupted by engine shut down/);
   hang.resolve();
 });
+
+Deno.test("engine waits out a retry delay longer than the KV queue's 30-day limit", async () => {
+  const days = 24 * 3600 * 1000;
+  const wf = workflow("patient").step("s", { retry: { maxAttempts: 2 } }, ({ attempt }) => {
+    if (attempt === 1) throw new RetryAfterError("come back next month", 31 * days);
+    return "back";
+  });
+  await using t = await testEngine([wf]);
+  const run = await t.engine.start("patient", null);
+  await waitFor(async () => (await t.engine.get(run.id)).steps.s.status === "waiting", "waiting");
+  await t.clock.advance(31 * days - 1);
+  assert.equal((await t.engine.get(run.id)).steps.s.attempts, 1);
+  await t.clock.advance(1);
+  const done = await t.engine.result(run.id);
+  assert.equal(done.output, "back");
+  assert.equal(done.steps.s.attempts, 2);
+});
