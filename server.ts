@@ -343,22 +343,30 @@ export async function startServer(
 ): Promise<RunningServer> {
   const { workflows, files } = await loadWorkflows(config.workflowPaths);
   let kv: Deno.Kv;
+  let lock: Deno.FsFile | undefined;
   try {
     if (config.kvPath !== ":memory:") {
       await Deno.mkdir(dirname(resolve(config.kvPath)), { recursive: true });
+      lock = await lockKvFile(config.kvPath);
     }
     kv = await Deno.openKv(config.kvPath);
   } catch (error) {
+    lock?.close();
+    if (error instanceof StartupError) throw error;
     throw new StartupError(
       `Cannot open the KV file ${config.kvPath}: ${(error as Error).message}`,
       { cause: error },
     );
   }
+  const release = () => {
+    kv.close();
+    lock?.close();
+  };
   let engine: Engine;
   try {
     engine = await createEngine({ kv, workflows, shutdownGraceMs: config.graceMs });
   } catch (error) {
-    kv.close();
+    release();
     throw new StartupError(`Cannot start the engine: ${(error as Error).message}`, {
       cause: error,
     });
@@ -388,7 +396,7 @@ export async function startServer(
     }, app.fetch);
   } catch (error) {
     await engine.close({ graceMs: 0 });
-    kv.close();
+    release();
     throw new StartupError(
       `Cannot listen on ${config.hostname}:${config.port}: ${(error as Error).message}`,
       { cause: error },
@@ -411,9 +419,27 @@ export async function startServer(
       await server.shutdown();
       observability?.close();
       await engine.close();
-      kv.close();
+      release();
     })();
   return { url, app, engine, shutdown };
+}
+
+/**
+ * Takes an exclusive lock on `<kvPath>.lock` so that one process owns a KV
+ * file: a second engine on the same file would resume the first one's runs
+ * and run their steps again. The OS drops the lock when the process dies,
+ * kill -9 included, so a crashed server never blocks its restart.
+ *
+ * @throws {StartupError} when another process holds the lock.
+ */
+async function lockKvFile(kvPath: string): Promise<Deno.FsFile> {
+  const path = `${kvPath}.lock`;
+  const file = await Deno.open(path, { create: true, write: true });
+  if (await file.tryLock(true)) return file;
+  file.close();
+  throw new StartupError(
+    `Cannot use the KV file ${kvPath} as another Weft process holds it (${path}): one process owns a KV file`,
+  );
 }
 
 /** Reads the server's environment variables: the only place `Deno.env` is read. */

@@ -89,7 +89,11 @@ class ServerProcess implements AsyncDisposable {
       const url = await Promise.race([listening.promise, deadline]);
       return new ServerProcess(child, drained, out, url);
     } catch (error) {
-      child.kill("SIGKILL");
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // It has exited already: that is why it never listened.
+      }
       await child.status;
       await drained.catch(() => {});
       throw new Error(`${(error as Error).message}\nstderr: ${out.stderr}`);
@@ -238,6 +242,29 @@ Deno.test("server with a token refuses requests without it and SIGINT exits 0", 
     assert.equal(allowed.workflows[0].name, "order");
     const status = await server.stop("SIGINT");
     assert.equal(status.code, 0, server.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("server refuses a KV file another server holds, and takes it once that one is killed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_e2e_" });
+  try {
+    const kvPath = join(dir, "kv.sqlite3");
+    await using first = await ServerProcess.start(["--port", "0", "--kv", kvPath]);
+    const second = await ServerProcess.start(["--port", "0", "--kv", kvPath]).then(
+      async (server) => {
+        await server.stop("SIGKILL");
+        return undefined;
+      },
+      (error: Error) => error,
+    );
+    assert.ok(second instanceof Error, "a second server started on the same KV file");
+    assert.match(second.message, /another Weft process holds it/);
+    assert.match(second.message, /kv\.sqlite3/);
+    await first.stop("SIGKILL");
+    await using third = await ServerProcess.start(["--port", "0", "--kv", kvPath]);
+    assert.equal((await json(await third.fetch("/healthz"), 200)).ok, true);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
