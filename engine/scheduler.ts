@@ -19,9 +19,11 @@ import {
   NonRetryableError,
   OutputError,
   RetryAfterError,
+  RunNotFoundError,
   StepCancelledError,
   StepTimeoutError,
   toErrorData,
+  WorkflowNotServedError,
 } from "./errors.ts";
 import type { EventHub } from "./events.ts";
 import type { KeyLayout } from "./keys.ts";
@@ -104,6 +106,12 @@ export class Scheduler {
   #pumpScheduled = false;
   #idleWaiters = new Set<() => void>();
   readonly #resyncing = new Set<string>();
+  /** Runs whose reload must go again: a write failed while it ran. */
+  readonly #reloadAgain = new Set<string>();
+  /** Waiters of runs being reloaded, moved to the reloaded run. */
+  readonly #carried = new Map<string, Set<Waiter>>();
+  /** Steps whose attempts a reload abandoned, not charged to `maxAttempts`. */
+  readonly #abandoned = new Map<string, Set<string>>();
   readonly #commitFailures = new Map<string, number>();
   /** When the earliest sweep message still on the queue is due, if any. */
   #sweepDueAt: number | undefined;
@@ -221,7 +229,11 @@ export class Scheduler {
     const txn = new Txn();
     const now = this.#clock.now();
     for (const live of this.#live.values()) {
-      for (const [name, r] of live.running) {
+      for (const [name, r] of [...live.running]) {
+        // Released first, so a body that ends while this write is in flight
+        // finds its attempt gone and changes nothing.
+        this.#finishAttempt(live, name, r);
+        r.controller.abort(new StepCancelledError(name, "engine closed"));
         const rec = live.steps.get(name)!;
         const error = toErrorData(new AttemptInterruptedError(name, r.attempt, "engine shut down"));
         recordStep(txn, live, {
@@ -247,12 +259,11 @@ export class Scheduler {
     for (const live of this.#live.values()) {
       for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
       live.retryTimers.clear();
-      for (const [name, r] of live.running) {
-        r.controller.abort(new StepCancelledError(name, "engine closed"));
-      }
       for (const w of live.waiters) w.reject(closed);
       live.waiters.clear();
     }
+    for (const waiters of this.#carried.values()) for (const w of waiters) w.reject(closed);
+    this.#carried.clear();
     this.#live.clear();
     await this.#batcher.drain();
   }
@@ -263,15 +274,23 @@ export class Scheduler {
    * Loads a run from KV and carries it on; `waiters` of an earlier copy of
    * it (see `#resync`) move over. Resolves whether the run was resumed.
    */
-  async resume(runId: string, waiters: Iterable<Waiter> = []): Promise<boolean> {
+  async resume(
+    runId: string,
+    waiters: Iterable<Waiter> = [],
+    abandoned: ReadonlySet<string> = new Set(),
+  ): Promise<boolean> {
     const loaded = await loadRun(runId, { store: this.#store, workflows: this.#defs });
-    if (loaded.kind === "missing") return false;
+    if (loaded.kind === "missing") {
+      for (const w of waiters) w.reject(new RunNotFoundError(runId));
+      return false;
+    }
     if (loaded.kind === "finished") {
       const snapshot = await this.#readSnapshot(runId);
       for (const w of waiters) w.resolve(snapshot);
       return false;
     }
     if (loaded.kind === "unserved") {
+      for (const w of waiters) w.reject(new WorkflowNotServedError(runId, loaded.record.workflow));
       log.warn("Run {runId} of unknown workflow {workflow} left as it is", {
         runId,
         workflow: loaded.record.workflow,
@@ -296,12 +315,20 @@ export class Scheduler {
           step: s.name,
           attempt: rec.attempts,
         });
+        // An attempt this process abandoned to reload the run (a failed
+        // write elsewhere in it) was not lost to a crash: it does not count.
+        const reloaded = abandoned.has(s.name);
+        if (reloaded) steps.set(s.name, { ...rec, uncharged: (rec.uncharged ?? 0) + 1 });
         this.#attemptFailed(
           txn,
           live,
           s,
           rec.attempts,
-          new AttemptInterruptedError(s.name, rec.attempts),
+          new AttemptInterruptedError(
+            s.name,
+            rec.attempts,
+            reloaded ? "a reload after a failed write" : undefined,
+          ),
           0,
         );
       }
@@ -338,6 +365,7 @@ export class Scheduler {
       return;
     }
     live.readyBy.set(step.name, txn.status);
+    txn.gated.add(live);
     live.queued.add(step.name);
     this.#slots.enqueue({ runId: live.record.id, step: step.name, capKey, cap: step.concurrency });
     txn.after.push(() => this.#schedulePump());
@@ -521,8 +549,10 @@ export class Scheduler {
   #planSweep(txn: Txn, dueAt: number): void {
     if (!this.#useQueue || this.#closing) return;
     if (this.#sweepDueAt !== undefined && this.#sweepDueAt <= dueAt) return;
-    this.#sweepDueAt = dueAt;
-    const delayMs = Math.min(MAX_QUEUE_DELAY_MS, Math.max(0, dueAt - this.#clock.now()));
+    const now = this.#clock.now();
+    const delayMs = Math.min(MAX_QUEUE_DELAY_MS, Math.max(0, dueAt - now));
+    // The capped time: a sweep that comes before the work is due plans the next.
+    this.#sweepDueAt = now + delayMs;
     txn.enqueues.push({ value: { weft: "sweep" }, delayMs });
   }
 
@@ -660,6 +690,9 @@ export class Scheduler {
     const terminal = endedRuns(txn);
     const touched = new Set([...txn.runs.keys(), ...txn.steps.keys()]);
     const write = this.#batcher.write(op);
+    // Runs whose queued steps wait for this write to be durable are reloaded
+    // too if it fails, or they would wait for ever.
+    const affected = new Set([...touched, ...txn.gated]);
     for (const live of touched) {
       live.uncommitted++;
       live.lastCommit = write;
@@ -670,11 +703,15 @@ export class Scheduler {
     } catch (error) {
       log.error("A KV commit failed; affected runs are reloaded from KV: {error}", { error });
       for (const live of touched) live.uncommitted--;
-      for (const live of touched) this.#resync(live, error);
+      if (txn.enqueues.length > 0) this.#sweepDueAt = undefined;
+      for (const live of affected) this.#resync(live, error);
       throw error;
     }
     for (const live of touched) live.uncommitted--;
-    if (!ok) return false;
+    if (!ok) {
+      if (txn.enqueues.length > 0) this.#sweepDueAt = undefined;
+      return false;
+    }
     txn.status.durable = true;
     if (this.#commitFailures.size > 0) {
       for (const live of touched) this.#commitFailures.delete(live.record.id);
@@ -702,31 +739,64 @@ export class Scheduler {
 
   /**
    * After a failed write, drops the run from memory and reloads it from KV
-   * once its other queued writes have settled; once per run at a time, and
-   * not again after three failures in a row (the run then stays as it is on
-   * disk until the next start, and its waiters are rejected with the error).
+   * once its own queued writes have settled (commits go out in order). One
+   * reload per run at a time; a failure during a reload makes the reload go
+   * again. After three failures in a row the run stays as it is on disk until
+   * the next start, and its waiters are rejected with the error; waiters are
+   * rejected with `EngineClosedError` if the engine closes meanwhile.
    */
   #resync(live: LiveRun, error: unknown): void {
     if (live.dead) return;
     const runId = live.record.id;
+    const abandoned = new Set(live.running.keys());
     this.#forget(live);
-    if (this.#closing || this.#resyncing.has(runId)) return;
+    const carried = this.#carried.get(runId) ?? new Set<Waiter>();
+    for (const w of live.waiters) carried.add(w);
+    live.waiters.clear();
+    this.#carried.set(runId, carried);
+    const pending = this.#abandoned.get(runId) ?? new Set<string>();
+    for (const step of abandoned) pending.add(step);
+    this.#abandoned.set(runId, pending);
     const failures = (this.#commitFailures.get(runId) ?? 0) + 1;
     this.#commitFailures.set(runId, failures);
+    const giveUp = (reason: unknown) => {
+      for (const w of this.#carried.get(runId) ?? []) w.reject(reason);
+      this.#carried.delete(runId);
+      this.#abandoned.delete(runId);
+    };
+    if (this.#closing) return giveUp(new EngineClosedError());
     if (failures > 3) {
       log.error("Run {runId} is stuck: its writes keep failing ({error}); left as it is on disk", {
         runId,
         error,
       });
-      for (const w of live.waiters) w.reject(error);
+      return giveUp(error);
+    }
+    if (this.#resyncing.has(runId)) {
+      this.#reloadAgain.add(runId);
       return;
     }
     this.#resyncing.add(runId);
     (async () => {
-      await this.#batcher.drain();
-      if (!this.#closing) await this.resume(runId, live.waiters);
-    })().catch((e) => log.error("Run {runId} could not be reloaded: {error}", { runId, error: e }))
-      .finally(() => this.#resyncing.delete(runId));
+      let lastWrite = live.lastCommit;
+      do {
+        this.#reloadAgain.delete(runId);
+        await lastWrite.catch(() => {});
+        if (this.#closing) return giveUp(new EngineClosedError());
+        const waiters = this.#carried.get(runId) ?? new Set<Waiter>();
+        const steps = this.#abandoned.get(runId) ?? new Set<string>();
+        this.#carried.delete(runId);
+        this.#abandoned.delete(runId);
+        await this.resume(runId, waiters, steps).catch((e) => {
+          // A failed write of the reload itself comes back through #resync.
+          if (!this.#reloadAgain.has(runId)) throw e;
+        });
+        lastWrite = this.#live.get(runId)?.lastCommit ?? Promise.resolve();
+      } while (this.#reloadAgain.has(runId));
+    })().catch((e) => {
+      log.error("Run {runId} could not be reloaded: {error}", { runId, error: e });
+      giveUp(e);
+    }).finally(() => this.#resyncing.delete(runId));
   }
 
   /** Drops a run from memory without writing anything. */

@@ -43,6 +43,8 @@ export class Txn {
   readonly extraSets: [Deno.KvKey, unknown][] = [];
   /** Queue messages sent with the write. */
   readonly enqueues: { value: unknown; delayMs?: number }[] = [];
+  /** Runs with steps queued for a slot that wait for this write to be durable. */
+  readonly gated = new Set<LiveRun>();
   /** Effects to run once the write is durable, in order. */
   readonly after: (() => void)[] = [];
   /**

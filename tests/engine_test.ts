@@ -765,3 +765,58 @@ Deno.test("engine waits out a retry delay longer than the KV queue's 30-day limi
   assert.equal(done.output, "back");
   assert.equal(done.steps.s.attempts, 2);
 });
+
+Deno.test("engine close survives a body that finishes while its abandonment is written", async () => {
+  const gate = deferred();
+  let started = 0;
+  const wf = workflow("late").step("s", async () => {
+    started++;
+    await gate.promise;
+    return "late";
+  });
+  await using t = await testEngine([wf]);
+  const run = await t.engine.start("late", null);
+  await waitFor(() => started === 1, "running");
+  const closing = t.engine.close({ graceMs: 0 });
+  gate.resolve(); // the body ends while close()'s write is in flight
+  await closing;
+  const engine2 = await t.restart();
+  const done = await engine2.result(run.id);
+  assert.equal(done.status, "succeeded");
+  assert.equal(done.steps.s.attempts, 2);
+  assert.match(done.steps.s.errors[0].error.message, /interrupted by engine shut down/);
+});
+
+Deno.test("engine reload after a failed write does not charge healthy siblings an attempt", async () => {
+  const inner = await Deno.openKv(":memory:");
+  const { kv, state } = flakyKv(inner);
+  const gateA = deferred();
+  const gateB = deferred();
+  const bodies: string[] = [];
+  const wf = workflow("siblings")
+    .step("a", async ({ attempt }) => {
+      bodies.push(`a#${attempt}`);
+      if (attempt === 1) await gateA.promise;
+      return "a";
+    })
+    .step("b", { retry: { maxAttempts: 1 } }, async ({ attempt }) => {
+      bodies.push(`b#${attempt}`);
+      if (attempt === 1) await gateB.promise;
+      return "b";
+    });
+  const engine = await createEngine({ kv, workflows: [wf], clock: new FakeClock() });
+  try {
+    const run = await engine.start("siblings", null);
+    await waitFor(() => bodies.length === 2, "both running");
+    state.failures = 1; // only a's result write fails
+    gateA.resolve();
+    const done = await engine.result(run.id);
+    gateB.resolve();
+    assert.equal(done.status, "succeeded", JSON.stringify(done.error));
+    assert.equal(done.steps.b.attempts, 2);
+    assert.match(done.steps.b.errors[0].error.message, /reload after a failed write/);
+  } finally {
+    await engine.close({ graceMs: 0 });
+    inner.close();
+  }
+});
