@@ -5,26 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { DEFAULT_MAX_BODY_BYTES } from "../http/body.ts";
 import { SESSION_COOKIE } from "../http/auth.ts";
 import { startServer } from "../server.ts";
+import { chromiumAvailable, launchChromium, streamIs } from "./_browser.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const TOKEN = "browser-s3cret";
-const hasChromium = await Deno.stat(CHROMIUM).then(() => true, () => false);
-if (!hasChromium) {
-  console.warn(
-    `%cSkipping the browser login test: ${CHROMIUM} is missing (apt-get install -y chromium)`,
-    "color: yellow",
-  );
-}
-
-/** Runs in the page: whether the run page's event stream is in `state`. */
-const streamIs = (state: string) =>
-  (globalThis as unknown as {
-    document: { documentElement: { dataset: Record<string, string | undefined> } };
-  }).document.documentElement.dataset.stream === state;
+const hasChromium = await chromiumAvailable("the browser login test");
 
 Deno.test({
   name: "browser: with a token, sign in through the form and see the run list",
@@ -44,18 +31,7 @@ Deno.test({
     const base = server.url.origin;
     const run = await engine.start("order", { orderId: "login-1", amount: 5 });
     await engine.result(run.id);
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-      ],
-    });
+    const browser = await launchChromium();
     try {
       const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
       const page = await context.newPage();

@@ -6,19 +6,12 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { DEFAULT_MAX_BODY_BYTES } from "../http/body.ts";
 import { startServer } from "../server.ts";
+import { chromiumAvailable, launchChromium, streamIs } from "./_browser.ts";
 import { control } from "./fixtures/browser_workflows.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
-const hasChromium = await Deno.stat(CHROMIUM).then(() => true, () => false);
-if (!hasChromium) {
-  console.warn(
-    `%cSkipping the browser test: ${CHROMIUM} is missing (apt-get install -y chromium)`,
-    "color: yellow",
-  );
-}
+const hasChromium = await chromiumAvailable("the browser test");
 
 /**
  * Just enough of the DOM for the page-side checks: this file is type-checked
@@ -39,10 +32,6 @@ const allNodesSucceeded = () => {
   return nodes.length > 0 && nodes.every((n) => n.getAttribute("data-status") === "succeeded");
 };
 
-/** Runs in the page: whether the run page's event stream is in `state`. */
-const streamIs = (state: string) =>
-  (globalThis as unknown as PageGlobals).document.documentElement.dataset.stream === state;
-
 Deno.test({
   name: "browser: start an order run from the dashboard and watch its DAG turn green",
   ignore: !hasChromium,
@@ -61,18 +50,7 @@ Deno.test({
     }, () => {});
     const { engine } = server;
     const base = server.url.origin;
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-      ],
-    });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
       page.setDefaultTimeout(15_000);
