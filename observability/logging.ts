@@ -72,22 +72,11 @@ const CONTEXT_FIELDS = ["workflow", "runId", "step", "attempt", "durationMs"] as
  * ```
  */
 export async function configureLogging(options: LoggingOptions = {}): Promise<void> {
-  const format = options.format ?? LogFormat.Json;
-  const level = options.level ?? "info";
-  if (!(Object.values(LogFormat) as string[]).includes(format)) {
-    throw new InvalidArgumentError(
-      `Cannot configure logging as 'format' must be "json" or "pretty": current value is ${
-        JSON.stringify(format)
-      }`,
-    );
-  }
-  if (!isLogLevel(level)) {
-    throw new InvalidArgumentError(
-      `Cannot configure logging as 'level' must be one of trace, debug, info, warning, error, fatal: current value is ${
-        JSON.stringify(level)
-      }`,
-    );
-  }
+  const { format, level } = checkedLogging(
+    options.format ?? LogFormat.Json,
+    options.level ?? "info",
+    ["format", "level"],
+  );
   const write = options.write ?? ((line: string) => console.log(line));
   const formatter = format === LogFormat.Json ? getJsonLinesFormatter() : prettyFormatter();
   const sink: Sink = (record) => write(formatter(record).replace(/\r?\n$/, ""));
@@ -133,18 +122,29 @@ export function loggingOptionsFrom(
     }
     return undefined;
   };
-  const format = flag("--log-format") ?? env.format ?? LogFormat.Json;
-  const level = flag("--log-level") ?? env.level ?? "info";
+  return checkedLogging(
+    flag("--log-format") ?? env.format ?? LogFormat.Json,
+    flag("--log-level") ?? env.level ?? "info",
+    ["--log-format", "--log-level"],
+  );
+}
+
+/** Checks a format and a level, naming them as the caller knows them in errors. */
+function checkedLogging(
+  format: string,
+  level: string,
+  [formatName, levelName]: [string, string],
+): { format: LogFormat; level: LogLevel } {
   if (!(Object.values(LogFormat) as string[]).includes(format)) {
     throw new InvalidArgumentError(
-      `Cannot configure logging as '--log-format' must be "json" or "pretty": current value is ${
+      `Cannot configure logging as '${formatName}' must be "json" or "pretty": current value is ${
         JSON.stringify(format)
       }`,
     );
   }
   if (!isLogLevel(level)) {
     throw new InvalidArgumentError(
-      `Cannot configure logging as '--log-level' must be one of trace, debug, info, warning, error, fatal: current value is ${
+      `Cannot configure logging as '${levelName}' must be one of trace, debug, info, warning, error, fatal: current value is ${
         JSON.stringify(level)
       }`,
     );
