@@ -3,7 +3,7 @@
  * one), launched headless by playwright-core with the flags this machine's
  * closed network needs.
  */
-import { type Browser, chromium } from "playwright-core";
+import { type Browser, chromium, type Page } from "playwright-core";
 
 /** Where Debian's `chromium` package puts the browser. */
 export const CHROMIUM = "/usr/bin/chromium";
@@ -41,3 +41,20 @@ export const streamIs = (state: string): boolean =>
   (globalThis as unknown as {
     document: { documentElement: { dataset: Record<string, string | undefined> } };
   }).document.documentElement.dataset.stream === state;
+
+/**
+ * Collects what should never happen on a page: script errors, console
+ * errors and 4xx/5xx responses. Sets a 15 s default timeout.
+ */
+export function watchPage(page: Page): string[] {
+  page.setDefaultTimeout(15_000);
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  page.on("console", (m) => {
+    if (m.type() === "error") errors.push(m.text());
+  });
+  page.on("response", (r) => {
+    if (r.status() >= 400) errors.push(`${r.status()} ${r.url()}`);
+  });
+  return errors;
+}

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { DEFAULT_MAX_BODY_BYTES } from "../http/body.ts";
 import { SESSION_COOKIE } from "../http/auth.ts";
 import { startServer } from "../server.ts";
-import { chromiumAvailable, launchChromium, streamIs } from "./_browser.ts";
+import { chromiumAvailable, launchChromium, streamIs, watchPage } from "./_browser.ts";
 
 const TOKEN = "browser-s3cret";
 const hasChromium = await chromiumAvailable("the browser login test");
@@ -35,15 +35,7 @@ Deno.test({
     try {
       const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
       const page = await context.newPage();
-      page.setDefaultTimeout(15_000);
-      const errors: string[] = [];
-      page.on("pageerror", (e) => errors.push(e.message));
-      page.on("console", (m) => {
-        if (m.type() === "error") errors.push(m.text());
-      });
-      page.on("response", (r) => {
-        if (r.status() >= 400) errors.push(`${r.status()} ${r.url()}`);
-      });
+      const errors = watchPage(page);
 
       await t.step("a run page without a session shows the login form", async () => {
         await page.goto(`${base}/ui/runs/${run.id}`);

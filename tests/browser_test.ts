@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { DEFAULT_MAX_BODY_BYTES } from "../http/body.ts";
 import { startServer } from "../server.ts";
-import { chromiumAvailable, launchChromium, streamIs } from "./_browser.ts";
+import { chromiumAvailable, launchChromium, streamIs, watchPage } from "./_browser.ts";
 import { control } from "./fixtures/browser_workflows.ts";
 
 const hasChromium = await chromiumAvailable("the browser test");
@@ -53,15 +53,7 @@ Deno.test({
     const browser = await launchChromium();
     try {
       const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
-      page.setDefaultTimeout(15_000);
-      const errors: string[] = [];
-      page.on("pageerror", (e) => errors.push(e.message));
-      page.on("console", (m) => {
-        if (m.type() === "error") errors.push(m.text());
-      });
-      page.on("response", (r) => {
-        if (r.status() >= 400) errors.push(`${r.status()} ${r.url()}`);
-      });
+      const errors = watchPage(page);
 
       await t.step("start an order run from the form", async () => {
         await page.goto(`${base}/`);
