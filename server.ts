@@ -51,6 +51,8 @@ export interface ServerConfig {
   graceMs: number;
   /** Whether 500 responses carry error details. @default {false} */
   debug: boolean;
+  /** Execute steps only, serving no HTTP (`deno task worker`). @default {false} */
+  worker?: boolean;
 }
 
 interface FlagSpec {
@@ -84,6 +86,11 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "on SIGINT/SIGTERM, how long steps in flight may finish (10000)",
   },
   debug: { env: "WEFT_DEBUG", arg: "", help: "show error messages and stacks in 500 responses" },
+  worker: {
+    env: "WEFT_WORKER",
+    arg: "",
+    help: "execute steps only, without HTTP; several processes may share one KV file",
+  },
   "log-format": {
     env: "WEFT_LOG_FORMAT",
     arg: "<json|pretty>",
@@ -181,6 +188,7 @@ export function parseConfig(
         "max-body-bytes": { type: "string" },
         "grace-ms": { type: "string" },
         debug: { type: "boolean" },
+        worker: { type: "boolean" },
         "log-format": { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -206,6 +214,7 @@ export function parseConfig(
   }
   const hostname = pick("hostname") ?? "127.0.0.1";
   const debugEnv = env.WEFT_DEBUG?.toLowerCase();
+  const workerEnv = env.WEFT_WORKER?.toLowerCase();
   return {
     port: integer("port", pick("port") ?? "8000", 0, 65535),
     hostname,
@@ -220,6 +229,7 @@ export function parseConfig(
     ),
     graceMs: integer("grace-ms", pick("grace-ms") ?? "10000", 0, 3_600_000),
     debug: values.debug ?? (debugEnv === "1" || debugEnv === "true"),
+    worker: values.worker ?? (workerEnv === "1" || workerEnv === "true"),
   };
 }
 
@@ -342,35 +352,8 @@ export async function startServer(
   onListen: (line: string) => void = console.log,
 ): Promise<RunningServer> {
   const { workflows, files } = await loadWorkflows(config.workflowPaths);
-  let kv: Deno.Kv;
-  let lock: Deno.FsFile | undefined;
-  try {
-    if (config.kvPath !== ":memory:") {
-      await Deno.mkdir(dirname(resolve(config.kvPath)), { recursive: true });
-      lock = await lockKvFile(config.kvPath);
-    }
-    kv = await Deno.openKv(config.kvPath);
-  } catch (error) {
-    lock?.close();
-    if (error instanceof StartupError) throw error;
-    throw new StartupError(
-      `Cannot open the KV file ${config.kvPath}: ${(error as Error).message}`,
-      { cause: error },
-    );
-  }
-  const release = () => {
-    kv.close();
-    lock?.close();
-  };
-  let engine: Engine;
-  try {
-    engine = await createEngine({ kv, workflows, shutdownGraceMs: config.graceMs });
-  } catch (error) {
-    release();
-    throw new StartupError(`Cannot start the engine: ${(error as Error).message}`, {
-      cause: error,
-    });
-  }
+  const { kv, engine } = await openEngine(config, workflows);
+  const release = () => kv.close();
   const closing = new AbortController();
   let observability: Observability | undefined;
   const app = createApp({
@@ -424,22 +407,62 @@ export async function startServer(
   return { url, app, engine, shutdown };
 }
 
+/** Opens the KV (creating its folder) and starts an engine on it. */
+async function openEngine(
+  config: ServerConfig,
+  workflows: AnyWorkflow[],
+): Promise<{ kv: Deno.Kv; engine: Engine }> {
+  let kv: Deno.Kv;
+  try {
+    if (config.kvPath !== ":memory:") {
+      await Deno.mkdir(dirname(resolve(config.kvPath)), { recursive: true });
+    }
+    kv = await Deno.openKv(config.kvPath);
+  } catch (error) {
+    throw new StartupError(
+      `Cannot open the KV file ${config.kvPath}: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+  try {
+    return { kv, engine: await createEngine({ kv, workflows, shutdownGraceMs: config.graceMs }) };
+  } catch (error) {
+    kv.close();
+    throw new StartupError(`Cannot start the engine: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+}
+
+/** A worker process: an engine that executes steps and serves no HTTP. */
+export interface RunningWorker {
+  /** The engine. */
+  engine: Engine;
+  /** Lets steps in flight finish (grace), gives the rest back, closes the KV. */
+  shutdown(): Promise<void>;
+}
+
 /**
- * Takes an exclusive lock on `<kvPath>.lock` so that one process owns a KV
- * file: a second engine on the same file would resume the first one's runs
- * and run their steps again. The OS drops the lock when the process dies,
- * kill -9 included, so a crashed server never blocks its restart.
+ * Starts a worker: loads the workflows, opens the KV and starts an engine that
+ * claims and executes due work beside the other processes on the same KV.
  *
- * @throws {StartupError} when another process holds the lock.
+ * @throws {StartupError} when workflows fail to load or the KV cannot open.
  */
-async function lockKvFile(kvPath: string): Promise<Deno.FsFile> {
-  const path = `${kvPath}.lock`;
-  const file = await Deno.open(path, { create: true, write: true });
-  if (await file.tryLock(true)) return file;
-  file.close();
-  throw new StartupError(
-    `Cannot use the KV file ${kvPath} as another Weft process holds it (${path}): one process owns a KV file`,
-  );
+export async function startWorker(
+  config: ServerConfig,
+  onReady: (line: string) => void = console.log,
+): Promise<RunningWorker> {
+  const { workflows, files } = await loadWorkflows(config.workflowPaths);
+  const { kv, engine } = await openEngine(config, workflows);
+  const served = workflows.map((wf) => `${wf.name} (${files.get(wf.name)})`).join(", ");
+  onReady(`Weft worker ${engine.workerId} · KV ${config.kvPath} · workflows: ${served}`);
+  let stopping: Promise<void> | undefined;
+  const shutdown = () =>
+    stopping ??= (async () => {
+      await engine.close();
+      kv.close();
+    })();
+  return { engine, shutdown };
 }
 
 /** Reads the server's environment variables: the only place `Deno.env` is read. */
@@ -467,9 +490,9 @@ async function main(): Promise<number> {
     return 0;
   }
   await configureLogging(logging);
-  let server: RunningServer;
+  let server: RunningServer | RunningWorker;
   try {
-    server = await startServer(config);
+    server = config.worker ? await startWorker(config) : await startServer(config);
   } catch (error) {
     if (!(error instanceof StartupError)) throw error;
     console.error(error.message);

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { FencedError } from "./errors.ts";
 
 /** One caller's write: applied all-or-nothing. */
 export interface WriteOp {
@@ -20,6 +21,18 @@ export interface WriteOp {
   enqueues?: { value: unknown; delayMs?: number }[];
 }
 
+/**
+ * A worker's fence: the versionstamp of its registration, checked by every
+ * commit it makes. Another worker that declares it dead deletes the
+ * registration, and every later commit of the fenced worker fails.
+ */
+export interface Fence {
+  /** The worker. */
+  workerId: string;
+  /** The registration key and the versionstamp it was written with. */
+  check: Deno.AtomicCheck;
+}
+
 /** Limits of one batched commit, under the KV's own (1,000 mutations, 800 KiB, 100 checks). */
 export interface CommitBatcherOptions {
   /** @default {900} */
@@ -28,6 +41,8 @@ export interface CommitBatcherOptions {
   maxBytes?: number;
   /** @default {90} */
   maxChecks?: number;
+  /** Called once per fence when a commit finds it broken. */
+  onFenced?: (fence: Fence) => void;
 }
 
 interface Pending {
@@ -35,6 +50,7 @@ interface Pending {
   mutations: number;
   bytes: number;
   checks: number;
+  fence: Fence | undefined;
   resolve: (ok: boolean) => void;
   reject: (error: unknown) => void;
 }
@@ -69,6 +85,46 @@ const isLocked = (error: unknown) =>
   error instanceof Error && /database is locked|busy/i.test(error.message);
 
 /**
+ * How long a commit that keeps throwing "database is locked" is retried. A
+ * thrown commit was not applied, and a completion that gives up orphans its
+ * lease, so this is long; several processes on one file see the error on
+ * most commits under contention (see KV_FACTS).
+ */
+const LOCKED_RETRY_MS = 60_000;
+
+/**
+ * Commits `atomic()` as built by `build`, retrying while SQLite says the
+ * database is locked, with jittered backoff of 1 to 64 ms.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { commitRetryingLocked } from "./commit_batcher.ts";
+ * const kv = await Deno.openKv(":memory:");
+ * const result = await commitRetryingLocked(kv, (a) => a.set(["k"], 1));
+ * assert.ok(result.ok);
+ * kv.close();
+ * ```
+ */
+export async function commitRetryingLocked(
+  kv: Deno.Kv,
+  build: (atomic: Deno.AtomicOperation) => void,
+): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
+  const start = Date.now();
+  for (let tries = 0;; tries++) {
+    const atomic = kv.atomic();
+    build(atomic);
+    try {
+      return await atomic.commit();
+    } catch (error) {
+      if (!isLocked(error) || Date.now() - start > LOCKED_RETRY_MS) throw error;
+      const capMs = Math.min(64, 2 ** Math.min(tries, 6));
+      await new Promise((resolve) => setTimeout(resolve, 1 + Math.random() * capMs));
+    }
+  }
+}
+
+/**
  * Folds concurrent writes into few atomic commits, in arrival order.
  *
  * @example
@@ -94,6 +150,9 @@ export class CommitBatcher {
   #roomWaiters: (() => void)[] = [];
   #backlogLimit = Infinity;
   #flushing: Promise<void> | undefined;
+  #fence: Fence | undefined;
+  readonly #broken = new WeakSet<Fence>();
+  readonly #onFenced: (fence: Fence) => void;
   /** Atomic commits made so far. */
   commits = 0;
   /** Writes acknowledged so far. */
@@ -105,6 +164,21 @@ export class CommitBatcher {
     this.#maxMutations = options.maxMutations ?? 900;
     this.#maxBytes = options.maxBytes ?? 700_000;
     this.#maxChecks = options.maxChecks ?? 90;
+    this.#onFenced = options.onFenced ?? (() => {});
+  }
+
+  /**
+   * The fence every later write checks. A write keeps the fence that was set
+   * when it was queued: a write computed by a fenced worker never lands
+   * under the worker's next registration.
+   */
+  set fence(fence: Fence | undefined) {
+    this.#fence = fence;
+  }
+
+  /** The fence of new writes. */
+  get fence(): Fence | undefined {
+    return this.#fence;
   }
 
   /**
@@ -119,7 +193,9 @@ export class CommitBatcher {
     const mutations = (op.sets?.length ?? 0) + (op.deletes?.length ?? 0) +
       (op.enqueues?.length ?? 0);
     return new Promise<boolean>((resolve, reject) => {
-      this.#queue.push({ op, mutations, bytes, checks: op.checks?.length ?? 0, resolve, reject });
+      const fence = this.#fence;
+      const checks = (op.checks?.length ?? 0) + (fence ? 1 : 0);
+      this.#queue.push({ op, mutations, bytes, checks, fence, resolve, reject });
       this.#flushing ??= this.#flush();
     });
   }
@@ -154,7 +230,7 @@ export class CommitBatcher {
         for (const next of this.#queue) {
           const fits = mutations + next.mutations <= this.#maxMutations &&
             bytes + next.bytes <= this.#maxBytes && checks + next.checks <= this.#maxChecks;
-          if (count > 0 && !fits) break;
+          if (count > 0 && (!fits || next.fence !== this.#queue[0].fence)) break;
           count++;
           mutations += next.mutations;
           bytes += next.bytes;
@@ -172,9 +248,14 @@ export class CommitBatcher {
   }
 
   async #commitBatch(batch: Pending[]): Promise<void> {
+    const fence = batch[0].fence;
+    if (fence && this.#broken.has(fence)) {
+      for (const p of batch) p.reject(new FencedError(fence.workerId));
+      return;
+    }
     let result: Deno.KvCommitResult | Deno.KvCommitError;
     try {
-      result = await this.#commitWithRetry(batch.map((p) => p.op));
+      result = await this.#commitWithRetry(batch.map((p) => p.op), fence);
     } catch (error) {
       if (batch.length === 1) return batch[0].reject(error);
       // Find the write KV refuses; the others are fine on their own.
@@ -186,28 +267,38 @@ export class CommitBatcher {
       for (const p of batch) p.resolve(true);
       return;
     }
+    if (fence && await this.#isBroken(fence)) {
+      for (const p of batch) p.reject(new FencedError(fence.workerId));
+      return;
+    }
     if (batch.length === 1) return batch[0].resolve(false);
     for (const p of batch) await this.#commitBatch([p]);
   }
 
-  async #commitWithRetry(ops: WriteOp[]): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
-    for (let tries = 0;; tries++) {
-      const atomic = this.#kv.atomic();
+  /** Whether a failed commit failed on its fence; tells `onFenced` the first time. */
+  async #isBroken(fence: Fence): Promise<boolean> {
+    if (this.#broken.has(fence)) return true;
+    const entry = await this.#kv.get(fence.check.key);
+    if (entry.versionstamp === fence.check.versionstamp) return false;
+    this.#broken.add(fence);
+    this.#onFenced(fence);
+    return true;
+  }
+
+  async #commitWithRetry(
+    ops: WriteOp[],
+    fence: Fence | undefined,
+  ): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
+    const result = await commitRetryingLocked(this.#kv, (atomic) => {
+      if (fence) atomic.check(fence.check);
       for (const op of ops) {
         for (const check of op.checks ?? []) atomic.check(check);
         for (const [key, value] of op.sets ?? []) atomic.set(key, value);
         for (const key of op.deletes ?? []) atomic.delete(key);
         for (const e of op.enqueues ?? []) atomic.enqueue(e.value, { delay: e.delayMs ?? 0 });
       }
-      try {
-        const result = await atomic.commit();
-        this.commits++;
-        return result;
-      } catch (error) {
-        // A commit that throws "database is locked" was not applied: safe to retry.
-        if (!isLocked(error) || tries >= 50) throw error;
-        await new Promise((resolve) => setTimeout(resolve, Math.min(50, 2 ** tries)));
-      }
-    }
+    });
+    this.commits++;
+    return result;
   }
 }

@@ -12,14 +12,21 @@
  * | `transitions.ts` | recording one transition in memory and in its write |
  * | `txn.ts` | the changes of one write, and their KV mutations |
  * | `live_run.ts` | an unfinished run in memory |
- * | `recovery.ts` | loading an unfinished run from KV |
+ * | `recovery.ts` | loading a leased run from KV |
+ * | `dispatcher.ts` | claiming due runs from the due index |
+ * | `membership.ts` | this worker's registration and heartbeat; fencing dead workers |
+ * | `waiters.ts` | callers of `result()` |
  * | `events.ts` | logging and fanning out committed transitions |
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import { type Clock, systemClock } from "./clock.ts";
-import { CommitBatcher } from "./commit_batcher.ts";
+import { CommitBatcher, type Fence } from "./commit_batcher.ts";
+import { claimOp, Dispatcher } from "./dispatcher.ts";
+import { Membership } from "./membership.ts";
+import { inboxMessageSchema, schedRecordSchema } from "./records.ts";
+import { type Waiter, WaiterRegistry } from "./waiters.ts";
 import {
   EngineClosedError,
   InputTooLargeError,
@@ -32,14 +39,14 @@ import {
   WorkflowNotServedError,
 } from "./errors.ts";
 import { type EngineEvent, EventHub } from "./events.ts";
-import { keyLayout, type KeyPrefix } from "./keys.ts";
-import { liveSnapshot, type Waiter } from "./live_run.ts";
+import { type KeyLayout, keyLayout, type KeyPrefix } from "./keys.ts";
+import { liveSnapshot } from "./live_run.ts";
 import { DEFAULT_MAX_OUTPUT_BYTES } from "./output.ts";
 import type { HistoryEvent } from "./records.ts";
 import { Scheduler } from "./scheduler.ts";
 import { Slots } from "./slots.ts";
 import { attachQueueHandler } from "./queue_listener.ts";
-import { isTerminalRun } from "./states.ts";
+import { isTerminalRun, type RunStatus } from "./states.ts";
 import { type RunSnapshot, type RunSummary, snapshotOf, summarize } from "./snapshot.ts";
 import { type ListRunsOptions, RunStore } from "./store.ts";
 import { type AnyWorkflow, NAME_PATTERN } from "../steps/workflow.ts";
@@ -68,10 +75,46 @@ export interface EngineOptions {
   random?: () => number;
   /**
    * Whether to listen on the KV queue for wake-ups. Turn off only when the
-   * KV does not support queues (KV Connect); recovery then happens at start.
+   * KV does not support queues (KV Connect); wake-ups then come from polling
+   * the due index.
    * @default {true}
    */
   useQueue?: boolean;
+  /**
+   * How often this worker writes its heartbeat. Several workers may share
+   * one KV; each one's liveness is its heartbeat.
+   * @default {5000}
+   */
+  heartbeatIntervalMs?: number;
+  /**
+   * How long another worker's heartbeat may stay unchanged, as this worker
+   * sees it, before that worker is declared dead: it is fenced (its later
+   * commits fail) and its runs go back to the due index. A worker whose
+   * process is gone from this host is declared dead at once.
+   * @default {20000}
+   */
+  workerTimeoutMs?: number;
+  /**
+   * How often the due index (and this worker's inbox) is polled; this is how
+   * work that other processes make due, or runs they end, are seen.
+   * @default {250}
+   */
+  pollIntervalMs?: number;
+  /**
+   * Whether a worker whose process is gone from this host is declared dead
+   * at once (by its host name and pid, probed with signal 0; needs Deno's
+   * `--allow-sys=hostname` and `--allow-run`, and is skipped without them).
+   * Turn it off when processes in separate pid namespaces that share a host
+   * name share a KV file.
+   * @default {true}
+   */
+  detectDeadProcesses?: boolean;
+  /**
+   * Runs held in memory with nothing running, waiting for a slot; beyond
+   * them a ready run waits in the due index, on disk only.
+   * @default {maxConcurrentSteps}
+   */
+  maxIdleRuns?: number;
 }
 
 /** Options of {@linkcode Engine.start}. */
@@ -88,11 +131,16 @@ export interface StartResult extends RunSummary {
 
 /** Live counters of an engine. */
 export interface EngineStats {
-  /** Runs not yet terminal, held by this engine. */
+  /** Runs not yet terminal held in this worker's memory (leased, with work in flight or queued). */
   activeRuns: number;
   /** Attempts in flight. */
   runningSteps: number;
-  /** Steps waiting for a backoff timer. */
+  /**
+   * Steps this worker moved to `waiting` (a retry scheduled) less those it
+   * moved on from there. Each transition is committed by one worker, so the
+   * sum over workers is the number of retries waiting; a worker that starts
+   * again counts from 0.
+   */
   waitingRetries: number;
   /** Ready steps waiting for a concurrency slot. */
   queuedSteps: number;
@@ -100,6 +148,16 @@ export interface EngineStats {
   maxConcurrentSteps: number;
   /** KV commits made. */
   commits: number;
+  /** This worker's id (a new one after it was fenced). */
+  workerId: string;
+  /** Times this worker found itself fenced by another. */
+  fenced: number;
+  /** Runs claimed from the due index. */
+  claims: number;
+  /** Other workers this one declared dead. */
+  fencedOthers: number;
+  /** Runs of dead workers this one moved back to the due index. */
+  reaped: number;
 }
 
 /** Options of {@linkcode Engine.close}. */
@@ -114,6 +172,8 @@ export interface CloseOptions {
 export interface Engine {
   /** The workflows it runs. */
   readonly workflows: readonly AnyWorkflow[];
+  /** This worker's id on the KV; a new one after it was fenced. */
+  readonly workerId: string;
   /**
    * Validates the input, stores the run and starts its first steps. Resolves
    * once the run is committed to KV.
@@ -178,8 +238,10 @@ function checkRunId(runId: string): void {
 }
 
 /**
- * Creates an engine, resumes every run left unfinished in `kv` by an earlier
- * process, and starts listening on the KV queue.
+ * Creates an engine: registers it as a worker on `kv` and returns at once,
+ * whatever the backlog. Runs left unfinished by an earlier process, or held
+ * by workers found dead, are carried on in the background, claimed from the
+ * due index in bounded batches.
  *
  * @example Run a workflow to the end
  * ```ts
@@ -199,25 +261,47 @@ function checkRunId(runId: string): void {
  */
 export async function createEngine(options: EngineOptions): Promise<Engine> {
   const engine = new WeftEngine(options);
-  await engine.recover();
+  await engine.open();
   return engine;
+}
+
+function positiveInteger(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isInteger(v) || v < 1) {
+    throw new InvalidArgumentError(
+      `Cannot create engine as '${name}' must be an integer >= 1: current value is ${v}`,
+    );
+  }
+  return v;
 }
 
 class WeftEngine implements Engine {
   readonly workflows: readonly AnyWorkflow[];
+  readonly #kv: Deno.Kv;
+  readonly #keys: KeyLayout;
   readonly #defs = new Map<string, AnyWorkflow>();
   readonly #store: RunStore;
   readonly #batcher: CommitBatcher;
   readonly #slots: Slots;
   readonly #events = new EventHub();
+  readonly #waiters = new WaiterRegistry();
   readonly #scheduler: Scheduler;
+  readonly #membership: Membership;
+  readonly #dispatcher: Dispatcher;
   readonly #maxInputBytes: number;
   readonly #graceMs: number;
+  readonly #useQueue: boolean;
   readonly #pendingStarts = new Map<string, Promise<StartResult>>();
+  #registering: Promise<unknown> | undefined;
+  #fencedCount = 0;
+  #closing = false;
+  /** Retries this worker scheduled, less those it started or ended (see `stats`). */
+  #retriesWaiting = 0;
   #detachQueue: () => void = () => {};
 
   constructor(options: EngineOptions) {
     const kv = options.kv;
+    this.#kv = kv;
     this.workflows = Object.freeze([...options.workflows]);
     for (const wf of options.workflows) {
       if (this.#defs.has(wf.name)) {
@@ -230,19 +314,58 @@ class WeftEngine implements Engine {
       }
       this.#defs.set(wf.name, wf);
     }
-    const max = options.maxConcurrentSteps ?? 100;
-    if (!Number.isInteger(max) || max < 1) {
+    const max = positiveInteger("maxConcurrentSteps", options.maxConcurrentSteps, 100);
+    const heartbeatIntervalMs = positiveInteger(
+      "heartbeatIntervalMs",
+      options.heartbeatIntervalMs,
+      5_000,
+    );
+    const workerTimeoutMs = positiveInteger("workerTimeoutMs", options.workerTimeoutMs, 20_000);
+    if (workerTimeoutMs <= heartbeatIntervalMs) {
       throw new InvalidArgumentError(
-        `Cannot create engine as 'maxConcurrentSteps' must be an integer >= 1: current value is ${max}`,
+        `Cannot create engine as 'workerTimeoutMs' must be longer than 'heartbeatIntervalMs' (${heartbeatIntervalMs}): current value is ${workerTimeoutMs}`,
+      );
+    }
+    const pollIntervalMs = positiveInteger("pollIntervalMs", options.pollIntervalMs, 250);
+    const maxIdleRuns = options.maxIdleRuns ?? max;
+    if (!Number.isInteger(maxIdleRuns) || maxIdleRuns < 0) {
+      throw new InvalidArgumentError(
+        `Cannot create engine as 'maxIdleRuns' must be an integer >= 0: current value is ${maxIdleRuns}`,
       );
     }
     const keys = keyLayout(options.keyPrefix);
+    this.#keys = keys;
+    const clock = options.clock ?? systemClock;
     this.#store = new RunStore(kv, keys);
     this.#slots = new Slots(max);
     this.#maxInputBytes = options.maxInputBytes ?? 256 * 1024;
     this.#graceMs = options.shutdownGraceMs ?? 10_000;
-    const useQueue = options.useQueue ?? true;
-    this.#batcher = new CommitBatcher(kv);
+    this.#useQueue = options.useQueue ?? true;
+    this.#batcher = new CommitBatcher(kv, { onFenced: (fence) => this.#onFenced(fence) });
+    this.#dispatcher = new Dispatcher({
+      kv,
+      keys,
+      batcher: this.#batcher,
+      clock,
+      owner: () => this.#membership.id,
+      capacity: () =>
+        this.#scheduler.closing ? 0 : this.#slots.max - this.#slots.inUse -
+          this.#slots.waiting,
+      claimed: (ids) => this.#claimed(ids),
+      onPoll: () => this.#poll(),
+      pollIntervalMs,
+    });
+    this.#membership = new Membership({
+      kv,
+      keys,
+      batcher: this.#batcher,
+      clock,
+      heartbeatIntervalMs,
+      workerTimeoutMs,
+      onFenced: (fence) => this.#onFenced(fence),
+      onReaped: () => this.#dispatcher.wake(),
+      ...(options.detectDeadProcesses === false ? { process: undefined } : {}),
+    });
     this.#scheduler = new Scheduler({
       workflows: this.#defs,
       store: this.#store,
@@ -250,25 +373,49 @@ class WeftEngine implements Engine {
       batcher: this.#batcher,
       slots: this.#slots,
       events: this.#events,
-      clock: options.clock ?? systemClock,
+      clock,
       random: options.random ?? Math.random,
       maxOutputBytes: options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES,
-      useQueue,
-      readSnapshot: (runId) => this.get(runId),
+      useQueue: this.#useQueue,
+      waiters: this.#waiters,
+      owner: () => this.#membership.id,
+      dispatch: {
+        wakeAt: (dueAt) => this.#dispatcher.wakeAt(dueAt),
+        nudge: () => this.#dispatcher.nudge(),
+      },
+      maxIdleRuns,
     });
-    if (useQueue) {
+    this.#events.subscribe((e) => this.#countRetries(e));
+  }
+
+  #countRetries(e: EngineEvent): void {
+    if (e.event.type !== "step") return;
+    if (e.event.to === "waiting") this.#retriesWaiting++;
+    if (e.event.from === "waiting") this.#retriesWaiting = Math.max(0, this.#retriesWaiting - 1);
+  }
+
+  get workerId(): string {
+    return this.#membership.id;
+  }
+
+  /** Registers the worker and starts its heartbeat, claims and queue listener; reads nothing else. */
+  async open(): Promise<void> {
+    await this.#membership.register();
+    if (this.#useQueue) {
       this.#detachQueue = attachQueueHandler(
-        kv,
+        this.#kv,
         (message) => this.#scheduler.onQueueMessage(message),
         (error) => log.error("Queue listener stopped: {error}", { error }),
       );
     }
+    this.#membership.start();
+    this.#dispatcher.start();
   }
 
   // ---------------------------------------------------------------- public API
 
   start(workflow: string, input: unknown, options: StartOptions = {}): Promise<StartResult> {
-    if (this.#scheduler.closing) return Promise.reject(new EngineClosedError());
+    if (this.#closing) return Promise.reject(new EngineClosedError());
     const def = this.#defs.get(workflow);
     if (!def) return Promise.reject(new UnknownWorkflowError(workflow));
     const parsed = def.input.safeParse(input);
@@ -344,15 +491,15 @@ class WeftEngine implements Engine {
     checkRunId(runId);
     const { signal } = options;
     signal?.throwIfAborted();
-    const live = this.#scheduler.runs.get(runId);
-    if (!live) {
+    if (this.#closing) {
       const snapshot = await this.get(runId);
       if (isTerminalRun(snapshot.status)) return snapshot;
-      throw new WorkflowNotServedError(runId, snapshot.workflow);
+      throw new EngineClosedError();
     }
-    return await new Promise<RunSnapshot>((resolve, reject) => {
+    let remove = () => {};
+    const done = new Promise<RunSnapshot>((resolve, reject) => {
       const onAbort = () => {
-        live.waiters.delete(waiter);
+        remove();
         reject(signal!.reason);
       };
       const waiter: Waiter = {
@@ -365,21 +512,73 @@ class WeftEngine implements Engine {
           reject(error);
         },
       };
-      live.waiters.add(waiter);
+      // Added before the run is read, so an end committed meanwhile is not missed.
+      remove = this.#waiters.add(runId, waiter);
       signal?.addEventListener("abort", onAbort, { once: true });
     });
+    if (!this.#scheduler.runs.has(runId)) {
+      let snapshot: RunSnapshot;
+      try {
+        snapshot = await this.get(runId);
+      } catch (error) {
+        remove();
+        throw error;
+      }
+      if (isTerminalRun(snapshot.status)) {
+        this.#waiters.resolve(runId, snapshot);
+      } else if (!this.#defs.has(snapshot.workflow)) {
+        remove();
+        throw new WorkflowNotServedError(runId, snapshot.workflow);
+      }
+    }
+    return await done;
   }
 
   async cancel(runId: string, options: { reason?: string } = {}): Promise<RunSnapshot> {
     checkRunId(runId);
-    const live = this.#scheduler.runs.get(runId);
-    if (!live || isTerminalRun(live.record.status)) {
-      const run = live?.record ?? await this.#store.getRun(runId);
+    const reason = options.reason ?? "cancelled by request";
+    if (this.#closing) throw new EngineClosedError();
+    // A run is acted on by the worker that holds it: claim it if nobody
+    // does, or leave the request in its holder's inbox.
+    for (let tries = 0; tries < 8; tries++) {
+      const live = this.#scheduler.runs.get(runId);
+      if (live && !isTerminalRun(live.record.status)) {
+        return await this.#scheduler.cancel(live, reason);
+      }
+      const run = await this.#store.getRun(runId);
       if (!run) throw new RunNotFoundError(runId);
       if (isTerminalRun(run.status)) throw new RunFinishedError(runId, run.status);
-      throw new WorkflowNotServedError(runId, run.workflow);
+      if (!this.#defs.has(run.workflow)) throw new WorkflowNotServedError(runId, run.workflow);
+      const entry = await this.#kv.get(this.#keys.active(runId));
+      if (entry.value === null) continue;
+      const sched = schedRecordSchema.parse(entry.value);
+      const me = this.#membership.id;
+      if ("dueAt" in sched) {
+        const due = await this.#kv.get(this.#keys.due(sched.dueAt, runId));
+        if (due.versionstamp === null) continue;
+        if (!(await this.#batcher.write(claimOp(this.#keys, me, due)))) continue;
+        const held = await this.#scheduler.resume(runId, new Set(), { pin: true });
+        if (held && !isTerminalRun(held.record.status)) {
+          return await this.#scheduler.cancel(held, reason);
+        }
+        continue;
+      }
+      if (sched.owner === me) {
+        // Being loaded by this worker right now.
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        continue;
+      }
+      const ok = await this.#batcher.write({
+        checks: [{ key: entry.key, versionstamp: entry.versionstamp }],
+        sets: [[this.#keys.inbox(sched.owner, runId), {
+          kind: "cancel",
+          reason,
+          at: Date.now(),
+        }]],
+      });
+      if (ok) return await this.get(runId);
     }
-    return await this.#scheduler.cancel(live, options.reason ?? "cancelled by request");
+    return await this.get(runId);
   }
 
   async list(options: ListRunsOptions = {}) {
@@ -412,54 +611,90 @@ class WeftEngine implements Engine {
 
   stats(): EngineStats {
     const runs = this.#scheduler.runs;
-    let running = 0, waiting = 0;
-    for (const live of runs.values()) {
-      running += live.running.size;
-      waiting += live.retryTimers.size;
-    }
+    let running = 0;
+    for (const live of runs.values()) running += live.running.size;
     return {
       activeRuns: runs.size,
       runningSteps: running,
-      waitingRetries: waiting,
+      waitingRetries: this.#retriesWaiting,
       queuedSteps: this.#slots.waiting,
       maxConcurrentSteps: this.#slots.max,
       commits: this.#batcher.commits,
+      workerId: this.#membership.id,
+      fenced: this.#fencedCount,
+      claims: this.#dispatcher.claims,
+      fencedOthers: this.#membership.fencedOthers,
+      reaped: this.#membership.reaped,
     };
   }
 
   async close(options: CloseOptions = {}): Promise<void> {
-    if (this.#scheduler.closing) return;
+    if (this.#closing) return;
+    this.#closing = true;
+    await this.#dispatcher.stop();
     await this.#scheduler.shutdown(options.graceMs ?? this.#graceMs);
+    await this.#membership.stop();
+    await this.#registering?.catch(() => {});
+    // Everything held went back to the due index: leave, so nobody waits to
+    // declare this worker dead.
+    await this.#membership.leave().catch((error) =>
+      log.error("Could not remove this worker's registration: {error}", { error })
+    );
     this.#detachQueue();
     log.info("Engine closed");
   }
 
-  // ---------------------------------------------------------------- recovery
+  // ---------------------------------------------------------------- workers
 
-  /** Loads every unfinished run and carries it on. */
-  async recover(): Promise<void> {
-    let ids: string[];
-    try {
-      ids = await this.#store.activeRunIds();
-    } catch (error) {
-      this.#detachQueue();
-      throw error;
+  /** Carries on runs just claimed from the due index. */
+  async #claimed(ids: string[]): Promise<void> {
+    await Promise.all(ids.map((id) => this.#scheduler.resume(id).catch(() => {})));
+  }
+
+  /** On each poll: runs ended elsewhere, and requests in this worker's inbox. */
+  async #poll(): Promise<void> {
+    if (this.#waiters.size > 0) {
+      await this.#waiters.poll({
+        statuses: async (ids) =>
+          (await this.#kv.getMany(ids.map((id) => this.#keys.run(id)))).map((e) =>
+            (e.value as { status?: RunStatus } | null)?.status
+          ),
+        snapshot: (id) => this.get(id),
+        holds: (id) => this.#scheduler.runs.has(id),
+      });
     }
-    let resumed = 0;
-    for (const runId of ids) {
-      try {
-        if (await this.#scheduler.resume(runId)) resumed++;
-      } catch (error) {
-        // One unreadable run must not keep every other run from resuming.
-        log.error("Run {runId} could not be resumed and is left as it is: {error}", {
-          runId,
-          error,
-        });
-      }
+    if (this.#scheduler.closing) return;
+    const me = this.#membership.id;
+    for await (const entry of this.#kv.list({ prefix: this.#keys.inboxOf(me) }, { limit: 100 })) {
+      const runId = String(entry.key.at(-1));
+      const done = await this.#batcher.write({
+        checks: [{ key: entry.key, versionstamp: entry.versionstamp }],
+        deletes: [entry.key],
+      });
+      const message = inboxMessageSchema.safeParse(entry.value);
+      if (!done || !message.success) continue;
+      await this.cancel(runId, { reason: message.data.reason }).catch((error) => {
+        if (!(error instanceof RunFinishedError || error instanceof RunNotFoundError)) {
+          log.warn("Could not cancel run {runId} as asked: {error}", { runId, error });
+        }
+      });
     }
-    if (ids.length > 0) {
-      log.info("Recovered {resumed} of {found} unfinished runs", { resumed, found: ids.length });
-    }
+  }
+
+  /** This worker was declared dead by another: drop everything and register anew. */
+  #onFenced(fence: Fence): void {
+    if (this.#membership.fence !== fence || this.#scheduler.closing) return;
+    this.#fencedCount++;
+    log.error(
+      "Worker {workerId} was fenced by another worker (it missed its heartbeats); " +
+        "its runs are carried on elsewhere, and it registers again",
+      { workerId: fence.workerId },
+    );
+    this.#scheduler.dropAll();
+    this.#registering = this.#membership.register().then(
+      () => this.#dispatcher.wake(),
+      (error) => log.error("Could not register again after a fence: {error}", { error }),
+    );
   }
 
   // ---------------------------------------------------------------- creating runs
@@ -479,7 +714,8 @@ class WeftEngine implements Engine {
     // Backpressure: a flood of starts waits for earlier writes to commit
     // instead of holding thousands of uncommitted runs in memory.
     await this.#batcher.room(START_BACKLOG);
-    if (this.#scheduler.closing) throw new EngineClosedError();
+    await this.#registering;
+    if (this.#closing) throw new EngineClosedError();
     const summary: RunSummary | undefined = await this.#scheduler.create(def, inputJson, {
       idempotencyKey,
     });

@@ -390,6 +390,28 @@ export class EngineClosedError extends WeftError {
 const MAX_MESSAGE_CHARS = 2_000;
 
 /**
+ * A write of a worker that another worker declared dead: its fence no longer
+ * holds, so nothing of the write was applied. The worker drops what it held
+ * and registers again.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { FencedError } from "./errors.ts";
+ * assert.match(new FencedError("w1").message, /w1/);
+ * ```
+ */
+export class FencedError extends WeftError {
+  /** The fenced worker. */
+  readonly workerId: string;
+  /** Creates the error for `workerId`. */
+  constructor(workerId: string) {
+    super(`Worker '${workerId}' was fenced: another worker declared it dead`);
+    this.workerId = workerId;
+  }
+}
+
+/**
  * Turns anything thrown into {@linkcode ErrorData} that can be stored as JSON.
  * Messages are cut to 2,000 characters; stacks are never stored.
  *

@@ -9,14 +9,23 @@
  * | `[p, "in", runId, chunk]` | `Uint8Array`, a slice of a large input's JSON |
  * | `[p, "out", runId, step, attempt, chunk]` | `Uint8Array`, a slice of a large output's JSON |
  * | `[p, "hist", runId, seq]` | {@linkcode HistoryEvent} |
- * | `[p, "active", runId]` | `true` while the run is not terminal |
+ * | `[p, "active", runId]` | {@linkcode SchedRecord}: who holds the unfinished run, or when it is due |
+ * | `[p, "due", dueMs, runId]` | `true`: an unfinished run no worker holds, due at `dueMs` |
+ * | `[p, "owned", owner, runId]` | `true`: a run leased by the worker `owner` |
+ * | `[p, "worker", owner]` | {@linkcode WorkerRecord}: a live worker; its versionstamp is the fence |
+ * | `[p, "hb", owner]` | {@linkcode Heartbeat}: the worker's heartbeat |
+ * | `[p, "inbox", owner, runId]` | {@linkcode InboxMessage}: a request for the run's holder (cancel) |
  * | `[p, "idem", workflow, key]` | the run id started with that idempotency key |
  * | `[p, "by_wf", workflow, runId]` | `true`: runs of a workflow, ids sort by time |
  * | `[p, "by_status", status, runId]` | `true`: finished runs by final status |
  * | `[p, "by_wf_status", workflow, status, runId]` | `true`: the same per workflow |
  *
- * Unfinished runs (pending, running) are listed from `active` and filtered:
- * they are few, and this way starting a step writes no index.
+ * Unfinished runs (pending, running) are listed from `active` and filtered,
+ * so starting a step writes no index. An unfinished run is either held by one
+ * worker (`active` names the owner, `owned` lists it under that owner) or
+ * waits in the due index (`active` holds its due time, `due` orders it); the
+ * commits that move a run between the two check what they read, so a run
+ * has one holder at most.
  *
  * Run ids are ULIDs, so listing any of these by id in reverse is newest first.
  *
@@ -67,6 +76,18 @@ export function keyLayout(prefix: KeyPrefix = ["weft"]) {
     histories: (runId: string): Deno.KvKey => [...p, "hist", runId],
     active: (runId: string): Deno.KvKey => [...p, "active", runId],
     actives: (): Deno.KvKey => [...p, "active"],
+    due: (dueMs: number, runId: string): Deno.KvKey => [...p, "due", dueMs, runId],
+    dueIndex: (): Deno.KvKey => [...p, "due"],
+    dueBefore: (ms: number): Deno.KvKey => [...p, "due", ms],
+    owned: (owner: string, runId: string): Deno.KvKey => [...p, "owned", owner, runId],
+    ownedBy: (owner: string): Deno.KvKey => [...p, "owned", owner],
+    allOwned: (): Deno.KvKey => [...p, "owned"],
+    worker: (owner: string): Deno.KvKey => [...p, "worker", owner],
+    workers: (): Deno.KvKey => [...p, "worker"],
+    heartbeat: (owner: string): Deno.KvKey => [...p, "hb", owner],
+    heartbeats: (): Deno.KvKey => [...p, "hb"],
+    inbox: (owner: string, runId: string): Deno.KvKey => [...p, "inbox", owner, runId],
+    inboxOf: (owner: string): Deno.KvKey => [...p, "inbox", owner],
     idempotency: (workflow: string, key: string): Deno.KvKey => [...p, "idem", workflow, key],
     byWorkflow: (workflow: string, runId?: string): Deno.KvKey =>
       runId === undefined ? [...p, "by_wf", workflow] : [...p, "by_wf", workflow, runId],

@@ -1,8 +1,8 @@
 /**
  * A run as the engine holds it in memory while it is unfinished: its stored
  * records, the outputs its steps read, and what is in flight for it
- * (attempts, retry timers, requests for a slot, callers of `result()`,
- * writes not yet on disk). Only the engine's scheduler changes it.
+ * (attempts, retry timers, requests for a slot, writes not yet on disk).
+ * A worker holds a run only while it has leased it. Only the engine's scheduler changes it.
  *
  * @module
  */
@@ -21,14 +21,6 @@ export interface RunningAttempt {
   startedAt: number;
   /** The key of the per-step cap whose slot it holds. */
   capKey: string;
-}
-
-/** A caller of `result()` waiting for a run to end. */
-export interface Waiter {
-  /** Called with the run's snapshot once it is terminal. */
-  resolve(snapshot: RunSnapshot): void;
-  /** Called when the run cannot be waited for any more (engine closed, run stuck). */
-  reject(error: unknown): void;
 }
 
 /** A write as a run sees it: is it on disk yet? */
@@ -71,16 +63,16 @@ export interface LiveRun {
   retryTimers: Map<string, TimerHandle>;
   /** Steps waiting for a concurrency slot. */
   queued: Set<string>;
-  /** Callers of `result()`. */
-  waiters: Set<Waiter>;
   /** The write that made a queued or waiting step ready, until it starts. */
   readyBy: Map<string, PendingWrite>;
   /** Writes of this run not yet committed. */
   uncommitted: number;
   /** The latest write of this run. */
   lastCommit: Promise<unknown>;
-  /** Dropped from memory (a failed write); nothing of it may act any more. */
+  /** Dropped from memory (released, or a failed write); nothing of it may act any more. */
   dead: boolean;
+  /** Given back to the due index by a write not yet known to be on disk. */
+  released: boolean;
 }
 
 /**
@@ -117,11 +109,11 @@ export function newLiveRun(def: AnyWorkflow, stored: StoredRun): LiveRun {
     running: new Map(),
     retryTimers: new Map(),
     queued: new Set(),
-    waiters: new Set(),
     readyBy: new Map(),
     uncommitted: 0,
     lastCommit: Promise.resolve(),
     dead: false,
+    released: false,
   };
 }
 

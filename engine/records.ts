@@ -152,6 +152,44 @@ export const historyEventSchema: z.ZodType<HistoryEvent> = z.discriminatedUnion(
   }),
 ]);
 
+/**
+ * Who holds an unfinished run, stored at `[p, "active", runId]`: a worker
+ * (`owner`), or nobody, with the run waiting in the due index until `dueAt`.
+ * Legacy files of Weft 1 hold `true` here; they read as due at once.
+ */
+export const schedRecordSchema = z.union([
+  z.object({ owner: z.string() }),
+  z.object({ dueAt: z.number() }),
+  z.literal(true).transform(() => ({ dueAt: 0 })),
+]);
+/** Who holds an unfinished run. */
+export type SchedRecord = { owner: string } | { dueAt: number };
+
+/** A live worker, at `[p, "worker", id]`. Its versionstamp is the worker's fence. */
+export const workerRecordSchema = z.object({
+  id: z.string(),
+  /** Where it runs, to tell a dead process on this host at once. */
+  host: z.string().optional(),
+  pid: z.number().optional(),
+  startedAt: z.number(),
+});
+/** A live worker. */
+export type WorkerRecord = z.infer<typeof workerRecordSchema>;
+
+/** A worker's heartbeat, at `[p, "hb", id]`: it changes every beat. */
+export const heartbeatSchema = z.object({ at: z.number(), beat: z.number() });
+/** A worker's heartbeat. */
+export type Heartbeat = z.infer<typeof heartbeatSchema>;
+
+/** A request to the worker that holds a run, at `[p, "inbox", owner, runId]`. */
+export const inboxMessageSchema = z.object({
+  kind: z.literal("cancel"),
+  reason: z.string(),
+  at: z.number(),
+});
+/** A request to the worker that holds a run. */
+export type InboxMessage = z.infer<typeof inboxMessageSchema>;
+
 /** Messages on the KV queue. */
 export const queueMessageSchema = z.discriminatedUnion("weft", [
   /** Look at every unfinished run and start whatever is ready or due. */

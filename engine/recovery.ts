@@ -19,6 +19,8 @@ export type LoadedRun =
   | { kind: "finished"; record: RunRecord }
   /** The run is unfinished, but of a workflow not among `workflows`. */
   | { kind: "unserved"; record: RunRecord }
+  /** The run is held by another worker, or waits in the due index: not this worker's. */
+  | { kind: "other" }
   /** The run, ready to carry on. */
   | { kind: "live"; live: LiveRun };
 
@@ -28,11 +30,13 @@ export interface LoadRunOptions {
   store: RunStore;
   /** The workflows served, by name. */
   workflows: ReadonlyMap<string, AnyWorkflow>;
+  /** The worker loading it: an unfinished run is loaded only if this worker holds its lease. */
+  owner: string;
 }
 
 /**
- * Loads an unfinished run with its steps, committed outputs, input and the
- * position of its history. Steps the run has no record of (never written,
+ * Loads an unfinished run that `owner` holds, with its steps, committed
+ * outputs, input and the position of its history. Steps the run has no record of (never written,
  * or declared since) are pending.
  *
  * @example
@@ -43,7 +47,11 @@ export interface LoadRunOptions {
  * import { RunStore } from "./store.ts";
  * const kv = await Deno.openKv(":memory:");
  * const store = new RunStore(kv, keyLayout());
- * const loaded = await loadRun("01J0000000000000000000000A", { store, workflows: new Map() });
+ * const loaded = await loadRun("01J0000000000000000000000A", {
+ *   store,
+ *   workflows: new Map(),
+ *   owner: "w1",
+ * });
  * assert.equal(loaded.kind, "missing");
  * kv.close();
  * ```
@@ -53,18 +61,19 @@ export async function loadRun(runId: string, options: LoadRunOptions): Promise<L
   const record = await store.getRun(runId);
   if (!record) return { kind: "missing" };
   if (isTerminalRun(record.status)) return { kind: "finished", record };
+  const sched = await store.getSched(runId);
+  if (!sched || !("owner" in sched) || sched.owner !== options.owner) return { kind: "other" };
   const def = options.workflows.get(record.workflow);
   if (!def) return { kind: "unserved", record };
   const steps = await store.getSteps(runId);
   const results = await store.getOutputs(runId, steps);
-  const history = await store.getHistory(runId);
   const input = await store.getInput(record);
   const live = newLiveRun(def, {
     record,
     input,
     steps,
     results,
-    nextSeq: (history.at(-1)?.seq ?? -1) + 1,
+    nextSeq: await store.nextHistorySeq(runId),
   });
   for (const s of def.steps) {
     if (!steps.has(s.name)) steps.set(s.name, { status: "pending", attempts: 0, errors: [] });

@@ -18,18 +18,29 @@ Deno.test("loadRun tells a missing, a finished and an unserved run apart", async
   using kv = await Deno.openKv(":memory:");
   const store = new RunStore(kv, keys);
   await t.step("no record: missing", async () => {
-    assert.deepEqual(await loadRun(RUN_ID, { store, workflows }), { kind: "missing" });
+    assert.deepEqual(await loadRun(RUN_ID, { store, workflows, owner: "w1" }), { kind: "missing" });
   });
   await t.step("a terminal record: finished", async () => {
     await kv.set(keys.run(RUN_ID), run("succeeded"));
-    assert.deepEqual(await loadRun(RUN_ID, { store, workflows }), {
+    assert.deepEqual(await loadRun(RUN_ID, { store, workflows, owner: "w1" }), {
       kind: "finished",
       record: run("succeeded"),
     });
   });
+  await t.step(
+    "an unfinished run another worker holds, or nobody does: not this worker's",
+    async () => {
+      await kv.set(keys.run(RUN_ID), run("running"));
+      await kv.set(keys.active(RUN_ID), { owner: "w2" });
+      assert.deepEqual(await loadRun(RUN_ID, { store, workflows, owner: "w1" }), { kind: "other" });
+      await kv.set(keys.active(RUN_ID), { dueAt: 5 });
+      assert.deepEqual(await loadRun(RUN_ID, { store, workflows, owner: "w1" }), { kind: "other" });
+    },
+  );
   await t.step("an unfinished run of a workflow not served: unserved", async () => {
+    await kv.set(keys.active(RUN_ID), { owner: "w1" });
     await kv.set(keys.run(RUN_ID), run("running", "gone"));
-    assert.deepEqual(await loadRun(RUN_ID, { store, workflows }), {
+    assert.deepEqual(await loadRun(RUN_ID, { store, workflows, owner: "w1" }), {
       kind: "unserved",
       record: run("running", "gone"),
     });
@@ -47,6 +58,7 @@ Deno.test("loadRun loads an unfinished run with its steps, outputs and history p
   };
   await kv.atomic()
     .set(keys.run(RUN_ID), run("running"))
+    .set(keys.active(RUN_ID), { owner: "w1" })
     .set(keys.step(RUN_ID, "a"), a)
     .set(keys.history(RUN_ID, 0), [
       { type: "run", seq: 0, at: 0, from: null, to: "pending" },
@@ -56,7 +68,7 @@ Deno.test("loadRun loads an unfinished run with its steps, outputs and history p
       { type: "step", seq: 2, at: 0, step: "a", from: "pending", to: "running", attempt: 1 },
     ])
     .commit();
-  const loaded = await loadRun(RUN_ID, { store, workflows });
+  const loaded = await loadRun(RUN_ID, { store, workflows, owner: "w1" });
   assert.equal(loaded.kind, "live");
   if (loaded.kind !== "live") return;
   const { live } = loaded;
@@ -68,13 +80,14 @@ Deno.test("loadRun loads an unfinished run with its steps, outputs and history p
   assert.deepEqual(live.steps.get("b"), { status: "pending", attempts: 0, errors: [] });
   assert.deepEqual([...live.results], [["a", { x: 1 }]]);
   assert.equal(live.nextSeq, 3);
-  assert.equal(live.running.size + live.queued.size + live.waiters.size, 0);
+  assert.equal(live.running.size + live.queued.size, 0);
   assert.equal(live.dead, false);
 });
 
 Deno.test("loadRun starts the history of a run that has none at seq 0", async () => {
   using kv = await Deno.openKv(":memory:");
   await kv.set(keys.run(RUN_ID), run("pending"));
-  const loaded = await loadRun(RUN_ID, { store: new RunStore(kv, keys), workflows });
+  await kv.set(keys.active(RUN_ID), { owner: "w1" });
+  const loaded = await loadRun(RUN_ID, { store: new RunStore(kv, keys), workflows, owner: "w1" });
   assert.ok(loaded.kind === "live" && loaded.live.nextSeq === 0);
 });

@@ -16,14 +16,13 @@ import {
   AttemptInterruptedError,
   EngineClosedError,
   type ErrorData,
+  FencedError,
   NonRetryableError,
   OutputError,
   RetryAfterError,
-  RunNotFoundError,
   StepCancelledError,
   StepTimeoutError,
   toErrorData,
-  WorkflowNotServedError,
 } from "./errors.ts";
 import type { EventHub } from "./events.ts";
 import type { KeyLayout } from "./keys.ts";
@@ -34,11 +33,11 @@ import {
   needsMet,
   newLiveRun,
   type RunningAttempt,
-  type Waiter,
 } from "./live_run.ts";
 import { INLINE_OUTPUT_BYTES, splitJson } from "./output.ts";
 import { queueMessageSchema, type RunRecord, type StepRecord } from "./records.ts";
 import { loadRun } from "./recovery.ts";
+import type { WaiterRegistry } from "./waiters.ts";
 import { backoffDelayMs } from "./retry.ts";
 import type { Slots } from "./slots.ts";
 import { type RunSnapshot, type RunSummary, summarize } from "./snapshot.ts";
@@ -76,12 +75,28 @@ export interface SchedulerOptions {
   maxOutputBytes: number;
   /** Whether the KV queue carries sweep messages (and the engine listens to it). */
   useQueue: boolean;
+  /** Callers of `result()`, resolved when this worker ends their run. */
+  waiters: WaiterRegistry;
+  /** This worker's id: the owner of the leases it writes. */
+  owner(): string;
+  /** Claims of due work, told when this worker makes work due. */
+  dispatch: {
+    /** A run of this worker's is due at `dueAt`. */
+    wakeAt(dueAt: number): void;
+    /** A slot is free: claim if anything may be due. */
+    nudge(): void;
+  };
   /**
-   * Reads a run's snapshot the way the engine's `get` does; used to resolve
-   * the waiters of a reloaded run that turns out to have ended.
+   * Runs held with nothing in flight, waiting for a slot, beyond which a run
+   * goes back to the due index instead (its steps wait on disk only).
    */
-  readSnapshot(runId: string): Promise<RunSnapshot>;
+  maxIdleRuns: number;
 }
+
+/** How long a run of a workflow this worker does not serve waits before it is offered again. */
+const UNSERVED_RETRY_MS = 10_000;
+/** How long a run that could not be read waits before it is tried again. */
+const UNREADABLE_RETRY_MS = 60_000;
 
 /**
  * Holds the unfinished runs of one engine and moves them on. Built by
@@ -97,7 +112,12 @@ export class Scheduler {
   readonly #clock: Clock;
   readonly #random: () => number;
   readonly #useQueue: boolean;
-  readonly #readSnapshot: (runId: string) => Promise<RunSnapshot>;
+  readonly #waiters: WaiterRegistry;
+  readonly #owner: () => string;
+  readonly #dispatch: SchedulerOptions["dispatch"];
+  readonly #maxIdleRuns: number;
+  /** Runs kept in memory whatever they wait for (being cancelled). */
+  readonly #pinned = new Set<LiveRun>();
   readonly #launch: LaunchOptions;
   readonly #live = new Map<string, LiveRun>();
   readonly #ulid = monotonicFactory();
@@ -108,8 +128,6 @@ export class Scheduler {
   readonly #resyncing = new Set<string>();
   /** Runs whose reload must go again: a write failed while it ran. */
   readonly #reloadAgain = new Set<string>();
-  /** Waiters of runs being reloaded, moved to the reloaded run. */
-  readonly #carried = new Map<string, Set<Waiter>>();
   /** Steps whose attempts a reload abandoned, not charged to `maxAttempts`. */
   readonly #abandoned = new Map<string, Set<string>>();
   readonly #commitFailures = new Map<string, number>();
@@ -127,7 +145,10 @@ export class Scheduler {
     this.#clock = options.clock;
     this.#random = options.random;
     this.#useQueue = options.useQueue;
-    this.#readSnapshot = options.readSnapshot;
+    this.#waiters = options.waiters;
+    this.#owner = options.owner;
+    this.#dispatch = options.dispatch;
+    this.#maxIdleRuns = options.maxIdleRuns;
     this.#launch = {
       clock: options.clock,
       batcher: options.batcher,
@@ -188,6 +209,7 @@ export class Scheduler {
     txn.runs.set(live, { fromStatus: null, idem: idempotencyKey });
     txn.record(live, { type: "run", seq: live.nextSeq++, at: now, from: null, to: "pending" });
     for (const s of def.steps) if (s.needs.length === 0) this.#tryStart(txn, live, s);
+    txn.consider.add(live);
     const summary = summarize(record);
     const ok = await this.#commit(txn);
     if (!ok) {
@@ -252,6 +274,11 @@ export class Scheduler {
         });
       }
     }
+    // Every run held goes back to the due index, so any worker (this one's
+    // next start included) carries it on at once, without waiting for this
+    // worker to be declared dead.
+    this.#pinned.clear();
+    for (const live of [...this.#live.values()]) this.#release(txn, live);
     await this.#commit(txn).catch(() => {});
     await this.#batcher.drain();
     this.#stopped = true;
@@ -259,48 +286,68 @@ export class Scheduler {
     for (const live of this.#live.values()) {
       for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
       live.retryTimers.clear();
-      for (const w of live.waiters) w.reject(closed);
-      live.waiters.clear();
     }
-    for (const waiters of this.#carried.values()) for (const w of waiters) w.reject(closed);
-    this.#carried.clear();
+    this.#waiters.rejectAll(closed);
     this.#live.clear();
     await this.#batcher.drain();
+  }
+
+  /**
+   * Drops every run held, writing nothing: this worker was fenced, and the
+   * worker that fenced it gives its runs to whoever claims them.
+   */
+  dropAll(): void {
+    this.#pinned.clear();
+    for (const live of [...this.#live.values()]) this.#forget(live);
+    this.#live.clear();
+    this.#sweepDueAt = undefined;
   }
 
   // ---------------------------------------------------------------- recovery
 
   /**
-   * Loads a run from KV and carries it on; `waiters` of an earlier copy of
-   * it (see `#resync`) move over. Resolves whether the run was resumed.
+   * Loads a run this worker has leased (claimed from the due index, or held
+   * before a failed write) and carries it on. Resolves with the run if this
+   * worker now holds it. With `pin`, the run stays in memory even if it only
+   * waits (a cancel acts on it next).
    */
   async resume(
     runId: string,
-    waiters: Iterable<Waiter> = [],
     abandoned: ReadonlySet<string> = new Set(),
-  ): Promise<boolean> {
-    const loaded = await loadRun(runId, { store: this.#store, workflows: this.#defs });
-    if (loaded.kind === "missing") {
-      for (const w of waiters) w.reject(new RunNotFoundError(runId));
-      return false;
+    options: { pin?: boolean } = {},
+  ): Promise<LiveRun | undefined> {
+    const owner = this.#owner();
+    let loaded;
+    try {
+      loaded = await loadRun(runId, { store: this.#store, workflows: this.#defs, owner });
+    } catch (error) {
+      log.error("Run {runId} could not be read; it is tried again later: {error}", {
+        runId,
+        error,
+      });
+      await this.#putBack(runId, this.#clock.now() + UNREADABLE_RETRY_MS);
+      throw error;
     }
-    if (loaded.kind === "finished") {
-      const snapshot = await this.#readSnapshot(runId);
-      for (const w of waiters) w.resolve(snapshot);
-      return false;
+    if (loaded.kind === "other") return undefined;
+    if (loaded.kind === "missing" || loaded.kind === "finished") {
+      // A lease without a run to carry on: drop it.
+      await this.#batcher.write({
+        deletes: [this.#keys.active(runId), this.#keys.owned(owner, runId)],
+      });
+      return undefined;
     }
     if (loaded.kind === "unserved") {
-      for (const w of waiters) w.reject(new WorkflowNotServedError(runId, loaded.record.workflow));
-      log.warn("Run {runId} of unknown workflow {workflow} left as it is", {
+      log.warn("Run {runId} of workflow {workflow} is not served here; offered again later", {
         runId,
         workflow: loaded.record.workflow,
       });
-      return false;
+      await this.#putBack(runId, this.#clock.now() + UNSERVED_RETRY_MS);
+      return undefined;
     }
     const { live } = loaded;
     const { def, steps } = live;
-    for (const w of waiters) live.waiters.add(w);
     this.#live.set(runId, live);
+    if (options.pin) this.#pinned.add(live);
     const txn = new Txn();
     const now = this.#clock.now();
     const interrupted = new Set<string>();
@@ -346,8 +393,29 @@ export class Scheduler {
         recordRunStatus(txn, live, { to: "succeeded", at: this.#clock.now() });
       }
     }
+    txn.consider.add(live);
     await this.#commit(txn);
-    return true;
+    return this.#live.get(runId) === live ? live : undefined;
+  }
+
+  /** Unpins a run kept for a cancel that did not happen. */
+  unpin(live: LiveRun): void {
+    if (!this.#pinned.delete(live) || live.dead) return;
+    const txn = new Txn();
+    txn.consider.add(live);
+    this.#background(txn);
+  }
+
+  /** Gives a leased run that is not held in memory back to the due index. */
+  async #putBack(runId: string, dueAt: number): Promise<void> {
+    const txn = new Txn();
+    this.#planSweep(txn, dueAt);
+    await this.#batcher.write({
+      deletes: [this.#keys.owned(this.#owner(), runId)],
+      sets: [[this.#keys.active(runId), { dueAt }], [this.#keys.due(dueAt, runId), true]],
+      enqueues: txn.enqueues,
+    });
+    this.#dispatch.wakeAt(dueAt);
   }
 
   // ---------------------------------------------------------------- scheduling
@@ -396,7 +464,6 @@ export class Scheduler {
     };
     live.running.set(step.name, running);
     live.readyBy.delete(step.name);
-    this.#planSweep(txn, this.#clock.now());
     // The body runs only once its attempt is on disk, so a crash at any
     // moment finds the attempt recorded and reruns it as a new one.
     txn.after.push(() => launchAttempt({ live, step, running }, this.#launch));
@@ -614,6 +681,10 @@ export class Scheduler {
       const granted = this.#slots.takeFitting((r) =>
         this.#live.get(r.runId)?.readyBy.get(r.step)?.durable ?? true
       );
+      // Room left with nothing queued here: due work elsewhere may take it.
+      if (this.#slots.waiting === 0 && this.#slots.inUse < this.#slots.max) {
+        this.#dispatch.nudge();
+      }
       if (granted.length === 0) return;
       const txn = new Txn();
       for (const g of granted) {
@@ -636,7 +707,11 @@ export class Scheduler {
 
   // ---------------------------------------------------------------- queue
 
-  /** Handles a message from the KV queue: starts whatever is ready or due among the runs it names. */
+  /**
+   * Handles a message from the KV queue: the durable alarm. The due index,
+   * not the message, says what runs; the message only makes sure a claim
+   * round happens even if this process's timers were lost.
+   */
   onQueueMessage(message: unknown): void {
     if (this.#closing) return;
     const parsed = queueMessageSchema.safeParse(message);
@@ -648,44 +723,70 @@ export class Scheduler {
     }
     const now = this.#clock.now();
     if (this.#sweepDueAt !== undefined && this.#sweepDueAt <= now) this.#sweepDueAt = undefined;
-    const runs = parsed.data.weft === "sweep"
-      ? [...this.#live.values()]
-      : parsed.data.runIds.flatMap((id) => this.#live.get(id) ?? []);
-    const txn = new Txn();
-    let later: number | undefined;
-    for (const live of runs) {
-      if (isTerminalRun(live.record.status)) continue;
-      // Everything here is normally already in hand; this finds what was not.
-      for (const s of live.def.steps) {
-        const rec = live.steps.get(s.name)!;
-        if (rec.status === "pending" && needsMet(live, s)) this.#tryStart(txn, live, s);
-        if (rec.status !== "waiting" || live.queued.has(s.name)) continue;
-        const due = rec.nextAttemptAt ?? 0;
-        if (due > now) {
-          later = Math.min(later ?? due, due);
-          continue;
-        }
-        // Due, whether or not its in-process timer has fired yet.
-        const timer = live.retryTimers.get(s.name);
-        if (timer) this.#clock.clearTimeout(timer);
-        live.retryTimers.delete(s.name);
-        this.#tryStart(txn, live, s);
+    this.#dispatch.wakeAt(now);
+  }
+
+  // ---------------------------------------------------------------- leases
+
+  /**
+   * Whether a held run should go back to the due index: nothing of it is in
+   * flight, and it either waits only for time or would wait for a slot
+   * behind more idle runs than this worker keeps.
+   */
+  #shouldRelease(live: LiveRun): boolean {
+    if (live.running.size > 0 || this.#pinned.has(live)) return false;
+    if (this.#closing || live.queued.size === 0) return true;
+    return this.#slots.waiting > this.#maxIdleRuns;
+  }
+
+  /**
+   * Gives a held run back to the due index in `txn`, due when its earliest
+   * step is, and drops it from memory: from now on it is any worker's.
+   */
+  #release(txn: Txn, live: LiveRun): void {
+    const now = this.#clock.now();
+    let dueAt = Infinity;
+    for (const s of live.def.steps) {
+      const rec = live.steps.get(s.name)!;
+      if (live.queued.has(s.name) || (rec.status === "pending" && needsMet(live, s))) {
+        dueAt = now;
+      } else if (rec.status === "waiting") {
+        dueAt = Math.min(dueAt, Math.max(now, rec.nextAttemptAt ?? now));
       }
     }
-    if (later !== undefined) this.#planSweep(txn, later);
-    this.#background(txn);
+    if (dueAt === Infinity) dueAt = now;
+    txn.leases.set(live, { kind: "due", dueAt });
+    this.#planSweep(txn, dueAt);
+    this.#forget(live);
+    live.released = true;
+    txn.after.push(() => {
+      live.released = false;
+      this.#dispatch.wakeAt(dueAt);
+    });
+  }
+
+  /** Decides, for every run `txn` touches, whether this worker keeps holding it. */
+  #settleLeases(txn: Txn): void {
+    const runs = new Set([...txn.runs.keys(), ...txn.steps.keys(), ...txn.gated, ...txn.consider]);
+    for (const live of runs) {
+      if (txn.leases.has(live) || isTerminalRun(live.record.status)) continue;
+      if (live.dead) continue;
+      if (this.#shouldRelease(live)) this.#release(txn, live);
+      else if (txn.runs.get(live)?.fromStatus === null) txn.leases.set(live, { kind: "hold" });
+    }
   }
 
   // ---------------------------------------------------------------- commits
 
   /** Writes a transaction; effects run only once it is durable. */
   async #commit(txn: Txn): Promise<boolean> {
+    this.#settleLeases(txn);
     if (txn.empty) {
       txn.status.durable = true;
       for (const fn of txn.after) fn();
       return true;
     }
-    const op = toWriteOp(txn, this.#keys);
+    const op = toWriteOp(txn, this.#keys, this.#owner());
     // Which runs this write ends is read now: it is what the write holds.
     const terminal = endedRuns(txn);
     const touched = new Set([...txn.runs.keys(), ...txn.steps.keys()]);
@@ -701,8 +802,10 @@ export class Scheduler {
     try {
       ok = await write;
     } catch (error) {
-      log.error("A KV commit failed; affected runs are reloaded from KV: {error}", { error });
       for (const live of touched) live.uncommitted--;
+      // A fenced worker's runs are no longer its own: nothing to reload.
+      if (error instanceof FencedError) throw error;
+      log.error("A KV commit failed; affected runs are reloaded from KV: {error}", { error });
       if (txn.enqueues.length > 0) this.#sweepDueAt = undefined;
       for (const live of affected) this.#resync(live, error);
       throw error;
@@ -724,10 +827,10 @@ export class Scheduler {
     }
     for (const live of terminal) {
       if (this.#live.get(live.record.id) === live) this.#live.delete(live.record.id);
-      if (live.waiters.size === 0) continue;
-      const snapshot = liveSnapshot(live);
-      for (const w of live.waiters) w.resolve(snapshot);
-      live.waiters.clear();
+      this.#pinned.delete(live);
+      if (this.#waiters.has(live.record.id)) {
+        this.#waiters.resolve(live.record.id, liveSnapshot(live));
+      }
     }
     return true;
   }
@@ -746,22 +849,18 @@ export class Scheduler {
    * rejected with `EngineClosedError` if the engine closes meanwhile.
    */
   #resync(live: LiveRun, error: unknown): void {
-    if (live.dead) return;
+    if (live.dead && !live.released) return;
+    live.released = false;
     const runId = live.record.id;
     const abandoned = new Set(live.running.keys());
     this.#forget(live);
-    const carried = this.#carried.get(runId) ?? new Set<Waiter>();
-    for (const w of live.waiters) carried.add(w);
-    live.waiters.clear();
-    this.#carried.set(runId, carried);
     const pending = this.#abandoned.get(runId) ?? new Set<string>();
     for (const step of abandoned) pending.add(step);
     this.#abandoned.set(runId, pending);
     const failures = (this.#commitFailures.get(runId) ?? 0) + 1;
     this.#commitFailures.set(runId, failures);
     const giveUp = (reason: unknown) => {
-      for (const w of this.#carried.get(runId) ?? []) w.reject(reason);
-      this.#carried.delete(runId);
+      this.#waiters.reject(runId, reason);
       this.#abandoned.delete(runId);
     };
     if (this.#closing) return giveUp(new EngineClosedError());
@@ -783,11 +882,9 @@ export class Scheduler {
         this.#reloadAgain.delete(runId);
         await lastWrite.catch(() => {});
         if (this.#closing) return giveUp(new EngineClosedError());
-        const waiters = this.#carried.get(runId) ?? new Set<Waiter>();
         const steps = this.#abandoned.get(runId) ?? new Set<string>();
-        this.#carried.delete(runId);
         this.#abandoned.delete(runId);
-        await this.resume(runId, waiters, steps).catch((e) => {
+        await this.resume(runId, steps).catch((e) => {
           // A failed write of the reload itself comes back through #resync.
           if (!this.#reloadAgain.has(runId)) throw e;
         });

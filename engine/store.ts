@@ -10,6 +10,8 @@ import {
   historyEventSchema,
   type RunRecord,
   runRecordSchema,
+  type SchedRecord,
+  schedRecordSchema,
   type StepRecord,
   stepRecordSchema,
 } from "./records.ts";
@@ -138,13 +140,35 @@ export class RunStore {
     return events;
   }
 
+  /** Who holds an unfinished run, or `undefined` for a finished or unknown one. */
+  async getSched(runId: string): Promise<SchedRecord | undefined> {
+    const key = this.#keys.active(runId);
+    const entry = await this.#kv.get(key);
+    return entry.value === null ? undefined : parseOrThrow(schedRecordSchema, entry.value, key);
+  }
+
+  /** The `seq` the run's next history event gets: one read of its newest history part. */
+  async nextHistorySeq(runId: string): Promise<number> {
+    for await (
+      const entry of this.#kv.list({ prefix: this.#keys.histories(runId) }, {
+        reverse: true,
+        limit: 1,
+      })
+    ) {
+      const events = entry.value as unknown[];
+      const last = parseOrThrow(historyEventSchema, events.at(-1), entry.key);
+      return last.seq + 1;
+    }
+    return 0;
+  }
+
   /** The run id started with an idempotency key, or `undefined`. */
   async getIdempotent(workflow: string, key: string): Promise<string | undefined> {
     const entry = await this.#kv.get<string>(this.#keys.idempotency(workflow, key));
     return entry.value ?? undefined;
   }
 
-  /** Ids of every run that is not terminal. */
+  /** Ids of every run that is not terminal (a full scan: for checks and tools, not the engine). */
   async activeRunIds(): Promise<string[]> {
     const ids: string[] = [];
     for await (const entry of this.#kv.list({ prefix: this.#keys.actives() })) {

@@ -12,6 +12,13 @@ import type { LiveRun } from "./live_run.ts";
 import type { HistoryEvent } from "./records.ts";
 import { isTerminalRun, type RunStatus } from "./states.ts";
 
+/** How a write changes who holds a run. */
+export type LeaseChange =
+  /** A new run, held by this worker. */
+  | { kind: "hold" }
+  /** The run waits in the due index until `dueAt`; for a held run, its lease ends. */
+  | { kind: "due"; dueAt: number };
+
 /** History events per KV value, in bytes of JSON (a value holds 64 KiB). */
 export const HISTORY_BYTES_PER_KEY = 40_000;
 
@@ -45,6 +52,14 @@ export class Txn {
   readonly enqueues: { value: unknown; delayMs?: number }[] = [];
   /** Runs with steps queued for a slot that wait for this write to be durable. */
   readonly gated = new Set<LiveRun>();
+  /**
+   * How the write changes who holds a run: a new run held by this worker or
+   * put in the due index, or a held run given back to the due index. Runs
+   * not named here stay as they are.
+   */
+  readonly leases = new Map<LiveRun, LeaseChange>();
+  /** Runs to look at when committing: given back to the due index if nothing of them is in flight. */
+  readonly consider = new Set<LiveRun>();
   /** Effects to run once the write is durable, in order. */
   readonly after: (() => void)[] = [];
   /**
@@ -81,14 +96,14 @@ export class Txn {
   /** Whether there is nothing to write. */
   get empty(): boolean {
     return this.runs.size === 0 && this.steps.size === 0 && this.history.size === 0 &&
-      this.extraSets.length === 0 && this.enqueues.length === 0;
+      this.extraSets.length === 0 && this.enqueues.length === 0 && this.leases.size === 0;
   }
 }
 
 /**
  * The KV mutations of `txn`, from the runs' and steps' state at the time of
  * the call: records, indexes, history, the idempotency check of a new run,
- * and the queue messages.
+ * leases of `owner` taken or given back, and the queue messages.
  *
  * @example A new run writes its record and its indexes
  * ```ts
@@ -106,15 +121,17 @@ export class Txn {
  * });
  * const txn = new Txn();
  * txn.touchRun(live, null);
- * const op = toWriteOp(txn, keyLayout(["weft"]));
+ * txn.leases.set(live, { kind: "hold" });
+ * const op = toWriteOp(txn, keyLayout(["weft"]), "w1");
  * assert.deepEqual(op.sets?.map(([key]) => key.join("/")), [
  *   "weft/run/r1",
  *   "weft/by_wf/wf/r1",
  *   "weft/active/r1",
+ *   "weft/owned/w1/r1",
  * ]);
  * ```
  */
-export function toWriteOp(txn: Txn, keys: KeyLayout): WriteOp {
+export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
   const k = keys;
   const sets: [Deno.KvKey, unknown][] = [...txn.extraSets];
   const deletes: Deno.KvKey[] = [];
@@ -122,8 +139,15 @@ export function toWriteOp(txn: Txn, keys: KeyLayout): WriteOp {
   for (const [live, { fromStatus, idem }] of txn.runs) {
     const r = live.record;
     sets.push([k.run(r.id), r]);
+    const lease = txn.leases.get(live);
     if (fromStatus === null) {
-      sets.push([k.byWorkflow(r.workflow, r.id), true], [k.active(r.id), true]);
+      sets.push([k.byWorkflow(r.workflow, r.id), true]);
+      // A new run is held by this worker, unless it waits in the due index.
+      if (lease?.kind === "due") {
+        sets.push([k.active(r.id), { dueAt: lease.dueAt }], [k.due(lease.dueAt, r.id), true]);
+      } else {
+        sets.push([k.active(r.id), { owner }], [k.owned(owner, r.id), true]);
+      }
       if (idem !== undefined) {
         checks.push({ key: k.idempotency(r.workflow, idem), versionstamp: null });
         sets.push([k.idempotency(r.workflow, idem), r.id]);
@@ -137,7 +161,14 @@ export function toWriteOp(txn: Txn, keys: KeyLayout): WriteOp {
         [k.byWorkflowStatus(r.workflow, r.status, r.id), true],
       );
     }
-    if (isTerminalRun(r.status)) deletes.push(k.active(r.id));
+    if (isTerminalRun(r.status)) deletes.push(k.active(r.id), k.owned(owner, r.id));
+  }
+  for (const [live, lease] of txn.leases) {
+    const r = live.record;
+    const created = txn.runs.get(live)?.fromStatus === null;
+    if (created || lease.kind !== "due" || isTerminalRun(r.status)) continue;
+    deletes.push(k.owned(owner, r.id));
+    sets.push([k.active(r.id), { dueAt: lease.dueAt }], [k.due(lease.dueAt, r.id), true]);
   }
   for (const [live, names] of txn.steps) {
     for (const name of names) sets.push([k.step(live.record.id, name), live.steps.get(name)]);

@@ -32,9 +32,15 @@ Deno.test("toWriteOp writes a new run with its workflow and active indexes", () 
   const live = liveRun();
   const txn = new Txn();
   txn.touchRun(live, null);
-  const op = toWriteOp(txn, keys);
-  assert.deepEqual(setKeys(op), ["weft/run/r1", "weft/by_wf/wf/r1", "weft/active/r1"]);
+  const op = toWriteOp(txn, keys, "w1");
+  assert.deepEqual(setKeys(op), [
+    "weft/run/r1",
+    "weft/by_wf/wf/r1",
+    "weft/active/r1",
+    "weft/owned/w1/r1",
+  ]);
   assert.equal(op.sets![0][1], live.record);
+  assert.deepEqual(op.sets![2][1], { owner: "w1" }, "held by the worker that wrote it");
   assert.deepEqual(op.deletes, []);
   assert.deepEqual(op.checks, []);
   assert.deepEqual(op.enqueues, []);
@@ -44,12 +50,13 @@ Deno.test("toWriteOp claims the idempotency key of a new run with a check", () =
   const live = liveRun({ idempotencyKey: "k1" });
   const txn = new Txn();
   txn.runs.set(live, { fromStatus: null, idem: "k1" });
-  const op = toWriteOp(txn, keys);
+  const op = toWriteOp(txn, keys, "w1");
   assert.deepEqual(op.checks, [{ key: ["weft", "idem", "wf", "k1"], versionstamp: null }]);
   assert.deepEqual(setKeys(op), [
     "weft/run/r1",
     "weft/by_wf/wf/r1",
     "weft/active/r1",
+    "weft/owned/w1/r1",
     "weft/idem/wf/k1",
   ]);
   assert.equal(op.sets!.at(-1)![1], "r1");
@@ -59,7 +66,7 @@ Deno.test("toWriteOp writes only the record when an unfinished run changes statu
   const live = liveRun({ status: "running", startedAt: 1 });
   const txn = new Txn();
   txn.touchRun(live, "pending");
-  const op = toWriteOp(txn, keys);
+  const op = toWriteOp(txn, keys, "w1");
   assert.deepEqual(setKeys(op), ["weft/run/r1"]);
   assert.deepEqual(op.deletes, []);
 });
@@ -69,41 +76,67 @@ Deno.test("toWriteOp ends a run: status indexes written, active index deleted", 
     const live = liveRun({ status: "failed", finishedAt: 5 });
     const txn = new Txn();
     txn.touchRun(live, "running");
-    const op = toWriteOp(txn, keys);
+    const op = toWriteOp(txn, keys, "w1");
     assert.deepEqual(setKeys(op), [
       "weft/run/r1",
       "weft/by_status/failed/r1",
       "weft/by_wf_status/wf/failed/r1",
     ]);
-    assert.deepEqual(deleteKeys(op), ["weft/active/r1"]);
+    assert.deepEqual(deleteKeys(op), ["weft/active/r1", "weft/owned/w1/r1"]);
     assert.deepEqual(endedRuns(txn), [live]);
   });
   await t.step("a run created and ended in the same write", () => {
     const live = liveRun({ status: "cancelled", finishedAt: 0 });
     const txn = new Txn();
     txn.touchRun(live, null);
-    const op = toWriteOp(txn, keys);
+    const op = toWriteOp(txn, keys, "w1");
     assert.deepEqual(setKeys(op), [
       "weft/run/r1",
       "weft/by_wf/wf/r1",
       "weft/active/r1",
+      "weft/owned/w1/r1",
       "weft/by_status/cancelled/r1",
       "weft/by_wf_status/wf/cancelled/r1",
     ]);
-    assert.deepEqual(deleteKeys(op), ["weft/active/r1"]);
+    assert.deepEqual(deleteKeys(op), ["weft/active/r1", "weft/owned/w1/r1"]);
   });
   await t.step("a run already terminal before the write is not indexed again", () => {
     const live = liveRun({ status: "succeeded", finishedAt: 5 });
     const txn = new Txn();
     txn.touchRun(live, "succeeded");
-    const op = toWriteOp(txn, keys);
+    const op = toWriteOp(txn, keys, "w1");
     assert.deepEqual(setKeys(op), ["weft/run/r1"]);
-    assert.deepEqual(deleteKeys(op), ["weft/active/r1"]);
+    assert.deepEqual(deleteKeys(op), ["weft/active/r1", "weft/owned/w1/r1"]);
   });
   await t.step("an unfinished run ends nothing", () => {
     const txn = new Txn();
     txn.touchRun(liveRun({ status: "running" }), "pending");
     assert.deepEqual(endedRuns(txn), []);
+  });
+});
+
+Deno.test("toWriteOp puts a new run in the due index or gives a held run back", async (t) => {
+  await t.step("a new run no slot is free for waits in the due index", () => {
+    const live = liveRun();
+    const txn = new Txn();
+    txn.touchRun(live, null);
+    txn.leases.set(live, { kind: "due", dueAt: 7 });
+    const op = toWriteOp(txn, keys, "w1");
+    assert.deepEqual(setKeys(op), [
+      "weft/run/r1",
+      "weft/by_wf/wf/r1",
+      "weft/active/r1",
+      "weft/due/7/r1",
+    ]);
+    assert.deepEqual(op.sets![2][1], { dueAt: 7 });
+  });
+  await t.step("a held run that only waits is given back: lease deleted, due entry written", () => {
+    const live = liveRun({ status: "running" });
+    const txn = new Txn();
+    txn.leases.set(live, { kind: "due", dueAt: 9 });
+    const op = toWriteOp(txn, keys, "w1");
+    assert.deepEqual(deleteKeys(op), ["weft/owned/w1/r1"]);
+    assert.deepEqual(setKeys(op), ["weft/active/r1", "weft/due/9/r1"]);
   });
 });
 
@@ -117,7 +150,7 @@ Deno.test("toWriteOp writes each touched step once, as it is when materialised",
   txn.touchStep(live, "a");
   const done: StepRecord = { status: "succeeded", attempts: 1, errors: [], finishedAt: 3 };
   live.steps.set("a", done);
-  const op = toWriteOp(txn, keys);
+  const op = toWriteOp(txn, keys, "w1");
   assert.deepEqual(setKeys(op), ["weft/step/r1/a"]);
   assert.equal(op.sets![0][1], done);
 });
@@ -127,7 +160,7 @@ Deno.test("toWriteOp stores a run's history under the seq of its first event", (
   const txn = new Txn();
   txn.record(live, runEvent(4, "running"));
   txn.record(live, runEvent(5, "succeeded"));
-  const op = toWriteOp(txn, keys);
+  const op = toWriteOp(txn, keys, "w1");
   assert.deepEqual(op.sets, [[["weft", "hist", "r1", 4], [
     runEvent(4, "running"),
     runEvent(5, "succeeded"),
@@ -147,7 +180,7 @@ Deno.test("toWriteOp splits a long history across keys by size, keeping order", 
     error: { name: "Error", message: big },
   }));
   for (const e of events) txn.record(live, e);
-  const op = toWriteOp(txn, keys);
+  const op = toWriteOp(txn, keys, "w1");
   const parts = op.sets!.map(([key, value]) => ({ key, events: value as HistoryEvent[] }));
   assert.ok(parts.length > 1);
   parts.forEach((part, i) => {
@@ -173,7 +206,7 @@ Deno.test("toWriteOp keeps one event larger than a part whole", () => {
   };
   txn.record(live, huge);
   txn.record(live, runEvent(1, "failed"));
-  const op = toWriteOp(txn, keys);
+  const op = toWriteOp(txn, keys, "w1");
   assert.deepEqual(op.sets, [
     [["weft", "hist", "r1", 0], [huge]],
     [["weft", "hist", "r1", 1], [runEvent(1, "failed")]],
@@ -187,7 +220,7 @@ Deno.test("toWriteOp puts extra sets first and passes enqueues through", () => {
   txn.extraSets.push([keys.inputChunk("r1", 0), chunk]);
   txn.touchRun(live, null);
   txn.enqueues.push({ value: { weft: "sweep" }, delayMs: 10 });
-  const op = toWriteOp(txn, keys);
+  const op = toWriteOp(txn, keys, "w1");
   assert.deepEqual(op.sets![0], [["weft", "in", "r1", 0], chunk]);
   assert.equal(op.enqueues, txn.enqueues);
 });

@@ -587,6 +587,7 @@ Deno.test("every route but /healthz requires the bearer token when one is set", 
 function withOverrides(engine: Engine, overrides: Partial<Engine>): Engine {
   return {
     workflows: engine.workflows,
+    workerId: engine.workerId,
     start: (workflow, input, options) => engine.start(workflow, input, options),
     get: (runId) => engine.get(runId),
     result: (runId, options) => engine.result(runId, options),

@@ -1,7 +1,8 @@
 /**
  * End-to-end tests of `server.ts` as a real process on a real port: the order
  * example over HTTP to `succeeded`, a SIGKILL and a restart on the same KV
- * file, graceful shutdown, and startup failures.
+ * file, several servers and a worker on one KV file, graceful shutdown, and
+ * startup failures.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -10,16 +11,10 @@ import { parseConfig, UsageError } from "../server.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MOD_URL = new URL("../mod.ts", import.meta.url).href;
-/** The permissions of `deno task serve`. */
-const SERVE = [
-  "run",
-  "--allow-net",
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-  "--unstable-no-legacy-abort",
-  "server.ts",
-];
+/** The command of `deno task serve`, as `deno.json` has it (permissions included). */
+const SERVE: string[] = JSON.parse(
+  await Deno.readTextFile(new URL("../deno.json", import.meta.url)),
+).tasks.serve.split(" ").slice(1);
 const STARTUP_DEADLINE_MS = 30_000;
 
 /** Collects a stream's text until it ends, so the child never blocks on a full pipe. */
@@ -247,24 +242,64 @@ Deno.test("server with a token refuses requests without it and SIGINT exits 0", 
   }
 });
 
-Deno.test("server refuses a KV file another server holds, and takes it once that one is killed", async () => {
+Deno.test("servers and a worker share one KV file: a run started on one ends on another", async () => {
   const dir = await Deno.makeTempDir({ prefix: "weft_e2e_" });
   try {
     const kvPath = join(dir, "kv.sqlite3");
     await using first = await ServerProcess.start(["--port", "0", "--kv", kvPath]);
-    const second = await ServerProcess.start(["--port", "0", "--kv", kvPath]).then(
-      async (server) => {
-        await server.stop("SIGKILL");
-        return undefined;
-      },
-      (error: Error) => error,
+    await using second = await ServerProcess.start(["--port", "0", "--kv", kvPath]);
+    // A run started on the first is read, and waited for, through the second.
+    const created = await json(
+      await first.fetch("/workflows/order/runs", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ orderId: "S1", amount: 7 }),
+      }),
+      201,
     );
-    assert.ok(second instanceof Error, "a second server started on the same KV file");
-    assert.match(second.message, /another Weft process holds it/);
-    assert.match(second.message, /kv\.sqlite3/);
+    const done = await json(await second.fetch(`/runs/${created.id}/wait?timeoutMs=20000`), 200);
+    assert.equal(done.status, "succeeded");
+    assert.equal(done.output.orderId, "S1");
+    // A worker process without HTTP joins the same file.
+    const worker = new Deno.Command(Deno.execPath(), {
+      args: [...SERVE, "--worker", "--kv", kvPath],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    const out = { stdout: "", stderr: "" };
+    const ready = Promise.withResolvers<void>();
+    const drained = Promise.all([
+      drain(worker.stdout, (text) => {
+        out.stdout += text;
+        if (/^Weft worker w\S+ · KV /m.test(out.stdout)) ready.resolve();
+      }),
+      drain(worker.stderr, (text) => out.stderr += text),
+    ]).finally(() => ready.reject(new Error(`worker exited: ${out.stderr}`)));
+    await ready.promise;
+    assert.doesNotMatch(out.stdout, /listening/);
+    // The first server dies with a run in flight; the others carry it on.
+    const inFlight = await json(
+      await first.fetch("/workflows/order/runs", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ orderId: "S2", amount: 8 }),
+      }),
+      201,
+    );
     await first.stop("SIGKILL");
-    await using third = await ServerProcess.start(["--port", "0", "--kv", kvPath]);
-    assert.equal((await json(await third.fetch("/healthz"), 200)).ok, true);
+    const carried = await json(
+      await second.fetch(`/runs/${inFlight.id}/wait?timeoutMs=20000`),
+      200,
+    );
+    assert.equal(carried.status, "succeeded");
+    assert.equal(carried.output.orderId, "S2");
+    worker.kill("SIGTERM");
+    assert.equal((await worker.status).code, 0, out.stderr);
+    await drained;
+    assert.equal((await second.stop("SIGTERM")).code, 0, second.stderr);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -336,7 +371,10 @@ Deno.test("parseConfig takes flags over environment variables over defaults", ()
     maxBodyBytes: 1024 * 1024,
     graceMs: 10_000,
     debug: false,
+    worker: false,
   });
+  assert.equal((parseConfig(["--worker"], {}) as { worker: boolean }).worker, true);
+  assert.equal((parseConfig([], { WEFT_WORKER: "1" }) as { worker: boolean }).worker, true);
   const env = {
     WEFT_PORT: "9000",
     WEFT_HOSTNAME: "0.0.0.0",
@@ -356,6 +394,7 @@ Deno.test("parseConfig takes flags over environment variables over defaults", ()
     maxBodyBytes: 2048,
     graceMs: 500,
     debug: true,
+    worker: false,
   });
   const flags = parseConfig(
     ["--port", "0", "--workflows", "x.ts", "--workflows", "y/", "--token", "flag", "--kv", "k"],

@@ -1,0 +1,342 @@
+/**
+ * Workers on one KV: each engine registers as a worker, beats a heartbeat,
+ * and watches the others'. A worker whose heartbeat has not changed for
+ * `workerTimeoutMs` (as this worker sees it, on its own clock, so clock skew
+ * between machines does not matter), or whose process is gone from this
+ * host, is declared dead: its registration is deleted, which fences it (every
+ * commit of a worker checks its registration's versionstamp), and the runs
+ * it held go back to the due index, for any worker to claim.
+ *
+ * @module
+ */
+import process from "node:process";
+import { getLogger } from "@logtape/logtape";
+import { monotonicFactory } from "ulid";
+import type { Clock, TimerHandle } from "./clock.ts";
+import { type CommitBatcher, commitRetryingLocked, type Fence } from "./commit_batcher.ts";
+import type { KeyLayout } from "./keys.ts";
+import { heartbeatSchema, type WorkerRecord, workerRecordSchema } from "./records.ts";
+
+const log = getLogger(["weft", "workers"]);
+
+/** Orphaned leases are looked for on this many heartbeats even when nobody died. */
+const ORPHAN_SCAN_EVERY = 10;
+
+/** Leases moved back to the due index per write. */
+const REAP_BATCH = 40;
+
+/** What {@linkcode Membership} works with. */
+export interface MembershipOptions {
+  /** The KV. */
+  kv: Deno.Kv;
+  /** The key layout. */
+  keys: KeyLayout;
+  /** Every fenced write goes through it; registration sets its fence. */
+  batcher: CommitBatcher;
+  /** The source of time. */
+  clock: Clock;
+  /** How often the heartbeat is written. */
+  heartbeatIntervalMs: number;
+  /** How long a heartbeat may stay unchanged before its worker is dead. */
+  workerTimeoutMs: number;
+  /** Called when a heartbeat finds this worker's own fence broken. */
+  onFenced(fence: Fence): void;
+  /** Called after runs of dead workers were moved back to the due index. */
+  onReaped(count: number): void;
+  /** Where this process runs; `undefined` turns off the same-host process check. @default {thisProcess()} */
+  process?: ProcessIdentity | undefined;
+}
+
+/** Which process a worker is, to tell at once that it died on this host. */
+export interface ProcessIdentity {
+  /** The host (name and boot), as this process sees it. */
+  host: string;
+  /** The process id. */
+  pid: number;
+}
+
+/**
+ * Whether process `pid` exists on this host: `true`, `false`, or `undefined`
+ * when this process may not ask (Deno's `--allow-run` is needed for the
+ * signal-0 probe). Only `false` is acted on, and it is certain: no process of
+ * that pid exists, so the worker that had it is dead.
+ */
+function processExists(pid: number): boolean | undefined {
+  try {
+    return process.kill(pid, 0);
+  } catch (error) {
+    if ((error as { code?: string }).code === "ESRCH") return false;
+    return undefined;
+  }
+}
+
+/**
+ * This process's identity, when the host name can be read (`--allow-sys`);
+ * `undefined` otherwise, and then dead workers are found by their heartbeat
+ * only.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { thisProcess } from "./membership.ts";
+ * const me = thisProcess();
+ * assert.ok(me === undefined || me.pid === Deno.pid);
+ * ```
+ */
+export function thisProcess(): ProcessIdentity | undefined {
+  try {
+    return { host: Deno.hostname(), pid: Deno.pid };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * This engine's registration as a worker, its heartbeat, and the watch over
+ * the other workers. Built by `createEngine`.
+ */
+export class Membership {
+  readonly #kv: Deno.Kv;
+  readonly #keys: KeyLayout;
+  readonly #batcher: CommitBatcher;
+  readonly #clock: Clock;
+  readonly #heartbeatMs: number;
+  readonly #timeoutMs: number;
+  readonly #onFenced: (fence: Fence) => void;
+  readonly #onReaped: (count: number) => void;
+  readonly #process: ProcessIdentity | undefined;
+  readonly #ulid = monotonicFactory();
+  /** Other workers' heartbeats as last seen: versionstamp, and when it was first seen. */
+  readonly #seen = new Map<string, { versionstamp: string | null; sinceMs: number }>();
+  #fence: Fence | undefined;
+  #beat = 0;
+  #ticks = 0;
+  #timer: TimerHandle | undefined;
+  #stopped = false;
+  #ticking: Promise<void> | undefined;
+  /** Workers this one declared dead. */
+  fencedOthers = 0;
+  /** Leases of dead workers moved back to the due index by this one. */
+  reaped = 0;
+
+  /** Creates the membership; nothing is written until {@linkcode register}. */
+  constructor(options: MembershipOptions) {
+    this.#kv = options.kv;
+    this.#keys = options.keys;
+    this.#batcher = options.batcher;
+    this.#clock = options.clock;
+    this.#heartbeatMs = options.heartbeatIntervalMs;
+    this.#timeoutMs = options.workerTimeoutMs;
+    this.#onFenced = options.onFenced;
+    this.#onReaped = options.onReaped;
+    this.#process = "process" in options ? options.process : thisProcess();
+  }
+
+  /** This worker's id; a new one after each registration. */
+  get id(): string {
+    if (!this.#fence) throw new Error("Worker is not registered");
+    return this.#fence.workerId;
+  }
+
+  /** The current fence. */
+  get fence(): Fence | undefined {
+    return this.#fence;
+  }
+
+  /** Registers a new worker id, and fences the batcher's writes with it. */
+  async register(): Promise<string> {
+    const id = `w${this.#ulid(this.#clock.now())}`;
+    const record: WorkerRecord = { id, startedAt: this.#clock.now() };
+    if (this.#process) {
+      record.host = this.#process.host;
+      record.pid = this.#process.pid;
+    }
+    const key = this.#keys.worker(id);
+    const result = await commitRetryingLocked(this.#kv, (a) =>
+      a.check({ key, versionstamp: null })
+        .set(key, record)
+        .set(this.#keys.heartbeat(id), { at: this.#clock.now(), beat: 0 }));
+    if (!result.ok) throw new Error(`Cannot register worker '${id}': the id is taken`);
+    this.#fence = { workerId: id, check: { key, versionstamp: result.versionstamp } };
+    this.#batcher.fence = this.#fence;
+    this.#beat = 0;
+    log.debug("Worker {workerId} registered", { workerId: id });
+    return id;
+  }
+
+  /** Starts beating and watching: the first tick runs at once. */
+  start(): void {
+    this.#stopped = false;
+    this.#schedule(0);
+  }
+
+  /** One heartbeat and one look at the other workers; exposed for tests. */
+  tick(): Promise<void> {
+    this.#ticking ??= this.#tick().finally(() => this.#ticking = undefined);
+    return this.#ticking;
+  }
+
+  /** Stops beating; the registration stays until {@linkcode leave}. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#ticking;
+  }
+
+  /** Deletes this worker's registration and heartbeat (after its leases were released). */
+  async leave(): Promise<void> {
+    const fence = this.#fence;
+    if (!fence) return;
+    await commitRetryingLocked(
+      this.#kv,
+      (a) =>
+        a.check(fence.check).delete(fence.check.key).delete(this.#keys.heartbeat(fence.workerId)),
+    );
+  }
+
+  #schedule(delayMs: number): void {
+    if (this.#stopped) return;
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#timer = undefined;
+      this.tick().finally(() => this.#schedule(this.#heartbeatMs));
+    }, delayMs);
+  }
+
+  async #tick(): Promise<void> {
+    try {
+      await this.#heartbeat();
+      const died = await this.#fenceDead();
+      if (died > 0 || this.#ticks++ % ORPHAN_SCAN_EVERY === 0) await this.#reapOrphans();
+    } catch (error) {
+      log.error("Worker heartbeat or watch failed: {error}", { error });
+    }
+  }
+
+  async #heartbeat(): Promise<void> {
+    const fence = this.#fence;
+    if (!fence) return;
+    const beat = ++this.#beat;
+    const result = await commitRetryingLocked(
+      this.#kv,
+      (a) =>
+        a.check(fence.check).set(this.#keys.heartbeat(fence.workerId), {
+          at: this.#clock.now(),
+          beat,
+        }),
+    );
+    if (!result.ok && this.#fence === fence) this.#onFenced(fence);
+  }
+
+  /** Whether a worker's process is known to be gone from this host. */
+  #processGone(record: WorkerRecord): boolean {
+    const me = this.#process;
+    if (!me || record.host !== me.host || record.pid === undefined) return false;
+    return processExists(record.pid) === false;
+  }
+
+  /** Fences every worker found dead; resolves how many. */
+  async #fenceDead(): Promise<number> {
+    const me = this.#fence?.workerId;
+    const now = this.#clock.now();
+    const beats = new Map<string, string>();
+    for await (const e of this.#kv.list({ prefix: this.#keys.heartbeats() })) {
+      if (heartbeatSchema.safeParse(e.value).success) {
+        beats.set(String(e.key.at(-1)), e.versionstamp);
+      }
+    }
+    let died = 0;
+    const present = new Set<string>();
+    for await (const e of this.#kv.list({ prefix: this.#keys.workers() })) {
+      const id = String(e.key.at(-1));
+      present.add(id);
+      if (id === me) continue;
+      const parsed = workerRecordSchema.safeParse(e.value);
+      const versionstamp = beats.get(id) ?? null;
+      const seen = this.#seen.get(id);
+      if (!seen || seen.versionstamp !== versionstamp) {
+        this.#seen.set(id, { versionstamp, sinceMs: now });
+      }
+      const silentMs = now - (this.#seen.get(id)!.sinceMs);
+      const gone = parsed.success && this.#processGone(parsed.data);
+      if (!gone && silentMs < this.#timeoutMs) continue;
+      const fenced = await commitRetryingLocked(
+        this.#kv,
+        (a) =>
+          a.check({ key: e.key, versionstamp: e.versionstamp })
+            .check({ key: this.#keys.heartbeat(id), versionstamp })
+            .delete(e.key)
+            .delete(this.#keys.heartbeat(id)),
+      );
+      if (!fenced.ok) continue;
+      died++;
+      this.fencedOthers++;
+      this.#seen.delete(id);
+      log.warn("Worker {deadWorker} declared dead ({why}); its runs go back to the due index", {
+        deadWorker: id,
+        why: gone ? "its process is gone" : `no heartbeat for ${silentMs} ms`,
+        workerId: me,
+      });
+    }
+    for (const id of this.#seen.keys()) if (!present.has(id)) this.#seen.delete(id);
+    return died;
+  }
+
+  /**
+   * Moves every lease whose owner has no registration (declared dead, or a
+   * worker that died while reaping) back to the due index, due now. Each move
+   * checks that the lease is as read and its owner still unregistered, so two
+   * workers reaping at once, or a worker that registers meanwhile, never make
+   * a run due twice.
+   */
+  async #reapOrphans(): Promise<void> {
+    const me = this.#fence?.workerId;
+    const live = new Set<string>();
+    for await (const e of this.#kv.list({ prefix: this.#keys.workers() })) {
+      live.add(String(e.key.at(-1)));
+    }
+    let batch: Promise<boolean>[] = [];
+    let moved = 0;
+    const flush = async () => {
+      moved += (await Promise.all(batch.map((p) => p.catch(() => false)))).filter(Boolean).length;
+      batch = [];
+    };
+    for await (const e of this.#kv.list({ prefix: this.#keys.allOwned() })) {
+      const owner = String(e.key.at(-2));
+      const runId = String(e.key.at(-1));
+      if (owner === me || live.has(owner)) continue;
+      const now = this.#clock.now();
+      batch.push(this.#batcher.write({
+        checks: [
+          { key: e.key, versionstamp: e.versionstamp },
+          { key: this.#keys.worker(owner), versionstamp: null },
+        ],
+        deletes: [e.key],
+        sets: [
+          [this.#keys.active(runId), { dueAt: now }],
+          [this.#keys.due(now, runId), true],
+        ],
+      }));
+      if (batch.length >= REAP_BATCH) await flush();
+    }
+    await flush();
+    for await (const e of this.#kv.list({ prefix: [...this.#keys.prefix, "inbox"] })) {
+      const owner = String(e.key.at(-2));
+      if (!me || owner === me || live.has(owner)) continue;
+      // Requests to a dead worker come to this one, which finds the run due.
+      await this.#batcher.write({
+        checks: [{ key: e.key, versionstamp: e.versionstamp }],
+        deletes: [e.key],
+        sets: [[this.#keys.inbox(me, String(e.key.at(-1))), e.value]],
+      }).catch(() => false);
+    }
+    if (moved > 0) {
+      this.reaped += moved;
+      log.info("Moved {moved} runs of dead workers back to the due index", {
+        moved,
+        workerId: me,
+      });
+      this.#onReaped(moved);
+    }
+  }
+}
