@@ -67,6 +67,7 @@ export class Dispatcher {
   #wakeTimer: TimerHandle | undefined;
   #wakeAt = Infinity;
   #pollTimer: TimerHandle | undefined;
+  #first: ReturnType<typeof setTimeout> | undefined;
   #stopped = true;
   /** The last round found nothing due, and nothing became due here since. */
   #nothingDue = false;
@@ -81,16 +82,23 @@ export class Dispatcher {
     this.#maxClaims = options.maxClaims ?? 100;
   }
 
-  /** Starts polling, with a round at once. */
+  /**
+   * Starts polling, with a first round on the next turn of the event loop:
+   * after whoever started it went on (`createEngine` reads nothing itself).
+   */
   start(): void {
     this.#stopped = false;
-    this.wake();
+    this.#first = setTimeout(() => {
+      this.#first = undefined;
+      this.wake();
+    }, 0);
     this.#schedulePoll();
   }
 
   /** Stops every timer; a round in flight finishes. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    clearTimeout(this.#first);
     if (this.#pollTimer) this.#o.clock.clearTimeout(this.#pollTimer);
     if (this.#wakeTimer) this.#o.clock.clearTimeout(this.#wakeTimer);
     this.#pollTimer = this.#wakeTimer = undefined;

@@ -112,6 +112,7 @@ export class Membership {
   #beat = 0;
   #ticks = 0;
   #timer: TimerHandle | undefined;
+  #first: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
   #ticking: Promise<void> | undefined;
   /** Workers this one declared dead. */
@@ -164,10 +165,13 @@ export class Membership {
     return id;
   }
 
-  /** Starts beating and watching: the first tick runs at once. */
+  /** Starts beating and watching: the first tick runs on the next turn of the event loop. */
   start(): void {
     this.#stopped = false;
-    this.#schedule(0);
+    this.#first = setTimeout(() => {
+      this.#first = undefined;
+      this.tick().finally(() => this.#schedule(this.#heartbeatMs));
+    }, 0);
   }
 
   /** One heartbeat and one look at the other workers; exposed for tests. */
@@ -179,6 +183,7 @@ export class Membership {
   /** Stops beating; the registration stays until {@linkcode leave}. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    clearTimeout(this.#first);
     if (this.#timer) this.#clock.clearTimeout(this.#timer);
     this.#timer = undefined;
     await this.#ticking;

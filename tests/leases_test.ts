@@ -1,0 +1,239 @@
+/**
+ * Core v2 in one process: what a waiting run costs (counted, not timed),
+ * what `createEngine` reads before it returns, and leases between two
+ * workers on one KV file, each on its own fake clock, so a worker whose
+ * heartbeat stops can be fenced deterministically.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import {
+  createEngine,
+  type Engine,
+  FakeClock,
+  RetryAfterError,
+  type RunSnapshot,
+  workflow,
+} from "../mod.ts";
+import { keyLayout } from "../engine/keys.ts";
+import { deferred, testEngine, waitFor } from "./_helpers.ts";
+
+const HOUR_MS = 3_600_000;
+
+/** A workflow whose one step waits an hour before its second attempt. */
+const later = workflow("later").step("wait", ({ attempt }) => {
+  if (attempt === 1) throw new RetryAfterError("come back in an hour", HOUR_MS);
+  return attempt;
+});
+
+/** Counts the calls an engine makes on its KV, by method. */
+function countingKv(kv: Deno.Kv): { kv: Deno.Kv; calls: Map<string, number> } {
+  const calls = new Map<string, number>();
+  const proxy = new Proxy(kv, {
+    get(target, name, receiver) {
+      const value = Reflect.get(target, name, receiver);
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        calls.set(String(name), (calls.get(String(name)) ?? 0) + 1);
+        return value.apply(target, args);
+      };
+    },
+  });
+  return { kv: proxy, calls };
+}
+
+Deno.test("engine holds no run in memory while runs wait for a retry, and reloads none to start", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_leases_" });
+  const path = join(dir, "kv.sqlite3");
+  const clock = new FakeClock();
+  const N = 300;
+  try {
+    const ids: string[] = [];
+    await t.step(`${N} runs go to waiting: none is held`, async () => {
+      const kv = await Deno.openKv(path);
+      const engine = await createEngine({ kv, workflows: [later], clock });
+      for (let i = 0; i < N; i++) ids.push((await engine.start("later", null)).id);
+      await waitFor(
+        async () => {
+          const page = await engine.list({ status: "running", limit: 1000 });
+          const snaps = await Promise.all(page.runs.map((r) => engine.get(r.id)));
+          return snaps.filter((s) => s.steps.wait.status === "waiting").length === N;
+        },
+        "every run waiting",
+        5_000,
+      );
+      await waitFor(() => engine.stats().activeRuns === 0, "no run held");
+      const stats = engine.stats();
+      assert.equal(stats.runningSteps, 0);
+      assert.equal(stats.queuedSteps, 0);
+      const keys = keyLayout();
+      const due = await Array.fromAsync(kv.list({ prefix: keys.dueIndex() }));
+      assert.equal(due.length, N, "each waiting run is one due entry");
+      assert.ok(due.every((e) => e.key.at(-2) === clock.now() + HOUR_MS), "due in an hour");
+      await engine.close();
+      kv.close();
+    });
+    await t.step("createEngine reads nothing of the backlog before it returns", async () => {
+      const raw = await Deno.openKv(path);
+      const { kv, calls } = countingKv(raw);
+      const engine = await createEngine({ kv, workflows: [later], clock });
+      const before = new Map(calls);
+      assert.equal(before.get("list") ?? 0, 0, "no list before createEngine returned");
+      assert.equal(before.get("get") ?? 0, 0, "no get before createEngine returned");
+      assert.equal(before.get("getMany") ?? 0, 0);
+      assert.equal(before.get("atomic"), 1, "one write: the worker's registration");
+      // In the background, it claims nothing: nothing is due for an hour.
+      await waitFor(() => (calls.get("list") ?? 0) > 0, "a first look at the due index");
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(engine.stats().claims, 0);
+      assert.equal(engine.stats().activeRuns, 0);
+      // An hour later every run is claimed and finishes.
+      clock.tick(HOUR_MS);
+      const done: RunSnapshot[] = await Promise.all(ids.map((id) => engine.result(id)));
+      assert.ok(done.every((s) => s.status === "succeeded" && s.output === 2));
+      assert.equal(engine.stats().claims, N);
+      assert.equal(engine.stats().activeRuns, 0);
+      await engine.close();
+      raw.close();
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("engine keeps at most maxIdleRuns runs waiting for a slot in memory; the rest wait on disk", async () => {
+  const gate = deferred();
+  const wf = workflow("busy").step("s", () => gate.promise.then(() => "ok"));
+  await using t = await testEngine([wf], { maxConcurrentSteps: 2, maxIdleRuns: 3 });
+  const runs = await Promise.all(Array.from({ length: 20 }, () => t.engine.start("busy", null)));
+  const stats = t.engine.stats();
+  assert.equal(stats.runningSteps, 2);
+  assert.equal(stats.queuedSteps, 3, "three wait in memory for a slot");
+  assert.equal(stats.activeRuns, 5, "two running and three queued are held");
+  const due = await Array.fromAsync(t.kv.list({ prefix: keyLayout().dueIndex() }));
+  assert.equal(due.length, 15, "the other fifteen wait in the due index");
+  gate.resolve();
+  const done = await Promise.all(runs.map((r) => t.engine.result(r.id)));
+  assert.ok(done.every((s) => s.status === "succeeded"));
+  assert.equal(t.engine.stats().claims, 15);
+  assert.equal((await Array.fromAsync(t.kv.list({ prefix: keyLayout().dueIndex() }))).length, 0);
+});
+
+/** Two workers on one KV file, each with its own clock. */
+async function twoWorkers(dir: string, workflows: Parameters<typeof createEngine>[0]["workflows"]) {
+  const path = join(dir, "kv.sqlite3");
+  const clocks = [new FakeClock(), new FakeClock()];
+  const kvs = [await Deno.openKv(path), await Deno.openKv(path)];
+  const engines: Engine[] = [];
+  for (let i = 0; i < 2; i++) {
+    engines.push(
+      await createEngine({
+        kv: kvs[i],
+        workflows,
+        clock: clocks[i],
+        heartbeatIntervalMs: 1_000,
+        workerTimeoutMs: 5_000,
+        pollIntervalMs: 100,
+        // Both are this process: only the heartbeat tells them apart.
+        detectDeadProcesses: false,
+      }),
+    );
+  }
+  return {
+    clocks,
+    engines,
+    async close() {
+      for (const e of engines) await e.close({ graceMs: 0 });
+      for (const kv of kvs) kv.close();
+    },
+  };
+}
+
+Deno.test("a worker whose heartbeat stops is fenced: another carries its run on, its late result is refused", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_fence_" });
+  const starts: { worker: string; attempt: number }[] = [];
+  const gates: (() => void)[] = [];
+  const wf = workflow("long").step("s", { timeoutMs: 3_600_000 }, async ({ attempt }) => {
+    starts.push({ worker: "?", attempt });
+    await new Promise<void>((resolve) => gates.push(resolve));
+    return `attempt ${attempt}`;
+  });
+  const w = await twoWorkers(dir, [wf]);
+  const [a, b] = w.engines;
+  try {
+    const run = await a.start("long", null);
+    await waitFor(() => gates.length === 1, "the first attempt running on A");
+    const aId = a.workerId;
+    // A's clock stands still (no heartbeat); B's moves past the timeout.
+    for (let i = 0; i < 8; i++) {
+      await w.clocks[1].advance(1_000);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await waitFor(() => b.stats().fencedOthers === 1, "B declares A dead");
+    await waitFor(() => gates.length === 2, "B runs a second attempt", 5_000);
+    assert.deepEqual(starts.map((s) => s.attempt), [1, 2]);
+    // A's body ends now: its commit must fail on the fence.
+    gates[0]();
+    await waitFor(() => a.stats().fenced === 1, "A learns it was fenced");
+    await waitFor(() => a.workerId !== aId, "A registered again under a new id");
+    gates[1]();
+    const done = await b.result(run.id);
+    assert.equal(done.status, "succeeded");
+    assert.equal(done.output, "attempt 2", "the result is B's attempt, never A's");
+    const history = await b.history(run.id);
+    const succeeded = history.filter((e) => e.type === "step" && e.to === "succeeded");
+    assert.equal(succeeded.length, 1, "one result committed");
+    const interrupted = history.find((e) => e.type === "step" && e.to === "waiting");
+    assert.equal(
+      interrupted?.type === "step" && interrupted.error?.name,
+      "AttemptInterruptedError",
+    );
+  } finally {
+    for (const g of gates) g();
+    await w.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cancel of a run held by another worker reaches it through that worker's inbox", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_inbox_" });
+  const wf = workflow("held").step(
+    "s",
+    ({ signal }) =>
+      new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason))),
+  );
+  const w = await twoWorkers(dir, [wf]);
+  const [a, b] = w.engines;
+  try {
+    const run = await a.start("held", null);
+    await waitFor(() => a.stats().runningSteps === 1, "running on A");
+    const asked = await b.cancel(run.id, { reason: "from B" });
+    assert.equal(asked.status, "running", "B only left the request");
+    const result = b.result(run.id);
+    // A reads its inbox on its poll; B sees the end on its own.
+    let settled = false;
+    result.finally(() => settled = true);
+    for (let i = 0; i < 50 && !settled; i++) {
+      await w.clocks[0].advance(100);
+      await w.clocks[1].advance(100);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const done = await result;
+    assert.equal(done.status, "cancelled");
+    assert.equal(done.error?.message, "from B");
+    assert.equal(done.steps.s.status, "cancelled");
+  } finally {
+    await w.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cancel claims a run that waits in the due index and ends it", async () => {
+  await using t = await testEngine([later]);
+  const run = await t.engine.start("later", null);
+  await waitFor(() => t.engine.stats().activeRuns === 0, "the run back in the due index");
+  const done = await t.engine.cancel(run.id);
+  assert.equal(done.status, "cancelled");
+  assert.equal(done.steps.wait.status, "cancelled");
+  assert.equal((await Array.fromAsync(t.kv.list({ prefix: keyLayout().dueIndex() }))).length, 0);
+  assert.equal((await Array.fromAsync(t.kv.list({ prefix: keyLayout().actives() }))).length, 0);
+});
