@@ -50,6 +50,7 @@ import { isTerminalRun, type RunStatus } from "./states.ts";
 import { type RunSnapshot, type RunSummary, snapshotOf, summarize } from "./snapshot.ts";
 import { type ListRunsOptions, RunStore } from "./store.ts";
 import { type AnyWorkflow, NAME_PATTERN } from "../steps/workflow.ts";
+import { builtinKinds } from "../steps/kinds/mod.ts";
 
 export type { EngineEvent } from "./events.ts";
 
@@ -377,6 +378,7 @@ class WeftEngine implements Engine {
       random: options.random ?? Math.random,
       maxOutputBytes: options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES,
       useQueue: this.#useQueue,
+      kinds: builtinKinds(),
       waiters: this.#waiters,
       owner: () => this.#membership.id,
       dispatch: {

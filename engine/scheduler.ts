@@ -17,11 +17,7 @@ import {
   EngineClosedError,
   type ErrorData,
   FencedError,
-  NonRetryableError,
-  OutputError,
-  RetryAfterError,
   StepCancelledError,
-  StepTimeoutError,
   toErrorData,
 } from "./errors.ts";
 import type { EventHub } from "./events.ts";
@@ -38,7 +34,7 @@ import { INLINE_OUTPUT_BYTES, splitJson } from "./output.ts";
 import { queueMessageSchema, type RunRecord, type StepRecord } from "./records.ts";
 import { loadRun } from "./recovery.ts";
 import type { WaiterRegistry } from "./waiters.ts";
-import { backoffDelayMs } from "./retry.ts";
+import type { StepKind, StepKindContext } from "./step_kind.ts";
 import type { Slots } from "./slots.ts";
 import { type RunSnapshot, type RunSummary, summarize } from "./snapshot.ts";
 import { isTerminalRun, isTerminalStep, type StepStatus, transitionStep } from "./states.ts";
@@ -75,6 +71,8 @@ export interface SchedulerOptions {
   maxOutputBytes: number;
   /** Whether the KV queue carries sweep messages (and the engine listens to it). */
   useQueue: boolean;
+  /** The kinds of step, by name: what a step's events mean. */
+  kinds: ReadonlyMap<string, StepKind>;
   /** Callers of `result()`, resolved when this worker ends their run. */
   waiters: WaiterRegistry;
   /** This worker's id: the owner of the leases it writes. */
@@ -113,6 +111,7 @@ export class Scheduler {
   readonly #random: () => number;
   readonly #useQueue: boolean;
   readonly #waiters: WaiterRegistry;
+  readonly #kinds: ReadonlyMap<string, StepKind>;
   readonly #owner: () => string;
   readonly #dispatch: SchedulerOptions["dispatch"];
   readonly #maxIdleRuns: number;
@@ -146,6 +145,7 @@ export class Scheduler {
     this.#random = options.random;
     this.#useQueue = options.useQueue;
     this.#waiters = options.waiters;
+    this.#kinds = options.kinds;
     this.#owner = options.owner;
     this.#dispatch = options.dispatch;
     this.#maxIdleRuns = options.maxIdleRuns;
@@ -208,7 +208,9 @@ export class Scheduler {
     this.#live.set(id, live);
     txn.runs.set(live, { fromStatus: null, idem: idempotencyKey });
     txn.record(live, { type: "run", seq: live.nextSeq++, at: now, from: null, to: "pending" });
-    for (const s of def.steps) if (s.needs.length === 0) this.#tryStart(txn, live, s);
+    for (const s of def.steps) {
+      if (s.needs.length === 0) this.#kindOf(s).ready(this.#ctx(txn, live, s));
+    }
     txn.consider.add(live);
     const summary = summarize(record);
     const ok = await this.#commit(txn);
@@ -349,49 +351,25 @@ export class Scheduler {
     this.#live.set(runId, live);
     if (options.pin) this.#pinned.add(live);
     const txn = new Txn();
-    const now = this.#clock.now();
-    const interrupted = new Set<string>();
     for (const s of def.steps) {
+      if (isTerminalRun(live.record.status)) break;
       const rec = steps.get(s.name)!;
       if (rec.status === "running") {
-        interrupted.add(s.name);
-        // The process that ran this attempt is gone; its result was never committed.
         log.warn("Recovering step {step} of run {runId}: attempt {attempt} was interrupted", {
           workflow: def.name,
           runId,
           step: s.name,
           attempt: rec.attempts,
         });
-        // An attempt this process abandoned to reload the run (a failed
-        // write elsewhere in it) was not lost to a crash: it does not count.
-        const reloaded = abandoned.has(s.name);
-        if (reloaded) steps.set(s.name, { ...rec, uncharged: (rec.uncharged ?? 0) + 1 });
-        this.#attemptFailed(
-          txn,
-          live,
-          s,
-          rec.attempts,
-          new AttemptInterruptedError(
-            s.name,
-            rec.attempts,
-            reloaded ? "a reload after a failed write" : undefined,
-          ),
-          0,
-        );
+      }
+      if (rec.status === "pending") {
+        if (needsMet(live, s)) this.#kindOf(s).ready(this.#ctx(txn, live, s));
+      } else if (!isTerminalStep(rec.status)) {
+        this.#kindOf(s).recover(this.#ctx(txn, live, s), { reloaded: abandoned.has(s.name) });
       }
     }
-    if (!isTerminalRun(live.record.status)) {
-      for (const s of def.steps) {
-        const rec = steps.get(s.name)!;
-        if (rec.status === "waiting" && !interrupted.has(s.name)) {
-          this.#armRetry(txn, live, s, rec.nextAttemptAt ?? now);
-        } else if (rec.status === "pending" && needsMet(live, s)) {
-          this.#tryStart(txn, live, s);
-        }
-      }
-      if (allStepsSucceeded(live)) {
-        recordRunStatus(txn, live, { to: "succeeded", at: this.#clock.now() });
-      }
+    if (!isTerminalRun(live.record.status) && allStepsSucceeded(live)) {
+      recordRunStatus(txn, live, { to: "succeeded", at: this.#clock.now() });
     }
     txn.consider.add(live);
     await this.#commit(txn);
@@ -480,7 +458,7 @@ export class Scheduler {
     return true;
   }
 
-  /** Commits an attempt's end: its result and what it makes ready, or its failure. */
+  /** Commits an attempt's end, as its step's kind decides. */
   #settle(
     live: LiveRun,
     step: StepDefinition,
@@ -490,117 +468,70 @@ export class Scheduler {
     if (this.#stopped || !this.#finishAttempt(live, step.name, running)) return;
     if (isTerminalRun(live.record.status)) return;
     const txn = new Txn();
-    if (result.ok) {
-      const { encoded } = result;
-      const now = this.#clock.now();
-      const rec = live.steps.get(step.name)!;
-      recordStep(txn, live, {
-        step: step.name,
-        next: {
-          ...rec,
-          status: transitionStep(rec.status, "succeeded"),
-          finishedAt: now,
-          output: encoded.ref,
-        },
-        attempt: running.attempt,
-        durationMs: now - running.startedAt,
-        at: this.#clock.now(),
-      });
-      live.results.set(step.name, encoded.value);
-      for (const child of live.def.steps) {
-        if (
-          child.needs.includes(step.name) && live.steps.get(child.name)!.status === "pending" &&
-          needsMet(live, child)
-        ) {
-          this.#tryStart(txn, live, child);
-        }
-      }
-      if (allStepsSucceeded(live)) {
-        recordRunStatus(txn, live, { to: "succeeded", at: this.#clock.now() });
-      }
-    } else {
-      this.#attemptFailed(txn, live, step, running.attempt, result.error);
-    }
+    this.#kindOf(step).attemptEnded(
+      this.#ctx(txn, live, step),
+      running.attempt,
+      result.ok
+        ? { ok: true, output: result.encoded.ref, value: result.encoded.value }
+        : { ok: false, error: result.error },
+    );
     this.#background(txn);
   }
 
-  /** Records a failed attempt: schedules the retry, or fails the step and the run. */
-  #attemptFailed(
-    txn: Txn,
-    live: LiveRun,
-    step: StepDefinition,
-    attempt: number,
-    error: unknown,
-    delayOverrideMs?: number,
-  ): void {
-    const now = this.#clock.now();
-    const data = toErrorData(error);
-    const rec = live.steps.get(step.name)!;
-    const errors = boundErrors([...rec.errors, { attempt, at: now, error: data }]);
-    const attemptMs = rec.status === "running" && rec.attemptStartedAt !== undefined
-      ? now - rec.attemptStartedAt
-      : undefined;
-    const nonRetryable = error instanceof NonRetryableError || error instanceof OutputError;
-    // Attempts abandoned by a graceful shutdown do not count.
-    if (!nonRetryable && attempt - (rec.uncharged ?? 0) < step.retry.maxAttempts) {
-      const delayMs = delayOverrideMs ??
-        (error instanceof RetryAfterError
-          ? error.delayMs
-          : backoffDelayMs(step.retry, attempt + 1, this.#random));
-      recordStep(txn, live, {
-        step: step.name,
-        next: {
-          ...rec,
-          status: transitionStep(rec.status, "waiting"),
-          errors,
-          nextAttemptAt: now + delayMs,
-        },
-        attempt,
-        error: data,
-        nextAttemptAt: now + delayMs,
-        durationMs: attemptMs,
-        at: this.#clock.now(),
-      });
-      live.readyBy.set(step.name, txn.status);
-      this.#armRetry(txn, live, step, now + delayMs);
-      return;
-    }
-    recordStep(txn, live, {
-      step: step.name,
-      next: { ...rec, status: transitionStep(rec.status, "failed"), errors, finishedAt: now },
-      attempt,
-      error: data,
-      durationMs: attemptMs,
-      at: this.#clock.now(),
-    });
-    const reason = error instanceof StepTimeoutError
-      ? "timed out"
-      : nonRetryable
-      ? "failed with a non-retryable error"
-      : `failed after ${attempt} attempt${attempt === 1 ? "" : "s"}`;
-    this.#endRun(txn, live, "failed", {
-      name: "StepFailedError",
-      message: `Step '${step.name}' ${reason}: ${data.message}`,
-      details: { step: step.name, attempt },
-      cause: data,
-    }, step.name);
+  // ---------------------------------------------------------------- step kinds
+
+  #kindOf(step: StepDefinition): StepKind {
+    const kind = this.#kinds.get(step.kind);
+    if (!kind) throw new Error(`No step kind '${step.kind}' (step '${step.name}')`);
+    return kind;
+  }
+
+  /** What a step's kind may do to it, recorded in `txn`. */
+  #ctx(txn: Txn, live: LiveRun, step: StepDefinition): StepKindContext {
+    return {
+      step,
+      record: () => live.steps.get(step.name)!,
+      now: () => this.#clock.now(),
+      random: this.#random,
+      transition: (next, event) =>
+        recordStep(txn, live, { step: step.name, next, ...event, at: this.#clock.now() }),
+      startAttempt: () => this.#tryStart(txn, live, step),
+      armTimer: (atMs) => this.#armTimer(txn, live, step, atMs),
+      succeeded: (value) => {
+        live.results.set(step.name, value);
+        for (const child of live.def.steps) {
+          if (
+            child.needs.includes(step.name) && live.steps.get(child.name)!.status === "pending" &&
+            needsMet(live, child)
+          ) {
+            this.#kindOf(child).ready(this.#ctx(txn, live, child));
+          }
+        }
+        if (allStepsSucceeded(live)) {
+          recordRunStatus(txn, live, { to: "succeeded", at: this.#clock.now() });
+        }
+      },
+      failRun: (error) => this.#endRun(txn, live, "failed", error, step.name),
+    };
   }
 
   /**
-   * Arms the in-process timer for a retry due at `dueAt` (absolute, so a
-   * late arm or a restart keeps the schedule); the KV queue carries a backup
-   * wake-up.
+   * Calls the step kind's `timerDue` at `dueAt` (absolute, so a late arm or
+   * a restart keeps the schedule): at once if it is due, else from an
+   * in-process timer while the run is held, with the KV queue's alarm and
+   * the due index as the backup once it is not.
    */
-  #armRetry(txn: Txn, live: LiveRun, step: StepDefinition, dueAt: number): void {
+  #armTimer(txn: Txn, live: LiveRun, step: StepDefinition, dueAt: number): void {
     if (this.#closing) return;
-    const delayMs = Math.max(0, dueAt - this.#clock.now());
-    if (delayMs === 0) return this.#tryStart(txn, live, step);
+    if (dueAt <= this.#clock.now()) {
+      return this.#kindOf(step).timerDue(this.#ctx(txn, live, step));
+    }
     this.#planSweep(txn, dueAt);
     txn.after.push(() => {
       if (this.#closing || live.dead || live.retryTimers.has(step.name)) return;
       const timer = this.#clock.setTimeout(() => {
         live.retryTimers.delete(step.name);
-        this.#retryDue(live, step);
+        this.#timerDue(live, step);
       }, dueAt - this.#clock.now());
       live.retryTimers.set(step.name, timer);
     });
@@ -623,11 +554,11 @@ export class Scheduler {
     txn.enqueues.push({ value: { weft: "sweep" }, delayMs });
   }
 
-  #retryDue(live: LiveRun, step: StepDefinition): void {
+  #timerDue(live: LiveRun, step: StepDefinition): void {
     if (this.#closing || this.#live.get(live.record.id) !== live) return;
-    if (live.steps.get(step.name)?.status !== "waiting") return;
+    if (isTerminalStep(live.steps.get(step.name)!.status)) return;
     const txn = new Txn();
-    this.#tryStart(txn, live, step);
+    this.#kindOf(step).timerDue(this.#ctx(txn, live, step));
     this.#background(txn);
   }
 
@@ -750,8 +681,9 @@ export class Scheduler {
       const rec = live.steps.get(s.name)!;
       if (live.queued.has(s.name) || (rec.status === "pending" && needsMet(live, s))) {
         dueAt = now;
-      } else if (rec.status === "waiting") {
-        dueAt = Math.min(dueAt, Math.max(now, rec.nextAttemptAt ?? now));
+      } else if (!isTerminalStep(rec.status)) {
+        const at = this.#kindOf(s).dueAt(rec);
+        if (at !== undefined) dueAt = Math.min(dueAt, Math.max(now, at));
       }
     }
     if (dueAt === Infinity) dueAt = now;

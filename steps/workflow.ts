@@ -108,6 +108,8 @@ export interface WorkflowOptions<I> {
 export interface StepDefinition {
   /** Unique within its workflow; URL-safe. */
   readonly name: string;
+  /** The kind of step (see `steps/kinds/`): what its start, end, timer and recovery do. */
+  readonly kind: "task";
   /** Names of earlier steps this one waits for. */
   readonly needs: readonly string[];
   /** Limit of one attempt. */
@@ -237,6 +239,7 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
     }
     const step: StepDefinition = Object.freeze({
       name,
+      kind: "task" as const,
       needs: Object.freeze(needs),
       timeoutMs,
       retry: Object.freeze(retry),

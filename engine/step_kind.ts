@@ -1,0 +1,67 @@
+/**
+ * The seam between the scheduler and kinds of step. The scheduler knows
+ * runs, leases, slots, timers and commits; a kind knows what its step does
+ * when it becomes ready, when an attempt of its body ends, when its timer is
+ * due, and when a worker loads its run from KV. It acts only through a
+ * {@linkcode StepKindContext}, which records every change in the write the
+ * scheduler commits. A new kind (sleep, wait-for-event, map, child run) is a
+ * new file in `steps/kinds/`, not a new branch in the scheduler.
+ *
+ * @module
+ */
+import type { ErrorData } from "./errors.ts";
+import type { StepRecord } from "./records.ts";
+import type { StepDefinition } from "../steps/workflow.ts";
+
+/** How an attempt of a step's body ended; a success carries what its record points at. */
+export type AttemptOutcome =
+  | { ok: true; output: StepRecord["output"]; value: unknown }
+  | { ok: false; error: unknown };
+
+/** What a step kind may do to its step, within the write being built. */
+export interface StepKindContext {
+  /** The step's definition. */
+  readonly step: StepDefinition;
+  /** The step's record as last changed. */
+  record(): StepRecord;
+  /** The engine's clock, in epoch milliseconds. */
+  now(): number;
+  /** A random number in [0, 1), for jitter. */
+  random(): number;
+  /**
+   * Records the step's next state (a legal transition of its status) and
+   * its history event.
+   */
+  transition(
+    next: StepRecord,
+    event: { attempt: number; error?: ErrorData; nextAttemptAt?: number; durationMs?: number },
+  ): void;
+  /** Starts an attempt of the step's body, under the concurrency caps, once this write is durable. */
+  startAttempt(): void;
+  /** Calls the kind's `timerDue` at `atMs`; a run that waits for it alone waits on disk. */
+  armTimer(atMs: number): void;
+  /** The step's result is committed: the steps that need it may start. */
+  succeeded(value: unknown): void;
+  /** Ends the run as failed because of this step. */
+  failRun(error: ErrorData): void;
+}
+
+/** One kind of step: what its events mean. */
+export interface StepKind {
+  /** The kind's name, as `StepDefinition.kind` names it. */
+  readonly name: string;
+  /** Every step it needs has succeeded (or the run started, for a step that needs none). */
+  ready(ctx: StepKindContext): void;
+  /** An attempt of its body ended; `attempt` is the attempt's number. */
+  attemptEnded(ctx: StepKindContext, attempt: number, outcome: AttemptOutcome): void;
+  /** A timer it armed is due. */
+  timerDue(ctx: StepKindContext): void;
+  /**
+   * A worker loaded the run from KV and holds it now. `reloaded` tells an
+   * attempt this worker abandoned itself (to reload after a failed write)
+   * from one lost with a process.
+   */
+  recover(ctx: StepKindContext, options: { reloaded: boolean }): void;
+  /** While its step waits with nothing running: when it next needs a worker, if at a time. */
+  dueAt(record: StepRecord): number | undefined;
+}

@@ -1,0 +1,21 @@
+/**
+ * The kinds of step the engine knows, by name.
+ *
+ * @module
+ */
+import type { StepKind } from "../../engine/step_kind.ts";
+import { taskKind } from "./task.ts";
+
+/**
+ * Every built-in kind, by name.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { builtinKinds } from "./mod.ts";
+ * assert.ok(builtinKinds().has("task"));
+ * ```
+ */
+export function builtinKinds(): ReadonlyMap<string, StepKind> {
+  return new Map([[taskKind.name, taskKind]]);
+}
