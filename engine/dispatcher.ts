@@ -34,13 +34,21 @@ export interface DispatcherOptions {
   /** How many runs this worker may claim now. */
   capacity(): number;
   /** Loads and carries on claimed runs. */
-  claimed(runIds: string[]): Promise<void>;
+  claimed(claims: Claim[]): Promise<void>;
   /** Called on each poll, after the claim round (the inbox is read there). */
   onPoll?: () => Promise<void>;
   /** How often the index is polled. */
   pollIntervalMs: number;
-  /** Most runs claimed in one round. @default {100} */
+  /** Most runs claimed in one round. @default {500} */
   maxClaims?: number;
+}
+
+/** A run just claimed, with what its due entry says of it. */
+export interface Claim {
+  /** The run. */
+  runId: string;
+  /** The `seq` of its next history event, when the entry carries it (saves a read). */
+  nextSeq?: number;
 }
 
 /** The claim's KV write for one due entry. */
@@ -79,7 +87,7 @@ export class Dispatcher {
   /** Creates the dispatcher, stopped. */
   constructor(options: DispatcherOptions) {
     this.#o = options;
-    this.#maxClaims = options.maxClaims ?? 100;
+    this.#maxClaims = options.maxClaims ?? 500;
   }
 
   /**
@@ -188,14 +196,18 @@ export class Dispatcher {
     const results = await Promise.all(
       picked.map((e) => this.#o.batcher.write(claimOp(keys, owner, e))),
     );
-    const ids: string[] = [];
+    const claims: Claim[] = [];
     results.forEach((ok, i) => {
-      if (ok) ids.push(String(picked[i].key.at(-1)));
-      else this.lost++;
+      if (!ok) return void this.lost++;
+      const value = picked[i].value as { seq?: unknown } | null;
+      const claim: Claim = { runId: String(picked[i].key.at(-1)) };
+      if (typeof value?.seq === "number") claim.nextSeq = value.seq;
+      claims.push(claim);
     });
-    this.claims += ids.length;
-    if (ids.length > 0) await this.#o.claimed(ids);
-    return listed.length === limit || picked.length < listed.length || ids.length < picked.length;
+    this.claims += claims.length;
+    if (claims.length > 0) await this.#o.claimed(claims);
+    return listed.length === limit || picked.length < listed.length ||
+      claims.length < picked.length;
   }
 
   /** Arms the local timer for the earliest entry due after `now`. */

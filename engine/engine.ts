@@ -23,7 +23,7 @@
 import { getLogger } from "@logtape/logtape";
 import { type Clock, systemClock } from "./clock.ts";
 import { CommitBatcher, type Fence } from "./commit_batcher.ts";
-import { claimOp, Dispatcher } from "./dispatcher.ts";
+import { type Claim, claimOp, Dispatcher } from "./dispatcher.ts";
 import { Membership } from "./membership.ts";
 import { inboxMessageSchema, schedRecordSchema } from "./records.ts";
 import { type Waiter, WaiterRegistry } from "./waiters.ts";
@@ -298,6 +298,8 @@ class WeftEngine implements Engine {
   #closing = false;
   /** Retries this worker scheduled, less those it started or ended (see `stats`). */
   #retriesWaiting = 0;
+  #polls = 0;
+  readonly #fencesHandled = new WeakSet<Fence>();
   #detachQueue: () => void = () => {};
 
   constructor(options: EngineOptions) {
@@ -328,7 +330,7 @@ class WeftEngine implements Engine {
       );
     }
     const pollIntervalMs = positiveInteger("pollIntervalMs", options.pollIntervalMs, 250);
-    const maxIdleRuns = options.maxIdleRuns ?? max;
+    const maxIdleRuns = options.maxIdleRuns ?? 10 * max;
     if (!Number.isInteger(maxIdleRuns) || maxIdleRuns < 0) {
       throw new InvalidArgumentError(
         `Cannot create engine as 'maxIdleRuns' must be an integer >= 0: current value is ${maxIdleRuns}`,
@@ -349,10 +351,13 @@ class WeftEngine implements Engine {
       batcher: this.#batcher,
       clock,
       owner: () => this.#membership.id,
+      // Room for a run per free slot, and for the idle runs kept ready
+      // behind them, so claims come in batches.
       capacity: () =>
-        this.#scheduler.closing ? 0 : this.#slots.max - this.#slots.inUse -
-          this.#slots.waiting,
-      claimed: (ids) => this.#claimed(ids),
+        this.#scheduler.closing
+          ? 0
+          : this.#slots.max + maxIdleRuns - this.#slots.inUse - this.#slots.waiting,
+      claimed: (claims) => this.#claimed(claims),
       onPoll: () => this.#poll(),
       pollIntervalMs,
     });
@@ -519,18 +524,20 @@ class WeftEngine implements Engine {
       signal?.addEventListener("abort", onAbort, { once: true });
     });
     if (!this.#scheduler.runs.has(runId)) {
-      let snapshot: RunSnapshot;
+      // One read of the record: a caller waiting for thousands of runs reads
+      // each run's steps once, when it has ended.
+      let run;
       try {
-        snapshot = await this.get(runId);
+        run = await this.#store.getRun(runId);
+        if (!run) throw new RunNotFoundError(runId);
+        if (isTerminalRun(run.status)) this.#waiters.resolve(runId, await this.get(runId));
       } catch (error) {
         remove();
         throw error;
       }
-      if (isTerminalRun(snapshot.status)) {
-        this.#waiters.resolve(runId, snapshot);
-      } else if (!this.#defs.has(snapshot.workflow)) {
+      if (!isTerminalRun(run.status) && !this.#defs.has(run.workflow)) {
         remove();
-        throw new WorkflowNotServedError(runId, snapshot.workflow);
+        throw new WorkflowNotServedError(runId, run.workflow);
       }
     }
     return await done;
@@ -649,13 +656,16 @@ class WeftEngine implements Engine {
   // ---------------------------------------------------------------- workers
 
   /** Carries on runs just claimed from the due index. */
-  async #claimed(ids: string[]): Promise<void> {
-    await Promise.all(ids.map((id) => this.#scheduler.resume(id).catch(() => {})));
+  async #claimed(claims: Claim[]): Promise<void> {
+    await this.#scheduler.resumeClaimed(claims).catch(() => {});
   }
 
   /** On each poll: runs ended elsewhere, and requests in this worker's inbox. */
   async #poll(): Promise<void> {
-    if (this.#waiters.size > 0) {
+    // Alone on the KV, this worker ends every run it waits for itself; it
+    // still looks now and then, for a worker that came and went.
+    const alone = this.#membership.others === 0 && this.#polls++ % 20 !== 0;
+    if (this.#waiters.size > 0 && !alone) {
       await this.#waiters.poll({
         statuses: async (ids) =>
           (await this.#kv.getMany(ids.map((id) => this.#keys.run(id)))).map((e) =>
@@ -685,7 +695,11 @@ class WeftEngine implements Engine {
 
   /** This worker was declared dead by another: drop everything and register anew. */
   #onFenced(fence: Fence): void {
+    // Writes queued under the old fence fail while the new registration is
+    // being written: one fence is handled once.
     if (this.#membership.fence !== fence || this.#scheduler.closing) return;
+    if (this.#fencesHandled.has(fence)) return;
+    this.#fencesHandled.add(fence);
     this.#fencedCount++;
     log.error(
       "Worker {workerId} was fenced by another worker (it missed its heartbeats); " +

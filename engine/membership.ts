@@ -117,6 +117,8 @@ export class Membership {
   #ticking: Promise<void> | undefined;
   /** Workers this one declared dead. */
   fencedOthers = 0;
+  /** Other workers registered at the last look. */
+  others = 0;
   /** Leases of dead workers moved back to the due index by this one. */
   reaped = 0;
 
@@ -284,6 +286,7 @@ export class Membership {
       });
     }
     for (const id of this.#seen.keys()) if (!present.has(id)) this.#seen.delete(id);
+    this.others = [...present].filter((id) => id !== me).length - died;
     return died;
   }
 

@@ -32,6 +32,8 @@ export interface LoadRunOptions {
   workflows: ReadonlyMap<string, AnyWorkflow>;
   /** The worker loading it: an unfinished run is loaded only if this worker holds its lease. */
   owner: string;
+  /** The `seq` of the run's next history event, when known (a read saved). */
+  nextSeq?: number | undefined;
 }
 
 /**
@@ -58,10 +60,9 @@ export interface LoadRunOptions {
  */
 export async function loadRun(runId: string, options: LoadRunOptions): Promise<LoadedRun> {
   const { store } = options;
-  const record = await store.getRun(runId);
+  const [record, sched] = await store.getRunAndSched(runId);
   if (!record) return { kind: "missing" };
   if (isTerminalRun(record.status)) return { kind: "finished", record };
-  const sched = await store.getSched(runId);
   if (!sched || !("owner" in sched) || sched.owner !== options.owner) return { kind: "other" };
   const def = options.workflows.get(record.workflow);
   if (!def) return { kind: "unserved", record };
@@ -73,7 +74,7 @@ export async function loadRun(runId: string, options: LoadRunOptions): Promise<L
     input,
     steps,
     results,
-    nextSeq: await store.nextHistorySeq(runId),
+    nextSeq: options.nextSeq ?? await store.nextHistorySeq(runId),
   });
   for (const s of def.steps) {
     if (!steps.has(s.name)) steps.set(s.name, { status: "pending", attempts: 0, errors: [] });

@@ -316,12 +316,17 @@ export class Scheduler {
   async resume(
     runId: string,
     abandoned: ReadonlySet<string> = new Set(),
-    options: { pin?: boolean } = {},
+    options: { pin?: boolean; nextSeq?: number | undefined; txn?: Txn } = {},
   ): Promise<LiveRun | undefined> {
     const owner = this.#owner();
     let loaded;
     try {
-      loaded = await loadRun(runId, { store: this.#store, workflows: this.#defs, owner });
+      loaded = await loadRun(runId, {
+        store: this.#store,
+        workflows: this.#defs,
+        owner,
+        nextSeq: options.nextSeq,
+      });
     } catch (error) {
       log.error("Run {runId} could not be read; it is tried again later: {error}", {
         runId,
@@ -350,7 +355,7 @@ export class Scheduler {
     const { def, steps } = live;
     this.#live.set(runId, live);
     if (options.pin) this.#pinned.add(live);
-    const txn = new Txn();
+    const txn = options.txn ?? new Txn();
     for (const s of def.steps) {
       if (isTerminalRun(live.record.status)) break;
       const rec = steps.get(s.name)!;
@@ -372,8 +377,23 @@ export class Scheduler {
       recordRunStatus(txn, live, { to: "succeeded", at: this.#clock.now() });
     }
     txn.consider.add(live);
+    if (options.txn) return live;
     await this.#commit(txn);
     return this.#live.get(runId) === live ? live : undefined;
+  }
+
+  /**
+   * Loads runs just claimed and carries them all on in one write: a round
+   * of claims costs one commit, not one per run.
+   */
+  async resumeClaimed(claims: readonly { runId: string; nextSeq?: number }[]): Promise<void> {
+    const txn = new Txn();
+    await Promise.all(
+      claims.map((c) =>
+        this.resume(c.runId, new Set(), { nextSeq: c.nextSeq, txn }).catch(() => undefined)
+      ),
+    );
+    await this.#commit(txn);
   }
 
   /** Unpins a run kept for a cancel that did not happen. */
@@ -612,8 +632,8 @@ export class Scheduler {
       const granted = this.#slots.takeFitting((r) =>
         this.#live.get(r.runId)?.readyBy.get(r.step)?.durable ?? true
       );
-      // Room left with nothing queued here: due work elsewhere may take it.
-      if (this.#slots.waiting === 0 && this.#slots.inUse < this.#slots.max) {
+      // Fewer than half the idle runs kept are left: claim more, in a batch.
+      if (this.#slots.waiting * 2 <= this.#maxIdleRuns && this.#slots.inUse < this.#slots.max) {
         this.#dispatch.nudge();
       }
       if (granted.length === 0) return;

@@ -140,6 +140,17 @@ export class RunStore {
     return events;
   }
 
+  /** The run record and who holds it, in one read. */
+  async getRunAndSched(
+    runId: string,
+  ): Promise<[RunRecord | undefined, SchedRecord | undefined]> {
+    const [run, sched] = await this.#kv.getMany([this.#keys.run(runId), this.#keys.active(runId)]);
+    return [
+      run.value === null ? undefined : parseOrThrow(runRecordSchema, run.value, run.key),
+      sched.value === null ? undefined : parseOrThrow(schedRecordSchema, sched.value, sched.key),
+    ];
+  }
+
   /** Who holds an unfinished run, or `undefined` for a finished or unknown one. */
   async getSched(runId: string): Promise<SchedRecord | undefined> {
     const key = this.#keys.active(runId);

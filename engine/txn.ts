@@ -144,7 +144,10 @@ export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
       sets.push([k.byWorkflow(r.workflow, r.id), true]);
       // A new run is held by this worker, unless it waits in the due index.
       if (lease?.kind === "due") {
-        sets.push([k.active(r.id), { dueAt: lease.dueAt }], [k.due(lease.dueAt, r.id), true]);
+        sets.push([k.active(r.id), { dueAt: lease.dueAt }], [
+          k.due(lease.dueAt, r.id),
+          { seq: live.nextSeq },
+        ]);
       } else {
         sets.push([k.active(r.id), { owner }], [k.owned(owner, r.id), true]);
       }
@@ -168,7 +171,11 @@ export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
     const created = txn.runs.get(live)?.fromStatus === null;
     if (created || lease.kind !== "due" || isTerminalRun(r.status)) continue;
     deletes.push(k.owned(owner, r.id));
-    sets.push([k.active(r.id), { dueAt: lease.dueAt }], [k.due(lease.dueAt, r.id), true]);
+    // The due entry carries where the run's history goes on: its claimer reads one key less.
+    sets.push([k.active(r.id), { dueAt: lease.dueAt }], [
+      k.due(lease.dueAt, r.id),
+      { seq: live.nextSeq },
+    ]);
   }
   for (const [live, names] of txn.steps) {
     for (const name of names) sets.push([k.step(live.record.id, name), live.steps.get(name)]);

@@ -44,6 +44,7 @@ export interface WaiterReads {
  */
 export class WaiterRegistry {
   readonly #byRun = new Map<string, Set<Waiter>>();
+  #cursor = 0;
 
   /** Runs waited for. */
   get size(): number {
@@ -87,9 +88,17 @@ export class WaiterRegistry {
     for (const runId of [...this.#byRun.keys()]) this.reject(runId, error);
   }
 
-  /** Resolves the waiters of runs that another worker ended. */
-  async poll(reads: WaiterReads): Promise<void> {
-    const ids = [...this.#byRun.keys()].filter((id) => !reads.holds(id));
+  /**
+   * Resolves the waiters of runs that another worker ended, looking at up to
+   * `limit` runs per call, in turn, so a worker waiting for 10,000 runs
+   * spends a bounded number of reads per poll.
+   */
+  async poll(reads: WaiterReads, limit = 100): Promise<void> {
+    const all = [...this.#byRun.keys()].filter((id) => !reads.holds(id));
+    if (all.length === 0) return;
+    const from = this.#cursor % all.length;
+    const ids = [...all.slice(from), ...all.slice(0, from)].slice(0, limit);
+    this.#cursor = from + ids.length;
     for (let i = 0; i < ids.length; i += 10) {
       const batch = ids.slice(i, i + 10);
       const statuses = await reads.statuses(batch);
