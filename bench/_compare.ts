@@ -142,6 +142,91 @@ function rows(weft: Map<string, Result>, peer: Map<string, Result>): Row[] {
   growth("W6 start latency p99, ms, 1k → 100k stored", "start_p99_ms", "growth ≤ 1.2×");
   growth("W6 status read p50, ms, 1k → 100k stored", "get_p50_ms");
   growth("W6 status read p99, ms, 1k → 100k stored", "get_p99_ms", "growth ≤ 1.2×");
+
+  // W7: Weft holds 1,000,000 waiting runs, BullMQ 200,000 delayed jobs, so sizes get no ratio.
+  const sized = (figure: string, weftField: string, peerValue: number | undefined, target?: {
+    text: string;
+    met: (v: number) => boolean;
+  }) => {
+    vs(
+      figure,
+      "w7",
+      weftField,
+      peerValue,
+      target && { text: target.text, met: (_r, v) => target.met(v) },
+    );
+    const row = out.at(-1)!;
+    row.ratio = undefined;
+  };
+  const bq = p("w7");
+  sized(
+    "W7 RSS with the backlog, MB (Weft: server, 1M runs; BullMQ: Redis + worker, 200k jobs)",
+    "rss_mb",
+    sum(num(bq, "redis_rss_mb"), num(bq, "worker_rss_mb")),
+    { text: "< 100 MB", met: (v) => v < 100 },
+  );
+  sized(
+    "W7 bytes per waiting run (Weft: on disk; BullMQ: Redis memory)",
+    "backlog_disk_bytes_per_run",
+    num(bq, "redis_bytes_per_job"),
+  );
+  vs(
+    "W7 start to first GET /healthz, ms (BullMQ: worker ready)",
+    "w7",
+    "healthz_ms",
+    num(bq, "worker_ready_ms"),
+    {
+      text: "≤ 1,000 ms",
+      met: (_r, v) => v <= 1000,
+    },
+  );
+  vs(
+    "W7 start to first run's body, ms (BullMQ: first job)",
+    "w7",
+    "first_run_ms",
+    num(bq, "first_job_ms"),
+  );
+  vs(
+    "W7 timer lag p50, ms, with the backlog",
+    "w7",
+    "timer_lag_p50_ms",
+    num(bq, "timer_lag_p50_ms"),
+  );
+  vs(
+    "W7 timer lag p99, ms, with the backlog",
+    "w7",
+    "timer_lag_p99_ms",
+    num(bq, "timer_lag_p99_ms"),
+    {
+      text: "< 50 ms",
+      met: (_r, v) => v < 50,
+    },
+  );
+  vs("W7 timer lag p99, ms, empty KV (Weft only)", "w7", "empty_timer_lag_p99_ms", undefined);
+
+  // W8: Weft only; the ratio column holds the speedup over one worker.
+  for (const workers of [1, 2, 4]) {
+    vs(
+      `W8 runs/s, ${workers} worker${workers > 1 ? "s" : ""}`,
+      "w8",
+      `runs_per_s_${workers}w`,
+      undefined,
+    );
+  }
+  const speedup = num(w("w8"), "speedup_2w");
+  out.push({
+    figure: "W8 speedup, 2 workers ÷ 1",
+    weft: speedup,
+    target: "≥ 1.8×",
+    met: speedup === undefined ? undefined : speedup >= 1.8,
+  });
+  const dups = num(w("w8"), "duplicates");
+  out.push({
+    figure: "W8 duplicates (bodies started twice + results committed twice), 1/2/4 workers",
+    weft: dups === undefined ? undefined : String(dups),
+    target: "0",
+    met: dups === undefined ? undefined : dups === 0,
+  });
   return out;
 }
 

@@ -1,8 +1,8 @@
 /**
  * One benchmark pass in a process of its own, started by `run.ts`:
  *
- *   deno run -A bench/child.ts <workload> --kv <file> [--ids <file>]
- *   deno run -A bench/child.ts seed --kv <file> --ids <file> --n <runs>
+ *   deno run -A bench/child.ts <workload> --kv <file> [--seed <ids file>]
+ *   deno run -A bench/child.ts seed --kv <file> --out <ids file> --n <runs>
  *
  * Opens the KV file, creates an engine with the workload's workflows and
  * concurrency (default durability: a write is acknowledged once committed),
@@ -28,6 +28,7 @@ function flag(args: string[], name: string): string | undefined {
 async function measure(name: string, kvPath: string, idsPath: string | undefined): Promise<void> {
   const workload = workloadByName(name);
   if (!workload) throw new Error(`Unknown workload '${name}'`);
+  if (!workload.setup) throw new Error(`Workload '${name}' runs in bench/${workload.script}`);
   const instance = workload.setup();
   const storedIds: string[] = idsPath ? JSON.parse(await Deno.readTextFile(idsPath)) : [];
   const counts = newCounts();
@@ -172,19 +173,19 @@ if (import.meta.main) {
   const [name, ...rest] = Deno.args;
   const kvPath = flag(rest, "kv");
   if (!name || !kvPath) {
-    console.error("usage: child.ts <workload|seed> --kv <file> [--ids <file>] [--n <runs>]");
+    console.error("usage: child.ts <workload|seed> --kv <file> [--seed|--out <file>] [--n <runs>]");
     Deno.exit(2);
   }
   if (name === "seed") {
-    const idsPath = flag(rest, "ids");
+    const idsPath = flag(rest, "out");
     const n = Number(flag(rest, "n"));
     if (!idsPath || !(n > 0)) {
-      console.error("seed needs --ids <file> and --n <runs>");
+      console.error("seed needs --out <file> and --n <runs>");
       Deno.exit(2);
     }
     await seed(n, kvPath, idsPath);
   } else {
-    await measure(name, kvPath, flag(rest, "ids"));
+    await measure(name, kvPath, flag(rest, "seed"));
   }
   // Timers of the KV queue listener would otherwise keep the process a while.
   Deno.exit(0);

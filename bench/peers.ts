@@ -9,6 +9,10 @@
  *   REPS=3 deno task bench:peers --write       # median of 3, and update BENCHMARKS.md
  *   deno task bench:peers --weft a.jsonl --peer b.jsonl   # table from earlier runs
  *
+ * W7's peer figure (200,000 delayed jobs) comes from `bullmq_backlog.cjs`,
+ * since `run.sh` has no delayed-jobs workload; it uses the BullMQ that
+ * `run.sh` installed into the same work folder. W8 has no peer figure.
+ *
  * Both result sets are also kept as `.bench/last-weft.jsonl` and
  * `.bench/last-bullmq.jsonl`.
  *
@@ -20,6 +24,8 @@ import { WORKLOADS } from "./workloads.ts";
 
 /** The workloads `run.sh` knows, by Weft's names. */
 const PEER_WORKLOADS = ["w1", "w2", "w2-rate100", "w3", "w4"];
+/** Delayed jobs in W7's peer backlog. */
+const PEER_BACKLOG_JOBS = 200_000;
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname);
 const CACHE = `${ROOT}.bench`;
@@ -60,6 +66,23 @@ async function runPeers(workloads: string[], reps: number): Promise<Result[]> {
   }
   const status = await child.status;
   if (!status.success) throw new Error(`${script} failed with code ${status.code}`);
+  return parseJsonLines(text);
+}
+
+/** W7's peer side: `bullmq_backlog.cjs` with the BullMQ that `run.sh` installs; resolves with its JSON line. */
+async function runPeerBacklog(): Promise<Result[]> {
+  const work = Deno.env.get("PEERS_WORK") ?? `${CACHE}/peers-work`;
+  const script = decodeURIComponent(new URL("./bullmq_backlog.cjs", import.meta.url).pathname);
+  console.error(`running node ${script} (${PEER_BACKLOG_JOBS} delayed jobs, work folder ${work})`);
+  const out = await new Deno.Command("node", {
+    args: [script, "--work", work, "--n", String(PEER_BACKLOG_JOBS)],
+    env: { MODE: Deno.env.get("MODE") ?? "aofalways" },
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  console.error(text.trim());
+  if (!out.success) throw new Error(`${script} failed with code ${out.code}`);
   return parseJsonLines(text);
 }
 
@@ -135,6 +158,7 @@ if (import.meta.main) {
       if (!options.peer && PEER_WORKLOADS.includes(w.name)) {
         peer.push(...await runPeers([w.name], 1));
       }
+      if (!options.peer && w.name === "w7") peer.push(...await runPeerBacklog());
     }
   }
   if (!options.weft) {

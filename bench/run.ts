@@ -7,17 +7,20 @@
  *   deno task bench w1 w5 --reps 3       # some workloads, median of 3 passes
  *   deno task bench w1 --profile         # also a CPU profile: top self-time functions
  *   deno task bench --out results.jsonl  # also append the JSON lines to a file
- *   deno task bench --reseed             # rebuild W6's cached seed files
+ *   deno task bench --reseed             # rebuild the cached seed files (W6, W7)
+ *   deno task bench w7                   # W7 only (seeds 1M runs once, minutes)
  *
- * W6's seeded KV files are cached under `.bench/` (git-ignored), keyed by a
- * hash of the files that define the stored format, and copied into the temp
- * folder for each pass.
+ * Seeded KV files (W6's stored runs, W7's backlog) are cached under
+ * `.bench/` (git-ignored), keyed by a hash of the files that define the
+ * stored format and of the seed's script, and copied into the temp folder
+ * for each pass. W7 and W8 run a script of their own (`backlog.ts`,
+ * `scale_out.ts`) in place of `child.ts`.
  *
  * @module
  */
 import { analyzeProfile, formatProfile } from "./profile.ts";
 import { median, round } from "./_stats.ts";
-import { type Workload, WORKLOADS } from "./workloads.ts";
+import { type SeedSpec, type Workload, WORKLOADS } from "./workloads.ts";
 
 /** One JSON line of a pass. */
 export type Result = Record<string, number | string>;
@@ -30,18 +33,18 @@ export interface SuiteOptions {
   reps?: number;
   /** Records a CPU profile of every pass and prints its top functions. @default {false} */
   profile?: boolean;
-  /** Rebuilds W6's cached seeds. @default {false} */
+  /** Rebuilds the cached seeds (W6, W7). @default {false} */
   reseed?: boolean;
   /** Called with each result as it arrives. */
   onResult?: (result: Result) => void;
-  /** Limit of one pass, in milliseconds. @default {120000} */
+  /** Limit of one pass, in milliseconds. @default {the workload's, else 120000} */
   timeoutMs?: number;
 }
 
 const ROOT = new URL("../", import.meta.url);
 const rootPath = decodeURIComponent(ROOT.pathname);
 const CACHE = `${rootPath}.bench`;
-const CHILD = decodeURIComponent(new URL("./child.ts", import.meta.url).pathname);
+const BENCH = decodeURIComponent(new URL("./", import.meta.url).pathname);
 
 /** The commit this suite measures, with `-dirty` when the tree has changes. */
 export async function codeVersion(): Promise<string> {
@@ -57,16 +60,23 @@ export async function codeVersion(): Promise<string> {
   }
 }
 
-/** Bump when the seed itself (`seed` in child.ts) changes what it stores. */
-const SEED_VERSION = "1";
+/** Bump when a seed script (`seed` in child.ts or backlog.ts) changes what it stores. */
+const SEED_VERSION = "2";
 
 /**
  * A fingerprint of what a seeded KV file depends on: the key layout, the
- * stored records and their reader, the seed's version and Deno's. An engine
- * change that alters the stored format elsewhere needs `--reseed`.
+ * stored records and their reader, the seed's script and version, Deno's
+ * version. An engine change that alters the stored format elsewhere needs
+ * `--reseed`.
  */
-async function seedFingerprint(): Promise<string> {
-  const files = ["engine/keys.ts", "engine/records.ts", "engine/states.ts", "engine/store.ts"];
+async function seedFingerprint(spec: SeedSpec): Promise<string> {
+  const files = [
+    "engine/keys.ts",
+    "engine/records.ts",
+    "engine/states.ts",
+    "engine/store.ts",
+    `bench/${spec.script}`,
+  ];
   let text = `${SEED_VERSION} ${Deno.version.deno}`;
   for (const f of files) text += await Deno.readTextFile(`${rootPath}${f}`).catch(() => "");
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
@@ -83,52 +93,68 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Returns the cached seed (KV file and ids file) for `n` runs, building it if missing. */
-async function seedFor(n: number, reseed: boolean): Promise<{ kv: string; ids: string }> {
-  await Deno.mkdir(CACHE, { recursive: true });
-  const fp = await seedFingerprint();
-  const base = `${CACHE}/w6-seed-${n}-${fp}`;
-  const kv = `${base}.sqlite`, ids = `${base}.ids.json`;
-  if (!reseed && await exists(kv) && await exists(ids)) return { kv, ids };
-  // Drop seeds of other fingerprints (or this one, when reseeding).
-  for await (const e of Deno.readDir(CACHE)) {
-    if (e.name.startsWith(`w6-seed-${n}-`)) await Deno.remove(`${CACHE}/${e.name}`);
+/** Whether a seed's side file says it is still usable (W7's due times are absolute). */
+async function stillValid(sidePath: string): Promise<boolean> {
+  try {
+    const side = JSON.parse(await Deno.readTextFile(sidePath));
+    return typeof side?.validUntilMs !== "number" || side.validUntilMs > Date.now();
+  } catch {
+    return false;
   }
-  console.error(`seeding ${n.toLocaleString("en")} runs for W6 into ${kv}`);
+}
+
+/** Returns the cached seed (KV file and side file) of `spec`, building it if missing or stale. */
+async function seedFor(spec: SeedSpec, reseed: boolean): Promise<{ kv: string; side: string }> {
+  await Deno.mkdir(CACHE, { recursive: true });
+  const fp = await seedFingerprint(spec);
+  const base = `${CACHE}/${spec.name}-${fp}`;
+  const kv = `${base}.sqlite`, side = `${base}.json`;
+  if (!reseed && await exists(kv) && await stillValid(side)) return { kv, side };
+  // Drop seeds of other fingerprints (or this one, when reseeding or stale).
+  for await (const e of Deno.readDir(CACHE)) {
+    if (e.name.startsWith(`${spec.name}-`)) await Deno.remove(`${CACHE}/${e.name}`);
+  }
+  console.error(`seeding ${spec.runs.toLocaleString("en")} runs for ${spec.name} into ${kv}`);
   const tmp = `${base}.tmp`;
   const t0 = performance.now();
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "--allow-all",
-      CHILD,
+      `${rootPath}bench/${spec.script}`,
       "seed",
       "--kv",
       `${tmp}.sqlite`,
-      "--ids",
-      ids,
+      "--out",
+      side,
       "--n",
-      `${n}`,
+      `${spec.runs}`,
     ],
     cwd: rootPath,
     stdout: "inherit",
     stderr: "inherit",
   }).output();
-  if (!out.success) throw new Error(`Seeding ${n} runs failed with code ${out.code}`);
+  if (!out.success) throw new Error(`Seeding ${spec.name} failed with code ${out.code}`);
   for (const suffix of ["", "-wal", "-shm"]) {
     if (await exists(`${tmp}.sqlite${suffix}`)) {
       await Deno.rename(`${tmp}.sqlite${suffix}`, kv + suffix);
     }
   }
   console.error(`seeded in ${round((performance.now() - t0) / 1000, 1)} s`);
-  return { kv, ids };
+  return { kv, side };
 }
 
-/** Copies a KV file with its WAL and shared-memory files, if any. */
+/**
+ * Copies a KV file with its WAL and shared-memory files, if any, and flushes
+ * the copy to disk: W7's 1.8 GB of dirty pages would otherwise be written
+ * back during the pass, by the kernel or by SQLite's first checkpoint.
+ */
 async function copyKv(from: string, to: string): Promise<void> {
-  await Deno.copyFile(from, to);
-  for (const suffix of ["-wal", "-shm"]) {
-    if (await exists(from + suffix)) await Deno.copyFile(from + suffix, to + suffix);
+  for (const suffix of ["", "-wal", "-shm"]) {
+    if (!await exists(from + suffix)) continue;
+    await Deno.copyFile(from + suffix, to + suffix);
+    using file = await Deno.open(to + suffix, { read: true, write: true });
+    await file.sync();
   }
 }
 
@@ -153,10 +179,10 @@ async function runPass(
   try {
     const kvPath = `${dir}/kv.sqlite`;
     const childArgs = [workload.name, "--kv", kvPath];
-    if (workload.storedRuns) {
-      const seed = await seedFor(workload.storedRuns, options.reseed ?? false);
+    if (workload.seed) {
+      const seed = await seedFor(workload.seed, options.reseed ?? false);
       await copyKv(seed.kv, kvPath);
-      childArgs.push("--ids", seed.ids);
+      childArgs.push("--seed", seed.side);
     }
     const denoArgs = ["run", "--allow-all"];
     let profileDir: string | undefined;
@@ -166,13 +192,13 @@ async function runPass(
       denoArgs.push("--cpu-prof", `--cpu-prof-dir=${profileDir}`);
     }
     const out = await new Deno.Command(Deno.execPath(), {
-      args: [...denoArgs, CHILD, ...childArgs],
+      args: [...denoArgs, `${BENCH}${workload.script ?? "child.ts"}`, ...childArgs],
       cwd: rootPath,
       // The child inherits the environment, so WEFT_BENCH_USE_QUEUE=0 reaches it.
       env: { WEFT_BENCH_VERSION: version },
       stdout: "piped",
       stderr: "inherit",
-      signal: AbortSignal.timeout(options.timeoutMs ?? 120_000),
+      signal: AbortSignal.timeout(options.timeoutMs ?? workload.timeoutMs ?? 120_000),
     }).output();
     const text = new TextDecoder().decode(out.stdout);
     const line = text.split("\n").find((l) => l.trim().startsWith("{"));
@@ -267,17 +293,43 @@ const COLUMNS = [
   "commit_p50_ms",
 ];
 
-/** A markdown table of the medians. */
+/** Figures of the workloads that drive processes of their own, which the columns above miss. */
+const OWN_FIELDS: Record<string, readonly string[]> = {
+  w7: [
+    "backlog_runs",
+    "rss_mb",
+    "max_rss_mb",
+    "healthz_ms",
+    "first_run_ms",
+    "timer_lag_p50_ms",
+    "timer_lag_p99_ms",
+    "empty_rss_mb",
+    "empty_healthz_ms",
+  ],
+  w8: [
+    "runs_per_s_1w",
+    "runs_per_s_2w",
+    "runs_per_s_4w",
+    "speedup_2w",
+    "speedup_4w",
+    "duplicates",
+  ],
+};
+
+/** A markdown table of the medians, then one line per workload with figures of its own. */
 export function formatMedians(results: readonly Result[]): string {
   const rows = [
     `| workload | ${COLUMNS.join(" | ")} |`,
     `|---|${COLUMNS.map(() => "---:").join("|")}|`,
   ];
+  const own: string[] = [];
   for (const [name, m] of medians(results)) {
     if (m.error !== undefined) rows.push(`| ${name} | failed: ${m.error} |`);
     else rows.push(`| ${name} | ${COLUMNS.map((c) => m[c] ?? "").join(" | ")} |`);
+    const fields = OWN_FIELDS[name]?.filter((f) => m[f] !== undefined);
+    if (fields?.length) own.push(`${name}: ${fields.map((f) => `${f} ${m[f]}`).join(", ")}`);
   }
-  return rows.join("\n");
+  return [...rows, ...(own.length ? ["", ...own] : [])].join("\n");
 }
 
 function parseArgs(args: string[]) {

@@ -1,9 +1,10 @@
 /**
  * The benchmark workloads, one entry per workload, defined as the peer's
- * `../shared/peers/run.sh` defines them (W1–W4) plus Weft's own W5 and W6.
- * Each entry builds its workflows and a `run` that measures one pass and
+ * `../shared/peers/run.sh` defines them (W1–W4) plus Weft's own W5 to W8.
+ * Most entries build their workflows and a `run` that measures one pass and
  * returns the workload's own fields; the child process adds CPU, memory and
- * KV counts around it.
+ * KV counts around it. W7 (`backlog.ts`) and W8 (`scale_out.ts`) drive
+ * processes of their own, so they name a script instead.
  *
  * @module
  */
@@ -42,10 +43,33 @@ export interface Workload {
   concurrency: number;
   /** Arrival rate in runs/s; 0 for all at once. */
   rate: number;
-  /** Runs stored in the KV before the pass (W6); seeded once and cached. */
-  storedRuns?: number;
-  /** Builds a fresh instance (workflows with their own measurement state). */
-  setup(): WorkloadInstance;
+  /** A KV file built before the pass, once, and cached (W6's stored runs, W7's backlog). */
+  seed?: SeedSpec;
+  /**
+   * A module in `bench/` that runs the pass in place of `child.ts`, as
+   * `deno run -A bench/<script> <name> --kv <file> [--seed <file>]`, and
+   * prints one JSON line. For workloads that drive processes of their own.
+   */
+  script?: string;
+  /** Limit of one pass, in milliseconds. @default {120000} */
+  timeoutMs?: number;
+  /** Builds a fresh instance (workflows with their own measurement state); absent with `script`. */
+  setup?(): WorkloadInstance;
+}
+
+/**
+ * How a cached seed is built: `deno run -A bench/<script> seed --kv <file>
+ * --out <file> --n <runs>` stores the runs in the KV file and writes a JSON
+ * side file (W6: the run ids; W7: facts about the backlog). A side file that
+ * is an object with a numeric `validUntilMs` in the past makes the seed stale.
+ */
+export interface SeedSpec {
+  /** The seed's name in the cache (`.bench/<name>-<fingerprint>.sqlite`). */
+  name: string;
+  /** The module in `bench/` that builds it. */
+  script: string;
+  /** Runs it stores. */
+  runs: number;
 }
 
 const pause = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -330,6 +354,24 @@ export const WORKLOADS: readonly Workload[] = [
   },
   w6(1_000),
   w6(100_000),
+  {
+    name: "w7",
+    description:
+      "the real server on 1,000,000 runs waiting on a 1-hour retry: RSS, time to serve, timer lag",
+    concurrency: 100,
+    rate: 0,
+    seed: { name: "w7-backlog-1000000", script: "backlog.ts", runs: 1_000_000 },
+    script: "backlog.ts",
+    timeoutMs: 300_000,
+  },
+  {
+    name: "w8",
+    description: "W2 on 1, 2 and 4 worker processes sharing one KV file, concurrency 50 each",
+    concurrency: 50,
+    rate: 0,
+    script: "scale_out.ts",
+    timeoutMs: 300_000,
+  },
 ];
 
 /**
@@ -343,7 +385,7 @@ function w6(stored: number): Workload {
     description: `start and status-read latency with ${stored} runs stored`,
     concurrency: 50,
     rate: 0,
-    storedRuns: stored,
+    seed: { name: `w6-seed-${stored}`, script: "child.ts", runs: stored },
     setup() {
       return {
         workflows: [noopWorkflow("w6-noop")],

@@ -113,7 +113,7 @@ export interface EngineOptions {
   /**
    * Runs held in memory with nothing running, waiting for a slot; beyond
    * them a ready run waits in the due index, on disk only.
-   * @default {maxConcurrentSteps}
+   * @default {10 * maxConcurrentSteps}
    */
   maxIdleRuns?: number;
 }
