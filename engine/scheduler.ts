@@ -319,6 +319,9 @@ export class Scheduler {
     options: { pin?: boolean; nextSeq?: number | undefined; txn?: Txn } = {},
   ): Promise<LiveRun | undefined> {
     const owner = this.#owner();
+    // A run this worker already holds is never loaded twice: one copy acts.
+    const held = this.#live.get(runId);
+    if (held && !held.dead) return held;
     let loaded;
     try {
       loaded = await loadRun(runId, {
@@ -353,6 +356,8 @@ export class Scheduler {
     }
     const { live } = loaded;
     const { def, steps } = live;
+    const other = this.#live.get(runId);
+    if (other && !other.dead) return other;
     this.#live.set(runId, live);
     if (options.pin) this.#pinned.add(live);
     const txn = options.txn ?? new Txn();
