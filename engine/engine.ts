@@ -25,6 +25,7 @@ import { type Clock, systemClock } from "./clock.ts";
 import { CommitBatcher, type Fence } from "./commit_batcher.ts";
 import { type Claim, claimOp, Dispatcher } from "./dispatcher.ts";
 import { Membership } from "./membership.ts";
+import { upgradeLayout } from "./upgrade.ts";
 import { inboxMessageSchema, schedRecordSchema } from "./records.ts";
 import { type Waiter, WaiterRegistry } from "./waiters.ts";
 import {
@@ -280,6 +281,7 @@ class WeftEngine implements Engine {
   readonly workflows: readonly AnyWorkflow[];
   readonly #kv: Deno.Kv;
   readonly #keys: KeyLayout;
+  readonly #clock: Clock;
   readonly #defs = new Map<string, AnyWorkflow>();
   readonly #store: RunStore;
   readonly #batcher: CommitBatcher;
@@ -299,6 +301,7 @@ class WeftEngine implements Engine {
   /** Retries this worker scheduled, less those it started or ended (see `stats`). */
   #retriesWaiting = 0;
   #polls = 0;
+  #upgrading: Promise<void> = Promise.resolve();
   readonly #fencesHandled = new WeakSet<Fence>();
   #detachQueue: () => void = () => {};
 
@@ -339,6 +342,7 @@ class WeftEngine implements Engine {
     const keys = keyLayout(options.keyPrefix);
     this.#keys = keys;
     const clock = options.clock ?? systemClock;
+    this.#clock = clock;
     this.#store = new RunStore(kv, keys);
     this.#slots = new Slots(max);
     this.#maxInputBytes = options.maxInputBytes ?? 256 * 1024;
@@ -417,6 +421,13 @@ class WeftEngine implements Engine {
     }
     this.#membership.start();
     this.#dispatcher.start();
+    // In the background: createEngine reads nothing of the backlog.
+    this.#upgrading = new Promise<void>((resolve) => setTimeout(resolve, 0))
+      .then(() => upgradeLayout(this.#kv, this.#keys, this.#batcher, () => this.#clock.now()))
+      .then((moved) => {
+        if (moved > 0) this.#dispatcher.wake();
+      })
+      .catch((error) => log.error("Could not upgrade the KV layout: {error}", { error }));
   }
 
   // ---------------------------------------------------------------- public API
@@ -644,6 +655,7 @@ class WeftEngine implements Engine {
     await this.#scheduler.shutdown(options.graceMs ?? this.#graceMs);
     await this.#membership.stop();
     await this.#registering?.catch(() => {});
+    await this.#upgrading;
     // Everything held went back to the due index: leave, so nobody waits to
     // declare this worker dead.
     await this.#membership.leave().catch((error) =>

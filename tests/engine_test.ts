@@ -131,7 +131,10 @@ Deno.test("engine validates input with zod before storing anything", async () =>
   assert.equal((await t.engine.list()).runs.length, 0);
   // Only the worker's own registration and heartbeat are stored.
   const stored = await Array.fromAsync(t.kv.list({ prefix: [] }));
-  assert.deepEqual(stored.map((e) => e.key[1]).sort(), ["hb", "worker"]);
+  assert.deepEqual(stored.map((e) => e.key[1]).filter((k) => k !== "meta").sort(), [
+    "hb",
+    "worker",
+  ]);
 });
 
 Deno.test("engine idempotent start creates one run even for concurrent callers", async () => {

@@ -237,3 +237,49 @@ Deno.test("cancel claims a run that waits in the due index and ends it", async (
   assert.equal((await Array.fromAsync(t.kv.list({ prefix: keyLayout().dueIndex() }))).length, 0);
   assert.equal((await Array.fromAsync(t.kv.list({ prefix: keyLayout().actives() }))).length, 0);
 });
+
+Deno.test("engine carries on runs that Weft 1 left unfinished (active = true, no due index)", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const keys = keyLayout();
+  const runId = "01J00000000000000000000001";
+  // What Weft 1 wrote for a run killed while step 'a' ran its first attempt.
+  await kv.atomic()
+    .set(keys.run(runId), {
+      id: runId,
+      workflow: "v1",
+      status: "running",
+      createdAt: 1,
+      startedAt: 1,
+    })
+    .set(keys.step(runId, "a"), {
+      status: "running",
+      attempts: 1,
+      startedAt: 1,
+      attemptStartedAt: 1,
+      errors: [],
+    })
+    .set(keys.history(runId, 0), [
+      { type: "run", seq: 0, at: 1, from: null, to: "pending" },
+      { type: "step", seq: 1, at: 1, step: "a", from: "pending", to: "running", attempt: 1 },
+      { type: "run", seq: 2, at: 1, from: "pending", to: "running" },
+    ])
+    .set(keys.byWorkflow("v1", runId), true)
+    .set(keys.active(runId), true)
+    .commit();
+  const v1 = workflow("v1").step("a", ({ attempt }) => attempt);
+  const engine = await createEngine({ kv, workflows: [v1], clock: new FakeClock() });
+  try {
+    const done = await engine.result(runId, { signal: AbortSignal.timeout(10_000) });
+    assert.equal(done.status, "succeeded");
+    assert.equal(done.output, 2, "the interrupted attempt ran again as attempt 2");
+    const history = await engine.history(runId);
+    assert.deepEqual(
+      history.map((e) => e.seq),
+      history.map((_, i) => i),
+      "history goes on in order",
+    );
+  } finally {
+    await engine.close();
+    kv.close();
+  }
+});
