@@ -539,7 +539,7 @@ class WeftEngine implements Engine {
       // each run's steps once, when it has ended.
       let run;
       try {
-        run = await this.#store.getRun(runId);
+        run = await this.#store.getRunCoalesced(runId);
         if (!run) throw new RunNotFoundError(runId);
         if (isTerminalRun(run.status)) this.#waiters.resolve(runId, await this.get(runId));
       } catch (error) {

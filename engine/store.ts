@@ -68,6 +68,11 @@ function parseOrThrow<T>(
 export class RunStore {
   readonly #kv: Deno.Kv;
   readonly #keys: KeyLayout;
+  readonly #coalesced = new Map<
+    string,
+    { resolve: (run: RunRecord | undefined) => void; reject: (error: unknown) => void }[]
+  >();
+  #coalescing = false;
 
   /** Creates the reader. */
   constructor(kv: Deno.Kv, keys: KeyLayout) {
@@ -138,6 +143,45 @@ export class RunStore {
       }
     }
     return events;
+  }
+
+  /**
+   * The run record, read together with the records asked for in the same
+   * tick: ten keys per `getMany`, so thousands of callers at once (a bulk
+   * `result()`) cost a tenth of the reads.
+   */
+  getRunCoalesced(runId: string): Promise<RunRecord | undefined> {
+    return new Promise((resolve, reject) => {
+      const waiting = this.#coalesced.get(runId);
+      if (waiting) waiting.push({ resolve, reject });
+      else this.#coalesced.set(runId, [{ resolve, reject }]);
+      if (this.#coalescing) return;
+      this.#coalescing = true;
+      queueMicrotask(() => {
+        this.#coalescing = false;
+        const batch = [...this.#coalesced];
+        this.#coalesced.clear();
+        for (let i = 0; i < batch.length; i += 10) {
+          const part = batch.slice(i, i + 10);
+          this.#kv.getMany(part.map(([id]) => this.#keys.run(id))).then((entries) => {
+            entries.forEach((entry, j) => {
+              let run: RunRecord | undefined;
+              try {
+                run = entry.value === null
+                  ? undefined
+                  : parseOrThrow(runRecordSchema, entry.value, entry.key);
+              } catch (error) {
+                for (const w of part[j][1]) w.reject(error);
+                return;
+              }
+              for (const w of part[j][1]) w.resolve(run);
+            });
+          }, (error) => {
+            for (const [, waiters] of part) for (const w of waiters) w.reject(error);
+          });
+        }
+      });
+    });
   }
 
   /** The run record and who holds it, in one read. */
