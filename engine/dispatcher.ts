@@ -49,6 +49,8 @@ export interface Claim {
   runId: string;
   /** The `seq` of its next history event, when the entry carries it (saves a read). */
   nextSeq?: number;
+  /** Its workflow, when the entry carries it (its records are read at once). */
+  workflow?: string;
 }
 
 /** The claim's KV write for one due entry. */
@@ -199,9 +201,10 @@ export class Dispatcher {
     const claims: Claim[] = [];
     results.forEach((ok, i) => {
       if (!ok) return void this.lost++;
-      const value = picked[i].value as { seq?: unknown } | null;
+      const value = picked[i].value as { seq?: unknown; wf?: unknown } | null;
       const claim: Claim = { runId: String(picked[i].key.at(-1)) };
       if (typeof value?.seq === "number") claim.nextSeq = value.seq;
+      if (typeof value?.wf === "string") claim.workflow = value.wf;
       claims.push(claim);
     });
     this.claims += claims.length;

@@ -10,7 +10,7 @@
  * | `[p, "out", runId, step, attempt, chunk]` | `Uint8Array`, a slice of a large output's JSON |
  * | `[p, "hist", runId, seq]` | {@linkcode HistoryEvent} |
  * | `[p, "active", runId]` | {@linkcode SchedRecord}: who holds the unfinished run, or when it is due |
- * | `[p, "due", dueMs, runId]` | `{ seq? }`: an unfinished run no worker holds, due at `dueMs` |
+ * | `[p, "due", dueMs, runId]` | `{ seq, wf }` (next history seq, workflow): a run no worker holds, due at `dueMs` |
  * | `[p, "owned", owner, runId]` | `true`: a run leased by the worker `owner` |
  * | `[p, "worker", owner]` | {@linkcode WorkerRecord}: a live worker; its versionstamp is the fence |
  * | `[p, "hb", owner]` | {@linkcode Heartbeat}: the worker's heartbeat |

@@ -34,6 +34,8 @@ export interface LoadRunOptions {
   owner: string;
   /** The `seq` of the run's next history event, when known (a read saved). */
   nextSeq?: number | undefined;
+  /** The run's workflow, when known: its records are then read in one `getMany`. */
+  workflow?: string | undefined;
 }
 
 /**
@@ -60,13 +62,20 @@ export interface LoadRunOptions {
  */
 export async function loadRun(runId: string, options: LoadRunOptions): Promise<LoadedRun> {
   const { store } = options;
-  const [record, sched] = await store.getRunAndSched(runId);
+  const known = options.workflow === undefined
+    ? undefined
+    : options.workflows.get(options.workflow);
+  // A claim knows the workflow: run, lease and up to eight step records in one read.
+  const first = known && known.steps.length <= 8
+    ? await store.getRunState(runId, known.steps.map((s) => s.name))
+    : undefined;
+  const [record, sched] = first ? [first.run, first.sched] : await store.getRunAndSched(runId);
   if (!record) return { kind: "missing" };
   if (isTerminalRun(record.status)) return { kind: "finished", record };
   if (!sched || !("owner" in sched) || sched.owner !== options.owner) return { kind: "other" };
   const def = options.workflows.get(record.workflow);
   if (!def) return { kind: "unserved", record };
-  const steps = await store.getSteps(runId);
+  const steps = first && def === known ? first.steps : await store.getSteps(runId);
   const results = await store.getOutputs(runId, steps);
   const input = await store.getInput(record);
   const live = newLiveRun(def, {

@@ -316,7 +316,12 @@ export class Scheduler {
   async resume(
     runId: string,
     abandoned: ReadonlySet<string> = new Set(),
-    options: { pin?: boolean; nextSeq?: number | undefined; txn?: Txn } = {},
+    options: {
+      pin?: boolean;
+      nextSeq?: number | undefined;
+      workflow?: string | undefined;
+      txn?: Txn;
+    } = {},
   ): Promise<LiveRun | undefined> {
     const owner = this.#owner();
     // A run this worker already holds is never loaded twice: one copy acts.
@@ -329,6 +334,7 @@ export class Scheduler {
         workflows: this.#defs,
         owner,
         nextSeq: options.nextSeq,
+        workflow: options.workflow,
       });
     } catch (error) {
       log.error("Run {runId} could not be read; it is tried again later: {error}", {
@@ -391,11 +397,14 @@ export class Scheduler {
    * Loads runs just claimed and carries them all on in one write: a round
    * of claims costs one commit, not one per run.
    */
-  async resumeClaimed(claims: readonly { runId: string; nextSeq?: number }[]): Promise<void> {
+  async resumeClaimed(
+    claims: readonly { runId: string; nextSeq?: number; workflow?: string }[],
+  ): Promise<void> {
     const txn = new Txn();
     await Promise.all(
       claims.map((c) =>
-        this.resume(c.runId, new Set(), { nextSeq: c.nextSeq, txn }).catch(() => undefined)
+        this.resume(c.runId, new Set(), { nextSeq: c.nextSeq, workflow: c.workflow, txn })
+          .catch(() => undefined)
       ),
     );
     await this.#commit(txn);

@@ -184,6 +184,33 @@ export class RunStore {
     });
   }
 
+  /** The run record, who holds it, and the named step records, in one read (at most 8 steps). */
+  async getRunState(runId: string, stepNames: readonly string[]): Promise<{
+    run: RunRecord | undefined;
+    sched: SchedRecord | undefined;
+    steps: Map<string, StepRecord>;
+  }> {
+    const entries = await this.#kv.getMany([
+      this.#keys.run(runId),
+      this.#keys.active(runId),
+      ...stepNames.map((name) => this.#keys.step(runId, name)),
+    ]);
+    const [run, sched, ...stepEntries] = entries;
+    const steps = new Map<string, StepRecord>();
+    stepEntries.forEach((entry, i) => {
+      if (entry.value !== null) {
+        steps.set(stepNames[i], parseOrThrow(stepRecordSchema, entry.value, entry.key));
+      }
+    });
+    return {
+      run: run.value === null ? undefined : parseOrThrow(runRecordSchema, run.value, run.key),
+      sched: sched.value === null
+        ? undefined
+        : parseOrThrow(schedRecordSchema, sched.value, sched.key),
+      steps,
+    };
+  }
+
   /** The run record and who holds it, in one read. */
   async getRunAndSched(
     runId: string,

@@ -146,7 +146,7 @@ export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
       if (lease?.kind === "due") {
         sets.push([k.active(r.id), { dueAt: lease.dueAt }], [
           k.due(lease.dueAt, r.id),
-          { seq: live.nextSeq },
+          { seq: live.nextSeq, wf: r.workflow },
         ]);
       } else {
         sets.push([k.active(r.id), { owner }], [k.owned(owner, r.id), true]);
@@ -174,7 +174,7 @@ export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
     // The due entry carries where the run's history goes on: its claimer reads one key less.
     sets.push([k.active(r.id), { dueAt: lease.dueAt }], [
       k.due(lease.dueAt, r.id),
-      { seq: live.nextSeq },
+      { seq: live.nextSeq, wf: r.workflow },
     ]);
   }
   for (const [live, names] of txn.steps) {
