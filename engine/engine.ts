@@ -356,11 +356,12 @@ class WeftEngine implements Engine {
       clock,
       owner: () => this.#membership.id,
       // Room for a run per free slot, and for the idle runs kept ready
-      // behind them, so claims come in batches.
+      // behind them, so claims come in batches. A claimed run that waits for
+      // a slot stays held: the pool may exceed maxIdleRuns by one batch.
       capacity: () =>
         this.#scheduler.closing
           ? 0
-          : this.#slots.max + maxIdleRuns - this.#slots.inUse - this.#slots.waiting,
+          : this.#slots.max + maxIdleRuns - this.#slots.inUse - this.#scheduler.queuedRuns,
       claimed: (claims) => this.#claimed(claims),
       onPoll: () => this.#poll(),
       pollIntervalMs,

@@ -115,6 +115,8 @@ export class Scheduler {
   readonly #owner: () => string;
   readonly #dispatch: SchedulerOptions["dispatch"];
   readonly #maxIdleRuns: number;
+  /** Runs held with at least one step waiting for a slot (what `maxIdleRuns` bounds). */
+  #queuedRuns = 0;
   /** Runs kept in memory whatever they wait for (being cancelled). */
   readonly #pinned = new Set<LiveRun>();
   readonly #launch: LaunchOptions;
@@ -162,6 +164,11 @@ export class Scheduler {
   /** The unfinished runs held, by id. */
   get runs(): ReadonlyMap<string, LiveRun> {
     return this.#live;
+  }
+
+  /** Runs held with a step waiting for a slot. */
+  get queuedRuns(): number {
+    return this.#queuedRuns;
   }
 
   /** Whether `shutdown()` was called: nothing new starts. */
@@ -446,6 +453,7 @@ export class Scheduler {
     }
     live.readyBy.set(step.name, txn.status);
     txn.gated.add(live);
+    if (live.queued.size === 0) this.#queuedRuns++;
     live.queued.add(step.name);
     this.#slots.enqueue({ runId: live.record.id, step: step.name, capKey, cap: step.concurrency });
     txn.after.push(() => this.#schedulePump());
@@ -629,6 +637,7 @@ export class Scheduler {
       });
     }
     for (const step of live.queued) this.#slots.forget(live.record.id, step);
+    if (live.queued.size > 0) this.#queuedRuns--;
     live.queued.clear();
     live.record = { ...live.record, error };
     if (failedStep) live.record.failedStep = failedStep;
@@ -647,7 +656,7 @@ export class Scheduler {
         this.#live.get(r.runId)?.readyBy.get(r.step)?.durable ?? true
       );
       // Fewer than half the idle runs kept are left: claim more, in a batch.
-      if (this.#slots.waiting * 2 <= this.#maxIdleRuns && this.#slots.inUse < this.#slots.max) {
+      if (this.#queuedRuns * 2 <= this.#maxIdleRuns && this.#slots.inUse < this.#slots.max) {
         this.#dispatch.nudge();
       }
       if (granted.length === 0) return;
@@ -659,6 +668,7 @@ export class Scheduler {
           this.#slots.release(g.capKey);
           continue;
         }
+        if (live.queued.size === 0) this.#queuedRuns--;
         this.#beginAttempt(txn, live, step, g.capKey);
       }
       this.#background(txn);
@@ -695,13 +705,16 @@ export class Scheduler {
 
   /**
    * Whether a held run should go back to the due index: nothing of it is in
-   * flight, and it either waits only for time or would wait for a slot
+   * flight, and it either waits only for time or, new, would wait for a slot
    * behind more idle runs than this worker keeps.
    */
-  #shouldRelease(live: LiveRun): boolean {
+  #shouldRelease(live: LiveRun, created: boolean): boolean {
     if (live.running.size > 0 || this.#pinned.has(live)) return false;
     if (this.#closing || live.queued.size === 0) return true;
-    return this.#slots.waiting > this.#maxIdleRuns;
+    // Admission: a new run waits on disk when the idle runs held are many.
+    // A run already held, or just claimed (claims are sized by the room),
+    // keeps its place until its queued steps start.
+    return created && this.#queuedRuns > this.#maxIdleRuns;
   }
 
   /**
@@ -737,7 +750,8 @@ export class Scheduler {
     for (const live of runs) {
       if (txn.leases.has(live) || isTerminalRun(live.record.status)) continue;
       if (live.dead) continue;
-      if (this.#shouldRelease(live)) this.#release(txn, live);
+      const created = txn.runs.get(live)?.fromStatus === null;
+      if (this.#shouldRelease(live, created)) this.#release(txn, live);
       else if (txn.runs.get(live)?.fromStatus === null) txn.leases.set(live, { kind: "hold" });
     }
   }
@@ -872,6 +886,7 @@ export class Scheduler {
     for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
     live.retryTimers.clear();
     for (const step of live.queued) this.#slots.forget(live.record.id, step);
+    if (live.queued.size > 0) this.#queuedRuns--;
     live.queued.clear();
     if (this.#live.get(live.record.id) === live) this.#live.delete(live.record.id);
   }

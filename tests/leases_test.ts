@@ -283,3 +283,21 @@ Deno.test("engine carries on runs that Weft 1 left unfinished (active = true, no
     kv.close();
   }
 });
+
+Deno.test("engine claims each run once when its parallel steps wait for slots (maxIdleRuns counts runs)", async () => {
+  const wf = workflow("fan")
+    .step("a", async () => await Promise.resolve(1))
+    .step("b", async () => await Promise.resolve(2))
+    .step("c", async () => await Promise.resolve(3))
+    .step("d", { needs: ["a", "b", "c"] }, ({ results }) => results.a + results.b + results.c);
+  await using t = await testEngine([wf], { maxConcurrentSteps: 4, maxIdleRuns: 4 });
+  const runs = await Promise.all(Array.from({ length: 40 }, () => t.engine.start("fan", null)));
+  const dueAtStart = (await Array.fromAsync(t.kv.list({ prefix: keyLayout().dueIndex() }))).length;
+  assert.ok(dueAtStart > 0, "some runs wait in the due index");
+  const done = await Promise.all(runs.map((r) => t.engine.result(r.id)));
+  assert.ok(done.every((s) => s.status === "succeeded" && s.output === 6));
+  assert.ok(
+    t.engine.stats().claims <= dueAtStart,
+    `claims ${t.engine.stats().claims} <= runs that waited in the index ${dueAtStart}`,
+  );
+});
