@@ -7,6 +7,7 @@
  *
  *   deno task bench:peers                      # both suites, REPS=1
  *   REPS=3 deno task bench:peers --write       # median of 3, and update BENCHMARKS.md
+ *   deno task bench:peers w7 w8                # some workloads only (no --write)
  *   deno task bench:peers --weft a.jsonl --peer b.jsonl   # table from earlier runs
  *
  * W7's peer figure (200,000 delayed jobs) comes from `bullmq_backlog.cjs`,
@@ -119,19 +120,26 @@ async function machine(peer: readonly Result[]): Promise<string> {
 }
 
 function parseArgs(args: string[]) {
-  const o: { weft?: string; peer?: string; write: boolean; reps: number } = {
+  const o: { weft?: string; peer?: string; write: boolean; reps: number; workloads: string[] } = {
     write: false,
     reps: Number(Deno.env.get("REPS") ?? 1),
+    workloads: [],
   };
   for (let i = 0; i < args.length; i++) {
     if (args[i] === "--weft") o.weft = args[++i];
     else if (args[i] === "--peer") o.peer = args[++i];
     else if (args[i] === "--write") o.write = true;
     else if (args[i] === "--reps") o.reps = Number(args[++i]);
-    else throw new Error(`Unknown option '${args[i]}'`);
+    else if (args[i].startsWith("--")) throw new Error(`Unknown option '${args[i]}'`);
+    else if (WORKLOADS.some((w) => w.name === args[i].toLowerCase())) {
+      o.workloads.push(args[i].toLowerCase());
+    } else throw new Error(`Unknown workload '${args[i]}'`);
   }
   if (!(Number.isInteger(o.reps) && o.reps >= 1)) {
     throw new Error(`'REPS' must be an integer >= 1: current value is ${o.reps}`);
+  }
+  if (o.write && o.workloads.length > 0) {
+    throw new Error("Cannot --write the results of some workloads: the block holds them all");
   }
   return o;
 }
@@ -150,6 +158,7 @@ if (import.meta.main) {
   // elsewhere on the machine falls on both sides alike.
   for (let rep = 0; rep < options.reps; rep++) {
     for (const w of WORKLOADS) {
+      if (options.workloads.length > 0 && !options.workloads.includes(w.name)) continue;
       if (!options.weft) {
         const [r] = await runSuite({ workloads: [w.name] });
         console.error(JSON.stringify(r));

@@ -93,14 +93,35 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Whether a seed's side file says it is still usable (W7's due times are absolute). */
-async function stillValid(sidePath: string): Promise<boolean> {
+/**
+ * Whether a seed's side file says it is still usable: W7's due times are
+ * absolute (`validUntilMs`), and a shaped seed must match what the engine
+ * writes today (its script's `shape`).
+ */
+async function stillValid(spec: SeedSpec, sidePath: string): Promise<boolean> {
+  let side;
   try {
-    const side = JSON.parse(await Deno.readTextFile(sidePath));
-    return typeof side?.validUntilMs !== "number" || side.validUntilMs > Date.now();
+    side = JSON.parse(await Deno.readTextFile(sidePath));
   } catch {
     return false;
   }
+  if (typeof side?.validUntilMs === "number" && side.validUntilMs <= Date.now()) {
+    console.error(`${spec.name}: the cached seed's due times are too close; rebuilding it`);
+    return false;
+  }
+  if (!spec.shaped) return true;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", `${rootPath}bench/${spec.script}`, "shape"],
+    cwd: rootPath,
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const line = new TextDecoder().decode(out.stdout).split("\n").find((l) => l.startsWith("{"));
+  const shape = line ? JSON.parse(line).shape : undefined;
+  if (!out.success || shape === undefined) throw new Error(`${spec.script} shape failed`);
+  if (shape === side.shape) return true;
+  console.error(`${spec.name}: the engine now writes another layout than the cached seed's`);
+  return false;
 }
 
 /** Returns the cached seed (KV file and side file) of `spec`, building it if missing or stale. */
@@ -109,7 +130,7 @@ async function seedFor(spec: SeedSpec, reseed: boolean): Promise<{ kv: string; s
   const fp = await seedFingerprint(spec);
   const base = `${CACHE}/${spec.name}-${fp}`;
   const kv = `${base}.sqlite`, side = `${base}.json`;
-  if (!reseed && await exists(kv) && await stillValid(side)) return { kv, side };
+  if (!reseed && await exists(kv) && await stillValid(spec, side)) return { kv, side };
   // Drop seeds of other fingerprints (or this one, when reseeding or stale).
   for await (const e of Deno.readDir(CACHE)) {
     if (e.name.startsWith(`${spec.name}-`)) await Deno.remove(`${CACHE}/${e.name}`);

@@ -70,6 +70,12 @@ export interface SeedSpec {
   script: string;
   /** Runs it stores. */
   runs: number;
+  /**
+   * The script also answers `shape` with `{"shape": …}`, what the engine
+   * writes today; a seed whose side file holds another shape is rebuilt.
+   * @default {false}
+   */
+  shaped?: boolean;
 }
 
 const pause = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -360,7 +366,7 @@ export const WORKLOADS: readonly Workload[] = [
       "the real server on 1,000,000 runs waiting on a 1-hour retry: RSS, time to serve, timer lag",
     concurrency: 100,
     rate: 0,
-    seed: { name: "w7-backlog-1000000", script: "backlog.ts", runs: 1_000_000 },
+    seed: { name: "w7-backlog-1000000", script: "backlog.ts", runs: 1_000_000, shaped: true },
     script: "backlog.ts",
     timeoutMs: 300_000,
   },
