@@ -407,6 +407,24 @@ export async function startServer(
   return { url, app, engine, shutdown };
 }
 
+/**
+ * Opens a KV file. Several processes opening one new file at once can see
+ * SQLite's "database is locked" while one of them creates it: that open
+ * changed nothing and is tried again, with jitter, for up to 5 s.
+ */
+async function openKvRetrying(path: string): Promise<Deno.Kv> {
+  const start = Date.now();
+  for (;;) {
+    try {
+      return await Deno.openKv(path);
+    } catch (error) {
+      const locked = error instanceof Error && /database is locked|busy/i.test(error.message);
+      if (!locked || Date.now() - start > 5_000) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 40));
+    }
+  }
+}
+
 /** Opens the KV (creating its folder) and starts an engine on it. */
 async function openEngine(
   config: ServerConfig,
@@ -417,7 +435,7 @@ async function openEngine(
     if (config.kvPath !== ":memory:") {
       await Deno.mkdir(dirname(resolve(config.kvPath)), { recursive: true });
     }
-    kv = await Deno.openKv(config.kvPath);
+    kv = await openKvRetrying(config.kvPath);
   } catch (error) {
     throw new StartupError(
       `Cannot open the KV file ${config.kvPath}: ${(error as Error).message}`,

@@ -91,6 +91,8 @@ export interface SchedulerOptions {
   maxIdleRuns: number;
 }
 
+/** A run with nothing in flight that is due again within this stays held, on its timer. */
+const SHORT_WAIT_MS = 1_000;
 /** How long a run of a workflow this worker does not serve waits before it is offered again. */
 const UNSERVED_RETRY_MS = 10_000;
 /** How long a run that could not be read waits before it is tried again. */
@@ -115,6 +117,8 @@ export class Scheduler {
   readonly #owner: () => string;
   readonly #dispatch: SchedulerOptions["dispatch"];
   readonly #maxIdleRuns: number;
+  /** Held runs that only wait for a timer due within {@linkcode SHORT_WAIT_MS}. */
+  readonly #shortWaits = new Set<LiveRun>();
   /** Runs held with at least one step waiting for a slot (what `maxIdleRuns` bounds). */
   #queuedRuns = 0;
   /** Runs kept in memory whatever they wait for (being cancelled). */
@@ -698,6 +702,17 @@ export class Scheduler {
     }
     const now = this.#clock.now();
     if (this.#sweepDueAt !== undefined && this.#sweepDueAt <= now) this.#sweepDueAt = undefined;
+    // Held runs' timers may be lost too: fire those that are due.
+    for (const live of [...this.#live.values()]) {
+      for (const [name, timer] of [...live.retryTimers]) {
+        const step = live.def.getStep(name)!;
+        const due = this.#kindOf(step).dueAt(live.steps.get(name)!);
+        if (due === undefined || due > now) continue;
+        this.#clock.clearTimeout(timer);
+        live.retryTimers.delete(name);
+        this.#timerDue(live, step);
+      }
+    }
     this.#dispatch.wakeAt(now);
   }
 
@@ -721,7 +736,19 @@ export class Scheduler {
    * Gives a held run back to the due index in `txn`, due when its earliest
    * step is, and drops it from memory: from now on it is any worker's.
    */
-  #release(txn: Txn, live: LiveRun): void {
+  #release(txn: Txn, live: LiveRun, dueAt = this.#nextDue(live)): void {
+    txn.leases.set(live, { kind: "due", dueAt });
+    this.#planSweep(txn, dueAt);
+    this.#forget(live);
+    live.released = true;
+    txn.after.push(() => {
+      live.released = false;
+      this.#dispatch.wakeAt(dueAt);
+    });
+  }
+
+  /** When a run with nothing in flight next needs a worker. */
+  #nextDue(live: LiveRun): number {
     const now = this.#clock.now();
     let dueAt = Infinity;
     for (const s of live.def.steps) {
@@ -733,26 +760,33 @@ export class Scheduler {
         if (at !== undefined) dueAt = Math.min(dueAt, Math.max(now, at));
       }
     }
-    if (dueAt === Infinity) dueAt = now;
-    txn.leases.set(live, { kind: "due", dueAt });
-    this.#planSweep(txn, dueAt);
-    this.#forget(live);
-    live.released = true;
-    txn.after.push(() => {
-      live.released = false;
-      this.#dispatch.wakeAt(dueAt);
-    });
+    return dueAt === Infinity ? now : dueAt;
   }
 
   /** Decides, for every run `txn` touches, whether this worker keeps holding it. */
   #settleLeases(txn: Txn): void {
     const runs = new Set([...txn.runs.keys(), ...txn.steps.keys(), ...txn.gated, ...txn.consider]);
     for (const live of runs) {
+      this.#shortWaits.delete(live);
       if (txn.leases.has(live) || isTerminalRun(live.record.status)) continue;
       if (live.dead) continue;
       const created = txn.runs.get(live)?.fromStatus === null;
-      if (this.#shouldRelease(live, created)) this.#release(txn, live);
-      else if (txn.runs.get(live)?.fromStatus === null) txn.leases.set(live, { kind: "hold" });
+      if (!this.#shouldRelease(live, created)) {
+        if (created) txn.leases.set(live, { kind: "hold" });
+        continue;
+      }
+      // A run due again within a second (a short backoff) stays, on its
+      // timer: writing it back and claiming it again would cost more than
+      // it saves. Bounded like the idle runs.
+      const dueAt = this.#nextDue(live);
+      if (
+        !this.#closing && !created && dueAt - this.#clock.now() <= SHORT_WAIT_MS &&
+        this.#shortWaits.size < this.#maxIdleRuns && live.queued.size === 0
+      ) {
+        this.#shortWaits.add(live);
+        continue;
+      }
+      this.#release(txn, live, dueAt);
     }
   }
 
@@ -879,6 +913,7 @@ export class Scheduler {
   /** Drops a run from memory without writing anything. */
   #forget(live: LiveRun): void {
     live.dead = true;
+    this.#shortWaits.delete(live);
     for (const [name, r] of live.running) {
       this.#finishAttempt(live, name, r);
       r.controller.abort(new StepCancelledError(name, "run reloaded"));
