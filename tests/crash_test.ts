@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { checkCommittedOnce } from "./_history_checks.ts";
 import { createEngine, FakeClock, type HistoryEvent, workflow } from "../mod.ts";
 import { keyLayout } from "../engine/keys.ts";
 import { RunStore } from "../engine/store.ts";
@@ -289,24 +290,7 @@ function checkDagRuns(
         continue;
       }
       const committed = rec.attempts;
-      const events = history.filter((e) => e.type === "step" && e.step === step) as Extract<
-        HistoryEvent,
-        { type: "step" }
-      >[];
-      // Every attempt was recorded as started exactly once, in order.
-      const started = events.filter((e) => e.to === "running").map((e) => e.attempt);
-      const expected = Array.from({ length: committed }, (_, i) => i + 1);
-      if (started.join() !== expected.join()) {
-        problems.push(`${at}: attempts recorded running ${started.join()}, expected ${expected}`);
-      }
-      const successes = events.filter((e) => e.to === "succeeded");
-      if (successes.length !== 1 || successes[0].attempt !== committed) {
-        problems.push(
-          `${at}: ${successes.length} succeeded events (attempts ${
-            successes.map((e) => e.attempt)
-          }), expected one for attempt ${committed}`,
-        );
-      }
+      checkCommittedOnce(history, step, committed, at, problems);
       // The side log: each attempt's body started at most once, none after the committed one.
       const lines = ev.starts.get(`${run.id}/${step}`) ?? [];
       const attempts = lines.map((l) => l.attempt);

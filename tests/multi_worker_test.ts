@@ -36,6 +36,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { checkCommittedOnce } from "./_history_checks.ts";
 import { type HistoryEvent, TERMINAL_RUN_STATUSES } from "../mod.ts";
 import { keyLayout } from "../engine/keys.ts";
 import { RunStore } from "../engine/store.ts";
@@ -433,25 +434,7 @@ function checkEvidence(ev: Evidence, tl: Timeline, problems: string[]): Findings
         continue;
       }
       const committed = rec.attempts;
-      const events = history.filter((e) => e.type === "step" && e.step === step) as Extract<
-        HistoryEvent,
-        { type: "step" }
-      >[];
-      // Every attempt was recorded as started exactly once, in order.
-      const running = events.filter((e) => e.to === "running").map((e) => e.attempt);
-      const expected = Array.from({ length: committed }, (_, i) => i + 1);
-      if (running.join() !== expected.join()) {
-        problems.push(`${at}: attempts recorded running ${running.join()}, expected ${expected}`);
-      }
-      // One committed result.
-      const successes = events.filter((e) => e.to === "succeeded");
-      if (successes.length !== 1 || successes[0].attempt !== committed) {
-        problems.push(
-          `${at}: ${successes.length} succeeded events (attempts ${
-            successes.map((e) => e.attempt)
-          }), expected one for attempt ${committed}`,
-        );
-      }
+      checkCommittedOnce(history, step, committed, at, problems);
       const reported = tl.allCommits.filter((c) => c.runId === run.id && c.step === step);
       if (reported.length > 1 || reported.some((c) => c.attempt !== committed)) {
         problems.push(
