@@ -191,7 +191,7 @@ export function createMetrics(engine: MetricsEngine, options: MetricsOptions = {
     });
   fromStats(
     "weft_runs_in_flight",
-    "Runs not yet terminal held by this engine.",
+    "Runs held in this worker's memory (runs waiting on disk are not counted).",
     (s) => s.activeRuns,
   );
   fromStats("weft_steps_in_flight", "Step attempts running.", (s) => s.runningSteps);
@@ -202,7 +202,7 @@ export function createMetrics(engine: MetricsEngine, options: MetricsOptions = {
   );
   fromStats(
     "weft_retries_waiting",
-    "Steps waiting for their retry backoff.",
+    "Retries this worker scheduled, less those it moved on (sum over workers).",
     (s) => s.waitingRetries,
   );
   fromStats(
