@@ -1,5 +1,11 @@
-/** Checks on a run's stored history shared by the crash and multi-process tests. */
+/**
+ * What the crash and multi-process tests share: the seeded generator, reading
+ * a side log and a finished KV file, and the check of a step's history.
+ */
 import type { HistoryEvent } from "../mod.ts";
+import { keyLayout } from "../engine/keys.ts";
+import type { RunRecord, StepRecord } from "../engine/records.ts";
+import { RunStore } from "../engine/store.ts";
 
 /** A step's history events. */
 export type StepEvent = Extract<HistoryEvent, { type: "step" }>;
@@ -32,4 +38,68 @@ export function checkCommittedOnce(
     );
   }
   return events;
+}
+
+/** mulberry32: a small seeded generator, enough to vary kill and stop moments. */
+export function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A side log's JSON lines grouped by `runId/step`, in file order; empty if there is no file. */
+export async function readSideLog<T extends { runId: string; step: string }>(
+  path: string,
+): Promise<Map<string, T[]>> {
+  let text = "";
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const byStep = new Map<string, T[]>();
+  for (const line of text.split("\n")) {
+    if (line === "") continue;
+    const entry = JSON.parse(line) as T;
+    const key = `${entry.runId}/${entry.step}`;
+    byStep.set(key, [...(byStep.get(key) ?? []), entry]);
+  }
+  return byStep;
+}
+
+/** Every run of a KV file with its steps, outputs and history, as stored. */
+export interface StoredRuns {
+  runs: RunRecord[];
+  /** Ids in the `active` index. */
+  active: string[];
+  steps: Map<string, Map<string, StepRecord>>;
+  outputs: Map<string, Map<string, unknown>>;
+  history: Map<string, HistoryEvent[]>;
+}
+
+/** Reads every run of an open KV file. */
+export async function readStoredRuns(kv: Deno.Kv): Promise<StoredRuns> {
+  const keys = keyLayout();
+  const store = new RunStore(kv, keys);
+  const runs: RunRecord[] = [];
+  for await (const entry of kv.list<RunRecord>({ prefix: keys.runs() })) runs.push(entry.value);
+  const stored: StoredRuns = {
+    runs,
+    active: await store.activeRunIds(),
+    steps: new Map(),
+    outputs: new Map(),
+    history: new Map(),
+  };
+  for (const run of runs) {
+    const steps = await store.getSteps(run.id);
+    stored.steps.set(run.id, steps);
+    stored.outputs.set(run.id, await store.getOutputs(run.id, steps));
+    stored.history.set(run.id, await store.getHistory(run.id));
+  }
+  return stored;
 }

@@ -11,10 +11,8 @@
  *
  * @module
  */
-import { checkCommittedOnce } from "./_history_checks.ts";
+import { checkCommittedOnce, readSideLog, readStoredRuns, seeded } from "./_history_checks.ts";
 import { createEngine, FakeClock, type HistoryEvent, workflow } from "../mod.ts";
-import { keyLayout } from "../engine/keys.ts";
-import { RunStore } from "../engine/store.ts";
 import type { RunRecord, StepRecord } from "../engine/records.ts";
 import {
   CRASH_WORKFLOW,
@@ -42,18 +40,6 @@ const FINISH_TIMEOUT_MS = 15_000;
 const seedFromEnv = Deno.env.get("CRASH_SEED");
 const SEED = seedFromEnv ? Number(seedFromEnv) : Date.now() % 2 ** 31;
 console.log(`crash_test seed=${SEED} (replay with CRASH_SEED=${SEED})`);
-
-/** mulberry32: a small seeded generator, enough to vary kill moments. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -200,41 +186,11 @@ interface Evidence {
 }
 
 async function readEvidence(dir: string): Promise<Evidence> {
-  let sideLog = "";
-  try {
-    sideLog = await Deno.readTextFile(`${dir}/side.log`);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  }
-  const starts = new Map<string, StartEntry[]>();
-  for (const line of sideLog.split("\n")) {
-    if (line === "") continue;
-    const entry = JSON.parse(line) as StartEntry;
-    const key = `${entry.runId}/${entry.step}`;
-    starts.set(key, [...(starts.get(key) ?? []), entry]);
-  }
+  const starts = await readSideLog<StartEntry>(`${dir}/side.log`);
   // Every worker has exited: this process is the only one on the file.
   const kv = await Deno.openKv(`${dir}/weft.kv`);
   try {
-    const keys = keyLayout();
-    const store = new RunStore(kv, keys);
-    const runs: RunRecord[] = [];
-    for await (const entry of kv.list<RunRecord>({ prefix: keys.runs() })) runs.push(entry.value);
-    const evidence: Evidence = {
-      runs,
-      active: await store.activeRunIds(),
-      steps: new Map(),
-      outputs: new Map(),
-      history: new Map(),
-      starts,
-    };
-    for (const run of runs) {
-      const steps = await store.getSteps(run.id);
-      evidence.steps.set(run.id, steps);
-      evidence.outputs.set(run.id, await store.getOutputs(run.id, steps));
-      evidence.history.set(run.id, await store.getHistory(run.id));
-    }
-    return evidence;
+    return { ...(await readStoredRuns(kv)), starts };
   } finally {
     kv.close();
   }

@@ -36,10 +36,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { checkCommittedOnce } from "./_history_checks.ts";
+import { checkCommittedOnce, readSideLog, readStoredRuns, seeded } from "./_history_checks.ts";
 import { type HistoryEvent, TERMINAL_RUN_STATUSES } from "../mod.ts";
 import { keyLayout } from "../engine/keys.ts";
-import { RunStore } from "../engine/store.ts";
 import type { RunRecord, StepRecord } from "../engine/records.ts";
 import {
   type BodyEntry,
@@ -85,18 +84,6 @@ const EXIT_TIMEOUT_MS = 10_000;
 const seedFromEnv = Deno.env.get("MULTI_SEED");
 const SEED = seedFromEnv ? Number(seedFromEnv) : Date.now() % 2 ** 31;
 console.log(`multi_worker_test seed=${SEED} (replay with MULTI_SEED=${SEED})`);
-
-/** mulberry32: a small seeded generator, enough to vary the kill and stop moments. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
@@ -301,40 +288,16 @@ interface Evidence {
 }
 
 async function readEvidence(dir: string): Promise<Evidence> {
-  const bodies = new Map<string, BodyEntry[]>();
-  for (const line of (await Deno.readTextFile(`${dir}/side.log`)).split("\n")) {
-    if (line === "") continue;
-    const entry = JSON.parse(line) as BodyEntry;
-    const key = `${entry.runId}/${entry.step}`;
-    bodies.set(key, [...(bodies.get(key) ?? []), entry]);
-  }
+  const bodies = await readSideLog<BodyEntry>(`${dir}/side.log`);
   // Every worker has exited: this process is the only one on the file.
   const kv = await Deno.openKv(`${dir}/weft.kv`);
   try {
     const keys = keyLayout();
-    const store = new RunStore(kv, keys);
-    const runs: RunRecord[] = [];
-    for await (const entry of kv.list<RunRecord>({ prefix: keys.runs() })) runs.push(entry.value);
     const leftovers: string[] = [];
     for (const prefix of [keys.dueIndex(), keys.allOwned()]) {
       for await (const entry of kv.list({ prefix })) leftovers.push(entry.key.join("/"));
     }
-    const evidence: Evidence = {
-      runs,
-      active: await store.activeRunIds(),
-      leftovers,
-      steps: new Map(),
-      outputs: new Map(),
-      history: new Map(),
-      bodies,
-    };
-    for (const run of runs) {
-      const steps = await store.getSteps(run.id);
-      evidence.steps.set(run.id, steps);
-      evidence.outputs.set(run.id, await store.getOutputs(run.id, steps));
-      evidence.history.set(run.id, await store.getHistory(run.id));
-    }
-    return evidence;
+    return { ...(await readStoredRuns(kv)), leftovers, bodies };
   } finally {
     kv.close();
   }
