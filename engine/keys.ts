@@ -14,6 +14,7 @@
  * | `[p, "owned", owner, runId]` | `true`: a run leased by the worker `owner` |
  * | `[p, "worker", owner]` | {@linkcode WorkerRecord}: a live worker; its versionstamp is the fence |
  * | `[p, "hb", owner]` | {@linkcode Heartbeat}: the worker's heartbeat |
+ * | `[p, "meta", "layout"]` | the layout version written (2); set once a Weft 1 file is upgraded |
  * | `[p, "inbox", owner, runId]` | {@linkcode InboxMessage}: a request for the run's holder (cancel) |
  * | `[p, "idem", workflow, key]` | the run id started with that idempotency key |
  * | `[p, "by_wf", workflow, runId]` | `true`: runs of a workflow, ids sort by time |
@@ -88,6 +89,8 @@ export function keyLayout(prefix: KeyPrefix = ["weft"]) {
     heartbeats: (): Deno.KvKey => [...p, "hb"],
     inbox: (owner: string, runId: string): Deno.KvKey => [...p, "inbox", owner, runId],
     inboxOf: (owner: string): Deno.KvKey => [...p, "inbox", owner],
+    inboxes: (): Deno.KvKey => [...p, "inbox"],
+    layoutVersion: (): Deno.KvKey => [...p, "meta", "layout"],
     idempotency: (workflow: string, key: string): Deno.KvKey => [...p, "idem", workflow, key],
     byWorkflow: (workflow: string, runId?: string): Deno.KvKey =>
       runId === undefined ? [...p, "by_wf", workflow] : [...p, "by_wf", workflow, runId],

@@ -328,7 +328,7 @@ export class Membership {
       if (batch.length >= REAP_BATCH) await flush();
     }
     await flush();
-    for await (const e of this.#kv.list({ prefix: [...this.#keys.prefix, "inbox"] })) {
+    for await (const e of this.#kv.list({ prefix: this.#keys.inboxes() })) {
       const owner = String(e.key.at(-2));
       if (!me || owner === me || live.has(owner)) continue;
       // Requests to a dead worker come to this one, which finds the run due.

@@ -421,14 +421,6 @@ export class Scheduler {
     await this.#commit(txn);
   }
 
-  /** Unpins a run kept for a cancel that did not happen. */
-  unpin(live: LiveRun): void {
-    if (!this.#pinned.delete(live) || live.dead) return;
-    const txn = new Txn();
-    txn.consider.add(live);
-    this.#background(txn);
-  }
-
   /** Gives a leased run that is not held in memory back to the due index. */
   async #putBack(runId: string, dueAt: number): Promise<void> {
     const txn = new Txn();

@@ -222,13 +222,6 @@ export class RunStore {
     ];
   }
 
-  /** Who holds an unfinished run, or `undefined` for a finished or unknown one. */
-  async getSched(runId: string): Promise<SchedRecord | undefined> {
-    const key = this.#keys.active(runId);
-    const entry = await this.#kv.get(key);
-    return entry.value === null ? undefined : parseOrThrow(schedRecordSchema, entry.value, key);
-  }
-
   /** The `seq` the run's next history event gets: one read of its newest history part. */
   async nextHistorySeq(runId: string): Promise<number> {
     for await (

@@ -41,7 +41,7 @@ export async function upgradeLayout(
   batcher: CommitBatcher,
   now: () => number,
 ): Promise<number> {
-  const marker = [...keys.prefix, "meta", "layout"];
+  const marker = keys.layoutVersion();
   if ((await kv.get(marker)).value === LAYOUT_VERSION) return 0;
   let moved = 0;
   let batch: Promise<boolean>[] = [];
