@@ -15,7 +15,7 @@ import { getLogger } from "@logtape/logtape";
 import type { Clock, TimerHandle } from "./clock.ts";
 import type { CommitBatcher } from "./commit_batcher.ts";
 import { FencedError } from "./errors.ts";
-import type { KeyLayout } from "./keys.ts";
+import { type KeyLayout, PARKED_MS } from "./keys.ts";
 
 const log = getLogger(["weft", "dispatch"]);
 
@@ -217,7 +217,7 @@ export class Dispatcher {
   async #armNext(now: number): Promise<void> {
     const { kv, keys } = this.#o;
     for await (
-      const e of kv.list({ prefix: keys.dueIndex(), start: keys.dueBefore(now + 1) }, {
+      const e of kv.list({ start: keys.dueBefore(now + 1), end: keys.dueBefore(PARKED_MS) }, {
         limit: 1,
       })
     ) {

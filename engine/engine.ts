@@ -35,11 +35,13 @@ import {
   InvalidInputError,
   RunFinishedError,
   RunNotFoundError,
+  UnknownEventError,
   UnknownWorkflowError,
   WorkflowDefinitionError,
   WorkflowNotServedError,
 } from "./errors.ts";
 import { type EngineEvent, EventHub } from "./events.ts";
+import { monotonicFactory } from "ulid";
 import { type KeyLayout, keyLayout, type KeyPrefix } from "./keys.ts";
 import { liveSnapshot } from "./live_run.ts";
 import { DEFAULT_MAX_OUTPUT_BYTES } from "./output.ts";
@@ -123,6 +125,27 @@ export interface EngineOptions {
 export interface StartOptions {
   /** Starting twice with the same key and workflow returns the first run. */
   idempotencyKey?: string;
+}
+
+/** Options of {@linkcode Engine.signal}. */
+export interface SignalOptions {
+  /**
+   * Makes the delivery idempotent: a second event with the same key for the
+   * same run is not delivered again (1-512 characters).
+   */
+  key?: string;
+}
+
+/** What {@linkcode Engine.signal} did. */
+export interface SignalResult {
+  /** The run. */
+  runId: string;
+  /** The event's name. */
+  event: string;
+  /** The id of the event in the run's mailbox (a ULID). */
+  eventId: string;
+  /** Whether an event with the same key was delivered before, and this one was not. */
+  duplicate: boolean;
 }
 
 /** What {@linkcode Engine.start} returns. */
@@ -209,6 +232,24 @@ export interface Engine {
    * @throws {WorkflowNotServedError} for a run of a workflow this engine lacks.
    */
   cancel(runId: string, options?: { reason?: string }): Promise<RunSnapshot>;
+  /**
+   * Sends an event to a run. Its payload is checked against the schema of
+   * the run's wait steps for that event, then stored in the run's mailbox
+   * before this resolves: a wait step that waits for it now ends with it,
+   * and one that starts later finds it. Each event is taken by one wait step.
+   *
+   * @throws {RunNotFoundError} for an unknown id.
+   * @throws {UnknownEventError} when no step of the run's workflow waits for `event`.
+   * @throws {InvalidInputError} when the payload does not match the schema.
+   * @throws {RunFinishedError} when the run has finished (nothing can wait any more).
+   * @throws {WorkflowNotServedError} for a run of a workflow this engine lacks.
+   */
+  signal(
+    runId: string,
+    event: string,
+    payload?: unknown,
+    options?: SignalOptions,
+  ): Promise<SignalResult>;
   /** One page of runs, newest first. */
   list(options?: ListRunsOptions): Promise<{ runs: RunSummary[]; nextCursor: string | null }>;
   /** Every recorded transition of a run, oldest first. */
@@ -304,6 +345,7 @@ class WeftEngine implements Engine {
   #upgrading: Promise<void> = Promise.resolve();
   readonly #fencesHandled = new WeakSet<Fence>();
   #detachQueue: () => void = () => {};
+  readonly #ulid = monotonicFactory();
 
   constructor(options: EngineOptions) {
     const kv = options.kv;
@@ -602,6 +644,94 @@ class WeftEngine implements Engine {
     return await this.get(runId);
   }
 
+  async signal(
+    runId: string,
+    event: string,
+    payload: unknown = null,
+    options: SignalOptions = {},
+  ): Promise<SignalResult> {
+    checkRunId(runId);
+    if (this.#closing) throw new EngineClosedError();
+    const { key } = options;
+    if (key !== undefined && (typeof key !== "string" || key.length === 0 || key.length > 512)) {
+      throw new InvalidArgumentError(
+        `Cannot send event as 'key' must be a string of 1 to 512 characters`,
+      );
+    }
+    const first = this.#scheduler.runs.get(runId)?.record ?? await this.#store.getRun(runId);
+    if (!first) throw new RunNotFoundError(runId);
+    const def = this.#defs.get(first.workflow);
+    if (!def) throw new WorkflowNotServedError(runId, first.workflow);
+    const wait = def.steps.find((s) => s.wait?.event === event)?.wait;
+    if (!wait) throw new UnknownEventError(def.name, event);
+    const parsed = wait.schema.safeParse(payload);
+    const subject = `payload for event '${event}' of workflow '${def.name}'`;
+    if (!parsed.success) {
+      throw new InvalidInputError(
+        def.name,
+        parsed.error.issues.map((i) => ({
+          code: i.code,
+          path: i.path.map((p) => typeof p === "symbol" ? String(p) : p),
+          message: i.message,
+        })),
+        subject,
+      );
+    }
+    let json: string;
+    try {
+      json = JSON.stringify(parsed.data) ?? "null";
+    } catch (error) {
+      throw new InvalidInputError(def.name, [{
+        code: "invalid_type",
+        path: [],
+        message: `Payload is not JSON-serializable: ${(error as Error).message}`,
+      }], subject);
+    }
+    const size = new TextEncoder().encode(json).byteLength;
+    // An event is stored in one KV value, with room for its envelope.
+    const limit = Math.min(this.#maxInputBytes, 60_000);
+    if (size > limit) throw new InputTooLargeError(def.name, size, limit);
+    const value = JSON.parse(json);
+    const action = `send event '${event}' to run '${runId}'`;
+    for (let tries = 0; tries < 16; tries++) {
+      const [runEntry, keyEntry] = await this.#kv.getMany([
+        this.#keys.run(runId),
+        this.#keys.eventKey(runId, key ?? ""),
+      ]);
+      if (key !== undefined && typeof keyEntry.value === "string") {
+        return { runId, event, eventId: keyEntry.value, duplicate: true };
+      }
+      const run = runEntry.value as { status?: RunStatus } | null;
+      if (!run) throw new RunNotFoundError(runId);
+      if (run.status && (isTerminalRun(run.status) || run.status === "compensating")) {
+        throw new RunFinishedError(runId, run.status, action);
+      }
+      const eventId = this.#ulid(this.#clock.now());
+      const checks: Deno.AtomicCheck[] = [runEntry];
+      const sets: [Deno.KvKey, unknown][] = [[this.#keys.event(runId, eventId), {
+        event,
+        payload: value,
+        ...(key !== undefined ? { key } : {}),
+        at: this.#clock.now(),
+      }]];
+      if (key !== undefined) {
+        checks.push(keyEntry);
+        sets.push([this.#keys.eventKey(runId, key), eventId]);
+      }
+      // The run's record did not change meanwhile: it had not finished when this landed.
+      if (!(await this.#batcher.write({ checks, sets }))) continue;
+      await this.#deliver(runId).catch((error) =>
+        log.warn("Event {eventId} for run {runId} is stored; its delivery waits: {error}", {
+          runId,
+          eventId,
+          error,
+        })
+      );
+      return { runId, event, eventId, duplicate: false };
+    }
+    throw new RunFinishedError(runId, "changing too often", action);
+  }
+
   async list(options: ListRunsOptions = {}) {
     if (options.workflow !== undefined && !NAME_PATTERN.test(options.workflow)) {
       throw new InvalidArgumentError(
@@ -698,11 +828,59 @@ class WeftEngine implements Engine {
       });
       const message = inboxMessageSchema.safeParse(entry.value);
       if (!done || !message.success) continue;
-      await this.cancel(runId, { reason: message.data.reason }).catch((error) => {
+      if (message.data.kind === "event") {
+        await this.#deliver(runId).catch((error) =>
+          log.warn("Could not deliver events to run {runId}: {error}", { runId, error })
+        );
+        continue;
+      }
+      const reason = message.data.reason;
+      await this.cancel(runId, { reason }).catch((error) => {
         if (!(error instanceof RunFinishedError || error instanceof RunNotFoundError)) {
           log.warn("Could not cancel run {runId} as asked: {error}", { runId, error });
         }
       });
+    }
+  }
+
+  /**
+   * Hands the events in a run's mailbox to the worker that holds the run:
+   * this one (its wait steps look at once), nobody (this worker claims the
+   * run, and loading it reads the mailbox), or another (told through its inbox).
+   */
+  async #deliver(runId: string): Promise<void> {
+    for (let tries = 0; tries < 8; tries++) {
+      if (this.#scheduler.closing) return;
+      const live = this.#scheduler.runs.get(runId);
+      if (live && !live.dead) {
+        return await this.#scheduler.deliver(live, await this.#store.getEvents(runId));
+      }
+      const entry = await this.#kv.get(this.#keys.active(runId));
+      if (entry.value === null) return; // finished meanwhile
+      const sched = schedRecordSchema.parse(entry.value);
+      const me = this.#membership.id;
+      if ("dueAt" in sched) {
+        const due = await this.#kv.get(this.#keys.due(sched.dueAt, runId));
+        if (due.versionstamp === null) continue;
+        if (!(await this.#batcher.write(claimOp(this.#keys, me, due)))) continue;
+        await this.#scheduler.resume(runId);
+        return;
+      }
+      if (sched.owner === me) {
+        // Being loaded by this worker right now; loading reads the mailbox.
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        continue;
+      }
+      const inbox = this.#keys.inbox(sched.owner, runId);
+      // A request already waiting there (a cancel, or events) covers these events too.
+      const ok = await this.#batcher.write({
+        checks: [{ key: entry.key, versionstamp: entry.versionstamp }, {
+          key: inbox,
+          versionstamp: null,
+        }],
+        sets: [[inbox, { kind: "event", at: Date.now() }]],
+      });
+      if (ok || (await this.#kv.get(inbox)).versionstamp !== null) return;
     }
   }
 

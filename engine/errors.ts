@@ -227,14 +227,17 @@ export class InvalidInputError extends WeftError {
   readonly workflow: string;
   /** zod's issues, one per problem. */
   readonly issues: InputIssue[];
-  /** Creates the error from zod's issues. */
-  constructor(workflow: string, issues: InputIssue[]) {
+  /**
+   * Creates the error from zod's issues; `subject` names what was refused
+   * (default: the workflow's input).
+   */
+  constructor(workflow: string, issues: InputIssue[], subject?: string) {
     const first = issues[0];
     const where = first && first.path.length > 0 ? ` at '${first.path.join(".")}'` : "";
     super(
-      `Invalid input for workflow '${workflow}'${where}: ${first?.message ?? "rejected"}${
-        issues.length > 1 ? ` (and ${issues.length - 1} more)` : ""
-      }`,
+      `Invalid ${subject ?? `input for workflow '${workflow}'`}${where}: ${
+        first?.message ?? "rejected"
+      }${issues.length > 1 ? ` (and ${issues.length - 1} more)` : ""}`,
     );
     this.workflow = workflow;
     this.issues = issues;
@@ -348,7 +351,30 @@ export class RunNotFoundError extends WeftError {
 }
 
 /**
- * The run is already terminal, so it cannot be cancelled.
+ * The workflow of a run has no step that waits for that event.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { UnknownEventError } from "./errors.ts";
+ * assert.ok(new UnknownEventError("order", "paid").event === "paid");
+ * ```
+ */
+export class UnknownEventError extends WeftError {
+  /** The workflow. */
+  readonly workflow: string;
+  /** The event asked for. */
+  readonly event: string;
+  /** Creates the error for a workflow and an event name. */
+  constructor(workflow: string, event: string) {
+    super(`Workflow '${workflow}' has no step that waits for event '${event}'`);
+    this.workflow = workflow;
+    this.event = event;
+  }
+}
+
+/**
+ * The run is already terminal, so it cannot be cancelled (or sent an event).
  *
  * @example
  * ```ts
@@ -362,9 +388,9 @@ export class RunFinishedError extends WeftError {
   readonly runId: string;
   /** Its terminal status. */
   readonly status: string;
-  /** Creates the error for a run and its status. */
-  constructor(runId: string, status: string) {
-    super(`Cannot cancel run '${runId}' as it has already finished: status is ${status}`);
+  /** Creates the error for a run and its status; `action` is what could not be done. */
+  constructor(runId: string, status: string, action = `cancel run '${runId}'`) {
+    super(`Cannot ${action} as it has already finished: status is ${status}`);
     this.runId = runId;
     this.status = status;
   }

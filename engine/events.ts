@@ -67,6 +67,7 @@ const RUN_MESSAGES: Record<RunStatus, string> = {
   succeeded: "Run {runId} succeeded in {durationMs} ms",
   failed: "Run {runId} failed in {durationMs} ms: {error.message}",
   cancelled: "Run {runId} cancelled: {error.message}",
+  compensating: "Run {runId} is compensating its succeeded steps: {error.message}",
 };
 
 /** One structured record per committed transition. */

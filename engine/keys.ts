@@ -10,12 +10,14 @@
  * | `[p, "out", runId, step, attempt, chunk]` | `Uint8Array`, a slice of a large output's JSON |
  * | `[p, "hist", runId, seq]` | {@linkcode HistoryEvent} |
  * | `[p, "active", runId]` | {@linkcode SchedRecord}: who holds the unfinished run, or when it is due |
- * | `[p, "due", dueMs, runId]` | `{ seq, wf }` (next history seq, workflow): a run no worker holds, due at `dueMs` |
+ * | `[p, "due", dueMs, runId]` | `{ seq, wf }` (next history seq, workflow): a run no worker holds, due at `dueMs` ({@linkcode PARKED_MS} when only an event can wake it) |
  * | `[p, "owned", owner, runId]` | `true`: a run leased by the worker `owner` |
  * | `[p, "worker", owner]` | {@linkcode WorkerRecord}: a live worker; its versionstamp is the fence |
  * | `[p, "hb", owner]` | {@linkcode Heartbeat}: the worker's heartbeat |
  * | `[p, "meta", "layout"]` | the layout version written (2); set once a Weft 1 file is upgraded |
  * | `[p, "inbox", owner, runId]` | {@linkcode InboxMessage}: a request for the run's holder (cancel) |
+ * | `[p, "evt", runId, eventId]` | {@linkcode RunEvent}: an event delivered to the run, not yet taken by a wait step |
+ * | `[p, "evkey", runId, key]` | the event id delivered with that idempotency key |
  * | `[p, "idem", workflow, key]` | the run id started with that idempotency key |
  * | `[p, "by_wf", workflow, runId]` | `true`: runs of a workflow, ids sort by time |
  * | `[p, "by_status", status, runId]` | `true`: finished runs by final status |
@@ -32,6 +34,13 @@
  *
  * @module
  */
+
+/**
+ * The due time of a run that nothing but an event (or a cancel) wakes: the
+ * latest time a `Date` holds. Claim rounds list the due index up to now, so
+ * such a run is claimed only when a delivery moves it to now.
+ */
+export const PARKED_MS = 8_640_000_000_000_000;
 
 /** A KV key prefix. */
 export type KeyPrefix = readonly Deno.KvKeyPart[];
@@ -90,6 +99,10 @@ export function keyLayout(prefix: KeyPrefix = ["weft"]) {
     inbox: (owner: string, runId: string): Deno.KvKey => [...p, "inbox", owner, runId],
     inboxOf: (owner: string): Deno.KvKey => [...p, "inbox", owner],
     inboxes: (): Deno.KvKey => [...p, "inbox"],
+    event: (runId: string, eventId: string): Deno.KvKey => [...p, "evt", runId, eventId],
+    events: (runId: string): Deno.KvKey => [...p, "evt", runId],
+    eventKey: (runId: string, key: string): Deno.KvKey => [...p, "evkey", runId, key],
+    eventKeys: (runId: string): Deno.KvKey => [...p, "evkey", runId],
     layoutVersion: (): Deno.KvKey => [...p, "meta", "layout"],
     idempotency: (workflow: string, key: string): Deno.KvKey => [...p, "idem", workflow, key],
     byWorkflow: (workflow: string, runId?: string): Deno.KvKey =>

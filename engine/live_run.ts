@@ -7,7 +7,7 @@
  * @module
  */
 import type { TimerHandle } from "./clock.ts";
-import type { RunRecord, StepRecord } from "./records.ts";
+import type { RunEvent, RunRecord, StepRecord } from "./records.ts";
 import { type RunSnapshot, snapshotOf } from "./snapshot.ts";
 import type { AnyWorkflow, StepDefinition } from "../steps/workflow.ts";
 
@@ -41,6 +41,8 @@ export interface StoredRun {
   results: Map<string, unknown>;
   /** The `seq` of the run's next history event. */
   nextSeq: number;
+  /** Events delivered to it that no wait step has taken yet, oldest first. */
+  mailbox?: RunEvent[];
 }
 
 /** An unfinished run in memory. */
@@ -73,6 +75,12 @@ export interface LiveRun {
   dead: boolean;
   /** Given back to the due index by a write not yet known to be on disk. */
   released: boolean;
+  /** Events delivered to it that no wait step has taken yet, oldest first. */
+  mailbox: RunEvent[];
+  /** Ids of events its wait steps took (a later read of the mailbox may still list them). */
+  taken: Set<string>;
+  /** Compensation steps that failed for good, while it is compensating. */
+  failedCompensations: Set<string>;
 }
 
 /**
@@ -114,6 +122,9 @@ export function newLiveRun(def: AnyWorkflow, stored: StoredRun): LiveRun {
     lastCommit: Promise.resolve(),
     dead: false,
     released: false,
+    mailbox: stored.mailbox ?? [],
+    taken: new Set(),
+    failedCompensations: new Set(),
   };
 }
 

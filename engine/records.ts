@@ -39,6 +39,8 @@ export const runRecordSchema = z.object({
   finishedAt: z.number().optional(),
   error: errorDataSchema.optional(),
   failedStep: z.string().optional(),
+  /** While `compensating`: the status the run ends with once its compensations are done. */
+  endsAs: z.enum(["failed", "cancelled"]).optional(),
 });
 /** A stored run. */
 export type RunRecord = z.infer<typeof runRecordSchema>;
@@ -78,6 +80,10 @@ export const stepRecordSchema = z.object({
   output: outputRefSchema.optional(),
   /** Attempts abandoned by a graceful shutdown; they do not count against maxAttempts. */
   uncharged: z.number().optional(),
+  /** While `sleeping` or `awaiting`: when it resumes (the sleep's end, the wait's timeout). */
+  resumeAt: z.number().optional(),
+  /** Why it was `skipped`. */
+  skipReason: z.string().optional(),
 });
 /** A stored step. */
 export type StepRecord = z.infer<typeof stepRecordSchema>;
@@ -182,13 +188,30 @@ export const heartbeatSchema = z.object({ at: z.number(), beat: z.number() });
 export type Heartbeat = z.infer<typeof heartbeatSchema>;
 
 /** A request to the worker that holds a run, at `[p, "inbox", owner, runId]`. */
-export const inboxMessageSchema = z.object({
-  kind: z.literal("cancel"),
-  reason: z.string(),
-  at: z.number(),
-});
+export const inboxMessageSchema = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("cancel"), reason: z.string(), at: z.number() }),
+  /** Events were delivered to the run: its wait steps look at its mailbox. */
+  z.object({ kind: z.literal("event"), at: z.number() }),
+]);
 /** A request to the worker that holds a run. */
 export type InboxMessage = z.infer<typeof inboxMessageSchema>;
+
+/**
+ * An event delivered to a run and not yet taken by a wait step, at
+ * `[p, "evt", runId, eventId]` (ids are ULIDs: oldest first).
+ */
+export const runEventSchema = z.object({
+  /** The event's name, as a wait step names it. */
+  event: z.string(),
+  /** The payload, as the wait step's schema parsed it. */
+  payload: z.unknown(),
+  /** The sender's idempotency key, if any. */
+  key: z.string().optional(),
+  /** When it was delivered, in epoch milliseconds. */
+  at: z.number(),
+});
+/** An event waiting in a run's mailbox. */
+export type RunEvent = z.infer<typeof runEventSchema> & { id: string };
 
 /** Messages on the KV queue. */
 export const queueMessageSchema = z.discriminatedUnion("weft", [

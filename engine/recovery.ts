@@ -78,12 +78,17 @@ export async function loadRun(runId: string, options: LoadRunOptions): Promise<L
   const steps = first && def === known ? first.steps : await store.getSteps(runId);
   const results = await store.getOutputs(runId, steps);
   const input = await store.getInput(record);
+  // Only a run that may wait for an event reads its mailbox.
+  const mailbox = def.steps.some((s) => s.kind === "wait")
+    ? await store.getEvents(runId)
+    : undefined;
   const live = newLiveRun(def, {
     record,
     input,
     steps,
     results,
     nextSeq: options.nextSeq ?? await store.nextHistorySeq(runId),
+    mailbox,
   });
   for (const s of def.steps) {
     if (!steps.has(s.name)) steps.set(s.name, { status: "pending", attempts: 0, errors: [] });

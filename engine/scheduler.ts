@@ -22,16 +22,11 @@ import {
 } from "./errors.ts";
 import type { EventHub } from "./events.ts";
 import type { KeyLayout } from "./keys.ts";
-import {
-  allStepsSucceeded,
-  type LiveRun,
-  liveSnapshot,
-  needsMet,
-  newLiveRun,
-  type RunningAttempt,
-} from "./live_run.ts";
-import { INLINE_OUTPUT_BYTES, splitJson } from "./output.ts";
-import { queueMessageSchema, type RunRecord, type StepRecord } from "./records.ts";
+import { type LiveRun, liveSnapshot, newLiveRun, type RunningAttempt } from "./live_run.ts";
+import { PARKED_MS } from "./keys.ts";
+import { encodeOutput, INLINE_OUTPUT_BYTES, splitJson } from "./output.ts";
+import { readiness, runOutcome } from "./readiness.ts";
+import { queueMessageSchema, type RunEvent, type RunRecord, type StepRecord } from "./records.ts";
 import { loadRun } from "./recovery.ts";
 import type { WaiterRegistry } from "./waiters.ts";
 import type { StepKind, StepKindContext } from "./step_kind.ts";
@@ -219,9 +214,8 @@ export class Scheduler {
     this.#live.set(id, live);
     txn.runs.set(live, { fromStatus: null, idem: idempotencyKey });
     txn.record(live, { type: "run", seq: live.nextSeq++, at: now, from: null, to: "pending" });
-    for (const s of def.steps) {
-      if (s.needs.length === 0) this.#kindOf(s).ready(this.#ctx(txn, live, s));
-    }
+    for (const s of def.steps) this.#evaluate(txn, live, s);
+    this.#checkComplete(txn, live);
     txn.consider.add(live);
     const summary = summarize(record);
     const ok = await this.#commit(txn);
@@ -233,7 +227,11 @@ export class Scheduler {
     return { ...summary, status: live.record.status };
   }
 
-  /** Ends a live, unfinished run as cancelled; resolves with its snapshot once committed. */
+  /**
+   * Ends a live, unfinished run as cancelled (after its compensations);
+   * resolves with its snapshot once committed. A run already compensating
+   * carries on as it is.
+   */
   async cancel(live: LiveRun, reason: string): Promise<RunSnapshot> {
     const txn = new Txn();
     this.#endRun(txn, live, "cancelled", { name: "RunCancelledError", message: reason });
@@ -378,9 +376,13 @@ export class Scheduler {
     this.#live.set(runId, live);
     if (options.pin) this.#pinned.add(live);
     const txn = options.txn ?? new Txn();
+    // What was loaded: a step that an earlier one's recovery changed (a sleep
+    // that ended starts the steps that need it) is not recovered again.
+    const asLoaded = new Map(steps);
     for (const s of def.steps) {
       if (isTerminalRun(live.record.status)) break;
       const rec = steps.get(s.name)!;
+      if (rec !== asLoaded.get(s.name)) continue;
       if (rec.status === "running") {
         log.warn("Recovering step {step} of run {runId}: attempt {attempt} was interrupted", {
           workflow: def.name,
@@ -390,18 +392,34 @@ export class Scheduler {
         });
       }
       if (rec.status === "pending") {
-        if (needsMet(live, s)) this.#kindOf(s).ready(this.#ctx(txn, live, s));
+        this.#evaluate(txn, live, s);
       } else if (!isTerminalStep(rec.status)) {
         this.#kindOf(s).recover(this.#ctx(txn, live, s), { reloaded: abandoned.has(s.name) });
       }
     }
-    if (!isTerminalRun(live.record.status) && allStepsSucceeded(live)) {
-      recordRunStatus(txn, live, { to: "succeeded", at: this.#clock.now() });
-    }
+    this.#checkComplete(txn, live);
     txn.consider.add(live);
     if (options.txn) return live;
     await this.#commit(txn);
     return this.#live.get(runId) === live ? live : undefined;
+  }
+
+  /**
+   * Adds events read from the run's mailbox to the held run, and lets its
+   * waiting steps look at them; resolves once that is committed.
+   */
+  async deliver(live: LiveRun, events: readonly RunEvent[]): Promise<void> {
+    if (live.dead || isTerminalRun(live.record.status)) return;
+    const known = new Set(live.mailbox.map((e) => e.id));
+    for (const e of events) if (!known.has(e.id) && !live.taken.has(e.id)) live.mailbox.push(e);
+    live.mailbox.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+    const txn = new Txn();
+    for (const s of live.def.steps) {
+      if (live.steps.get(s.name)!.status !== "awaiting") continue;
+      this.#kindOf(s).eventArrived?.(this.#ctx(txn, live, s));
+    }
+    txn.consider.add(live);
+    await this.#commit(txn);
   }
 
   /**
@@ -468,10 +486,7 @@ export class Scheduler {
       attemptStartedAt: now,
     };
     delete next.nextAttemptAt;
-    recordStep(txn, live, { step: step.name, next, attempt, at: this.#clock.now() });
-    if (live.record.status === "pending") {
-      recordRunStatus(txn, live, { to: "running", at: this.#clock.now() });
-    }
+    this.#recordStep(txn, live, { step: step.name, next, attempt, at: this.#clock.now() });
     const running: RunningAttempt = {
       attempt,
       controller: new AbortController(),
@@ -531,26 +546,151 @@ export class Scheduler {
       record: () => live.steps.get(step.name)!,
       now: () => this.#clock.now(),
       random: this.#random,
+      input: () => live.input,
+      results: () => this.#resultsOf(live, step.needs),
       transition: (next, event) =>
-        recordStep(txn, live, { step: step.name, next, ...event, at: this.#clock.now() }),
+        this.#recordStep(txn, live, { step: step.name, next, ...event, at: this.#clock.now() }),
       startAttempt: () => this.#tryStart(txn, live, step),
       armTimer: (atMs) => this.#armTimer(txn, live, step, atMs),
+      encode: (value) => encodeOutput(step.name, 0, value, INLINE_OUTPUT_BYTES),
+      takeEvent: (event) => {
+        const i = live.mailbox.findIndex((e) => e.event === event);
+        if (i < 0) return undefined;
+        const [taken] = live.mailbox.splice(i, 1);
+        live.taken.add(taken.id);
+        txn.extraDeletes.push(this.#keys.event(live.record.id, taken.id));
+        return taken;
+      },
       succeeded: (value) => {
         live.results.set(step.name, value);
-        for (const child of live.def.steps) {
-          if (
-            child.needs.includes(step.name) && live.steps.get(child.name)!.status === "pending" &&
-            needsMet(live, child)
-          ) {
-            this.#kindOf(child).ready(this.#ctx(txn, live, child));
-          }
-        }
-        if (allStepsSucceeded(live)) {
-          recordRunStatus(txn, live, { to: "succeeded", at: this.#clock.now() });
-        }
+        this.#resolved(txn, live, step);
       },
-      failRun: (error) => this.#endRun(txn, live, "failed", error, step.name),
+      failRun: (error) => {
+        if (step.phase === "compensation") {
+          // One failed compensation does not stop the others; the run's
+          // error names it once they have all ended.
+          live.failedCompensations.add(step.name);
+          return this.#resolved(txn, live, step);
+        }
+        this.#endRun(txn, live, "failed", error, step.name);
+      },
     };
+  }
+
+  /** The committed results of `names` (absent for a skipped step). */
+  #resultsOf(live: LiveRun, names: readonly string[]): Record<string, unknown> {
+    const results: Record<string, unknown> = {};
+    for (const n of names) if (live.results.has(n)) results[n] = live.results.get(n);
+    return results;
+  }
+
+  /** Records a step's change; a run's first step to leave `pending` starts the run. */
+  #recordStep(txn: Txn, live: LiveRun, change: Parameters<typeof recordStep>[2]): void {
+    recordStep(txn, live, change);
+    if (live.record.status === "pending" && change.next.status !== "skipped") {
+      recordRunStatus(txn, live, { to: "running", at: change.at });
+    }
+  }
+
+  /**
+   * Starts `step` if it is pending and may start: skipped when a step it
+   * needs was skipped or its condition is false, failed (and the run with
+   * it) when its condition throws, else handed to its kind.
+   */
+  #evaluate(txn: Txn, live: LiveRun, step: StepDefinition): void {
+    if (isTerminalRun(live.record.status)) return;
+    const rec = live.steps.get(step.name)!;
+    if (rec.status !== "pending") return;
+    const r = readiness(live, step);
+    if (r.kind === "wait") return;
+    if (r.kind === "skip") return this.#skip(txn, live, step, r.reason);
+    if (step.when) {
+      let holds: unknown;
+      try {
+        holds = step.when({ input: live.input, results: this.#resultsOf(live, step.needs) });
+      } catch (e) {
+        const error = toErrorData(e);
+        this.#recordStep(txn, live, {
+          step: step.name,
+          next: {
+            ...rec,
+            status: transitionStep(rec.status, "failed"),
+            finishedAt: this.#clock.now(),
+          },
+          attempt: 0,
+          error,
+          at: this.#clock.now(),
+        });
+        return this.#endRun(txn, live, "failed", {
+          name: "StepFailedError",
+          message: `Step '${step.name}' failed: its condition threw: ${error.message}`,
+          details: { step: step.name, attempt: 0 },
+          cause: error,
+        }, step.name);
+      }
+      if (holds !== true) {
+        const reason = holds === false
+          ? "its condition is false"
+          : `its condition returned ${JSON.stringify(holds) ?? String(holds)}, not true`;
+        return this.#skip(txn, live, step, reason);
+      }
+    }
+    this.#kindOf(step).ready(this.#ctx(txn, live, step));
+  }
+
+  #skip(txn: Txn, live: LiveRun, step: StepDefinition, reason: string): void {
+    const rec = live.steps.get(step.name)!;
+    recordStep(txn, live, {
+      step: step.name,
+      next: { ...rec, status: transitionStep(rec.status, "skipped"), skipReason: reason },
+      attempt: rec.attempts,
+      at: this.#clock.now(),
+    });
+    this.#resolved(txn, live, step);
+  }
+
+  /** A step ended: the steps that need it may start, and the run may be done. */
+  #resolved(txn: Txn, live: LiveRun, step: StepDefinition): void {
+    for (const child of live.def.steps) {
+      if (child.needs.includes(step.name)) this.#evaluate(txn, live, child);
+    }
+    this.#checkComplete(txn, live);
+  }
+
+  /** Ends the run if its steps say it is done (succeeded, or compensated). */
+  #checkComplete(txn: Txn, live: LiveRun): void {
+    if (isTerminalRun(live.record.status)) return;
+    const outcome = runOutcome(live);
+    if (outcome === undefined) return;
+    const now = this.#clock.now();
+    if (outcome === "succeeded") {
+      // Compensations never run: they end skipped, with the run.
+      for (const s of live.def.steps) {
+        const rec = live.steps.get(s.name)!;
+        if (s.phase !== "compensation" || rec.status !== "pending") continue;
+        recordStep(txn, live, {
+          step: s.name,
+          next: { ...rec, status: "skipped", skipReason: "the run succeeded" },
+          attempt: 0,
+          at: now,
+        });
+      }
+      return recordRunStatus(txn, live, { to: "succeeded", at: now });
+    }
+    const { endsAs = "failed", ...record } = live.record;
+    let error = record.error;
+    if (live.failedCompensations.size > 0 && error) {
+      const names = [...live.failedCompensations];
+      error = {
+        ...error,
+        message: `${error.message} (compensation${names.length === 1 ? "" : "s"} ${
+          names.map((n) => `'${n}'`).join(", ")
+        } failed too)`,
+        details: { ...error.details, failedCompensations: names },
+      };
+    }
+    live.record = { ...record, ...(error ? { error } : {}) };
+    recordRunStatus(txn, live, { to: endsAs, error, at: now });
   }
 
   /**
@@ -583,7 +723,7 @@ export class Scheduler {
    * step or timer (a large queue slows every delivery; see KV_FACTS).
    */
   #planSweep(txn: Txn, dueAt: number): void {
-    if (!this.#useQueue || this.#closing) return;
+    if (!this.#useQueue || this.#closing || dueAt >= PARKED_MS) return;
     if (this.#sweepDueAt !== undefined && this.#sweepDueAt <= dueAt) return;
     const now = this.#clock.now();
     const delayMs = Math.min(MAX_QUEUE_DELAY_MS, Math.max(0, dueAt - now));
@@ -608,10 +748,12 @@ export class Scheduler {
     error: ErrorData,
     failedStep?: string,
   ): void {
+    // A compensating run is ending already: its compensations carry on.
+    if (live.record.status === "compensating") return;
     const now = this.#clock.now();
     for (const s of live.def.steps) {
       const rec = live.steps.get(s.name)!;
-      if (isTerminalStep(rec.status)) continue;
+      if (isTerminalStep(rec.status) || s.phase === "compensation") continue;
       const running = live.running.get(s.name);
       if (running) {
         this.#finishAttempt(live, s.name, running);
@@ -625,19 +767,24 @@ export class Scheduler {
         live.retryTimers.delete(s.name);
       }
       const to: StepStatus = rec.status === "pending" ? "skipped" : "cancelled";
-      recordStep(txn, live, {
-        step: s.name,
-        next: { ...rec, status: transitionStep(rec.status, to), finishedAt: now },
-        attempt: rec.attempts,
-        at: this.#clock.now(),
-      });
+      const next: StepRecord = { ...rec, status: transitionStep(rec.status, to), finishedAt: now };
+      if (to === "skipped") next.skipReason = "the run ended first";
+      recordStep(txn, live, { step: s.name, next, attempt: rec.attempts, at: this.#clock.now() });
     }
     for (const step of live.queued) this.#slots.forget(live.record.id, step);
     if (live.queued.size > 0) this.#queuedRuns--;
     live.queued.clear();
     live.record = { ...live.record, error };
     if (failedStep) live.record.failedStep = failedStep;
-    recordRunStatus(txn, live, { to: status, error, at: this.#clock.now() });
+    if (!live.def.steps.some((s) => s.phase === "compensation")) {
+      return recordRunStatus(txn, live, { to: status, error, at: this.#clock.now() });
+    }
+    // Compensations of the steps that succeeded run first, in reverse
+    // dependency order, then `onFailure`; the run ends once they have.
+    live.record.endsAs = status;
+    recordRunStatus(txn, live, { to: "compensating", error, at: this.#clock.now() });
+    for (const s of live.def.steps) if (s.phase === "compensation") this.#evaluate(txn, live, s);
+    this.#checkComplete(txn, live);
   }
 
   #schedulePump(): void {
@@ -735,7 +882,7 @@ export class Scheduler {
     live.released = true;
     txn.after.push(() => {
       live.released = false;
-      this.#dispatch.wakeAt(dueAt);
+      if (dueAt < PARKED_MS) this.#dispatch.wakeAt(dueAt);
     });
   }
 
@@ -743,16 +890,22 @@ export class Scheduler {
   #nextDue(live: LiveRun): number {
     const now = this.#clock.now();
     let dueAt = Infinity;
+    let parked = false;
     for (const s of live.def.steps) {
       const rec = live.steps.get(s.name)!;
-      if (live.queued.has(s.name) || (rec.status === "pending" && needsMet(live, s))) {
+      if (
+        live.queued.has(s.name) || (rec.status === "pending" && readiness(live, s).kind !== "wait")
+      ) {
         dueAt = now;
       } else if (!isTerminalStep(rec.status)) {
         const at = this.#kindOf(s).dueAt(rec);
-        if (at !== undefined) dueAt = Math.min(dueAt, Math.max(now, at));
+        if (at === Infinity) parked = true;
+        else if (at !== undefined) dueAt = Math.min(dueAt, Math.max(now, at));
       }
     }
-    return dueAt === Infinity ? now : dueAt;
+    // Only an event wakes a run whose steps all wait for one without a timeout.
+    if (dueAt === Infinity) return parked ? PARKED_MS : now;
+    return dueAt;
   }
 
   /** Decides, for every run `txn` touches, whether this worker keeps holding it. */

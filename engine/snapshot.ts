@@ -23,6 +23,16 @@ export interface AttemptErrorSnapshot {
 export interface StepSnapshot {
   /** The step's state. */
   status: StepStatus;
+  /** Its kind: a `task` runs a body; a `sleep` waits for a time; a `wait` for an event. */
+  kind?: "task" | "sleep" | "wait";
+  /** For a compensation or the `onFailure` handler: `"compensation"`. */
+  phase?: "compensation";
+  /** Why it was skipped. */
+  skipReason?: string;
+  /** While `sleeping` or `awaiting`: when it resumes (ISO 8601). */
+  resumeAt?: string;
+  /** For a wait step: the event it waits for. */
+  event?: string;
   /** Attempts started so far. */
   attempts: number;
   /** The steps it waits for. */
@@ -134,14 +144,25 @@ export function snapshotOf(
   const stepViews: Record<string, StepSnapshot> = {};
   for (const name of names) {
     const rec = steps.get(name);
-    const needs = [...(def?.getStep(name)?.needs ?? [])];
+    const step = def?.getStep(name);
+    const needs = [...(step?.needs ?? [])];
+    const shape = compact({
+      kind: step?.kind,
+      phase: step?.phase === "compensation" ? "compensation" as const : undefined,
+      event: step?.wait?.event,
+    });
     if (!rec) {
-      stepViews[name] = { status: "pending", attempts: 0, needs, errors: [] };
+      stepViews[name] = { status: "pending", ...shape, attempts: 0, needs, errors: [] };
       continue;
     }
     const last = rec.errors.at(-1);
     stepViews[name] = compact({
       status: rec.status,
+      ...shape,
+      skipReason: rec.status === "skipped" ? rec.skipReason : undefined,
+      resumeAt: rec.status === "sleeping" || rec.status === "awaiting"
+        ? iso(rec.resumeAt)
+        : undefined,
       attempts: rec.attempts,
       needs,
       startedAt: iso(rec.startedAt),
@@ -157,8 +178,9 @@ export function snapshotOf(
   }
   let output: unknown;
   if (run.status === "succeeded" && def) {
-    const needed = new Set(def.steps.flatMap((s) => s.needs));
-    const sinks = def.steps.filter((s) => !needed.has(s.name)).map((s) => s.name);
+    const forward = def.forwardSteps;
+    const needed = new Set(forward.flatMap((s) => s.needs));
+    const sinks = forward.filter((s) => !needed.has(s.name)).map((s) => s.name);
     output = sinks.length === 1
       ? outputs.get(sinks[0])
       : Object.fromEntries(sinks.map((s) => [s, outputs.get(s)]));

@@ -25,6 +25,11 @@ export const RunStatus = {
   Failed: "failed",
   /** Cancelled by a caller. */
   Cancelled: "cancelled",
+  /**
+   * Failing or being cancelled: the compensations of its succeeded steps
+   * (and its `onFailure` handler) run before it ends as failed or cancelled.
+   */
+  Compensating: "compensating",
 } as const;
 /** One of the {@linkcode RunStatus} values. */
 export type RunStatus = typeof RunStatus[keyof typeof RunStatus];
@@ -46,11 +51,15 @@ export const StepStatus = {
   Running: "running",
   /** An attempt failed; the next one is scheduled (backoff). */
   Waiting: "waiting",
+  /** A sleep step, until its time (`resumeAt`). */
+  Sleeping: "sleeping",
+  /** A wait step, until its event arrives or its timeout (`resumeAt`) passes. */
+  Awaiting: "awaiting",
   /** Its result is committed. */
   Succeeded: "succeeded",
   /** It failed for good; the run failed with it. */
   Failed: "failed",
-  /** It never ran because the run ended first. */
+  /** It never ran: its condition was false, a step it needs was skipped, or the run ended first. */
   Skipped: "skipped",
   /** It was running or waiting when the run was cancelled or failed. */
   Cancelled: "cancelled",
@@ -97,18 +106,22 @@ export function isTerminalStep(status: StepStatus): boolean {
 }
 
 const RUN_TRANSITIONS: Record<RunStatus, readonly RunStatus[]> = {
-  pending: ["running", "failed", "cancelled"],
-  running: ["succeeded", "failed", "cancelled"],
+  pending: ["running", "failed", "cancelled", "compensating"],
+  running: ["succeeded", "failed", "cancelled", "compensating"],
+  compensating: ["failed", "cancelled"],
   succeeded: [],
   failed: [],
   cancelled: [],
 };
 
 const STEP_TRANSITIONS: Record<StepStatus, readonly StepStatus[]> = {
-  pending: ["running", "skipped"],
+  // pending -> failed is a condition (`when`) that threw.
+  pending: ["running", "skipped", "sleeping", "awaiting", "failed"],
   // running -> running is a new attempt after an interrupted one.
   running: ["running", "waiting", "succeeded", "failed", "cancelled"],
   waiting: ["running", "cancelled", "failed"],
+  sleeping: ["succeeded", "cancelled"],
+  awaiting: ["succeeded", "cancelled"],
   succeeded: [],
   failed: [],
   skipped: [],

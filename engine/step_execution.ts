@@ -99,7 +99,10 @@ export function launchAttempt(target: AttemptTarget, options: LaunchOptions): vo
     attempt,
   });
   const results: Record<string, unknown> = {};
-  for (const n of step.needs) results[n] = live.results.get(n);
+  // A skipped step's result is absent, not `undefined`.
+  for (const n of step.reads ?? step.needs) {
+    if (live.results.has(n)) results[n] = live.results.get(n);
+  }
   runAttempt({
     step: step.name,
     attempt,
@@ -116,6 +119,10 @@ export function launchAttempt(target: AttemptTarget, options: LaunchOptions): vo
         workflow: live.def.name,
         step: step.name,
         log: stepLog,
+        // A compensation and `onFailure` learn why the run is ending.
+        ...(step.phase === "compensation"
+          ? { failedStep: live.record.failedStep, error: live.record.error }
+          : {}),
       }),
   }).then((outcome) => {
     // A late result of an abandoned or superseded attempt never touches state.

@@ -10,7 +10,8 @@
  * @module
  */
 import type { ErrorData } from "./errors.ts";
-import type { StepRecord } from "./records.ts";
+import type { EncodedOutput } from "./output.ts";
+import type { RunEvent, StepRecord } from "./records.ts";
 import type { StepDefinition } from "../steps/workflow.ts";
 
 /** How an attempt of a step's body ended; a success carries what its record points at. */
@@ -26,6 +27,17 @@ export interface StepKindContext {
   record(): StepRecord;
   /** The engine's clock, in epoch milliseconds. */
   now(): number;
+  /** The run's input. */
+  input(): unknown;
+  /** The committed results of the steps it needs (absent for a skipped one). */
+  results(): Record<string, unknown>;
+  /** Encodes a value the kind makes its step's output (small, inline). */
+  encode(value: unknown): EncodedOutput;
+  /**
+   * Takes the oldest event of that name from the run's mailbox, if any; the
+   * write being built deletes it, so it is taken once.
+   */
+  takeEvent(event: string): RunEvent | undefined;
   /** A random number in [0, 1), for jitter. */
   random(): number;
   /**
@@ -56,6 +68,8 @@ export interface StepKind {
   attemptEnded(ctx: StepKindContext, attempt: number, outcome: AttemptOutcome): void;
   /** A timer it armed is due. */
   timerDue(ctx: StepKindContext): void;
+  /** Events arrived in the run's mailbox (for a step that waits for one). */
+  eventArrived?(ctx: StepKindContext): void;
   /**
    * A worker loaded the run from KV and holds it now. `reloaded` tells an
    * attempt this worker abandoned itself (to reload after a failed write)

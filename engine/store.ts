@@ -8,6 +8,8 @@ import type { KeyLayout } from "./keys.ts";
 import {
   type HistoryEvent,
   historyEventSchema,
+  type RunEvent,
+  runEventSchema,
   type RunRecord,
   runRecordSchema,
   type SchedRecord,
@@ -85,6 +87,16 @@ export class RunStore {
     const key = this.#keys.run(runId);
     const entry = await this.#kv.get(key);
     return entry.value === null ? undefined : parseOrThrow(runRecordSchema, entry.value, key);
+  }
+
+  /** The events in a run's mailbox, oldest first. */
+  async getEvents(runId: string): Promise<RunEvent[]> {
+    const events: RunEvent[] = [];
+    for await (const entry of this.#kv.list({ prefix: this.#keys.events(runId) })) {
+      const value = parseOrThrow(runEventSchema, entry.value, entry.key);
+      events.push({ ...value, id: String(entry.key.at(-1)) });
+    }
+    return events;
   }
 
   /** Every step record of a run, by name. */

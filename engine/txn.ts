@@ -48,6 +48,8 @@ export class Txn {
   readonly history = new Map<LiveRun, HistoryEvent[]>();
   /** Other keys written as they are (input chunks). */
   readonly extraSets: [Deno.KvKey, unknown][] = [];
+  /** Other keys deleted (events a wait step took). */
+  readonly extraDeletes: Deno.KvKey[] = [];
   /** Queue messages sent with the write. */
   readonly enqueues: { value: unknown; delayMs?: number }[] = [];
   /** Runs with steps queued for a slot that wait for this write to be durable. */
@@ -96,7 +98,8 @@ export class Txn {
   /** Whether there is nothing to write. */
   get empty(): boolean {
     return this.runs.size === 0 && this.steps.size === 0 && this.history.size === 0 &&
-      this.extraSets.length === 0 && this.enqueues.length === 0 && this.leases.size === 0;
+      this.extraSets.length === 0 && this.extraDeletes.length === 0 &&
+      this.enqueues.length === 0 && this.leases.size === 0;
   }
 }
 
@@ -134,7 +137,7 @@ export class Txn {
 export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
   const k = keys;
   const sets: [Deno.KvKey, unknown][] = [...txn.extraSets];
-  const deletes: Deno.KvKey[] = [];
+  const deletes: Deno.KvKey[] = [...txn.extraDeletes];
   const checks: Deno.AtomicCheck[] = [];
   for (const [live, { fromStatus, idem }] of txn.runs) {
     const r = live.record;

@@ -14,6 +14,7 @@ import {
   InvalidInputError,
   RunFinishedError,
   RunNotFoundError,
+  UnknownEventError,
   UnknownWorkflowError,
   WorkflowNotServedError,
 } from "../mod.ts";
@@ -165,7 +166,10 @@ const STATUS_CODES: Partial<Record<number, ErrorCode>> = {
  */
 export function toApiError(error: unknown): ApiError | undefined {
   if (error instanceof ApiError) return error;
-  if (error instanceof UnknownWorkflowError || error instanceof RunNotFoundError) {
+  if (
+    error instanceof UnknownWorkflowError || error instanceof RunNotFoundError ||
+    error instanceof UnknownEventError
+  ) {
     return new ApiError(404, ErrorCode.NotFound, error.message, { cause: error });
   }
   if (error instanceof InputTooLargeError) {

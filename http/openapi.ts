@@ -129,7 +129,9 @@ export function openApiDocument(
         requestBody: {
           description: route.body.description,
           required: route.body.required,
-          content: { "application/json": { schema: ref(route.body.schema) } },
+          content: {
+            "application/json": { schema: route.body.jsonSchema ?? ref(route.body.schema) },
+          },
         },
       }),
       responses,

@@ -51,7 +51,13 @@ export interface RouteSpec<
   /** The request headers read. */
   headers?: H;
   /** The request body, for the document; the handler reads it. */
-  body?: { schema: z.ZodType; required: boolean; description: string };
+  body?: {
+    schema: z.ZodType;
+    required: boolean;
+    description: string;
+    /** The JSON Schema to document instead of the schema's (one built at run time). */
+    jsonSchema?: Record<string, unknown>;
+  };
   /** Every response, by status code. */
   responses: Partial<Record<ContentfulStatusCode, ResponseSpec>>;
 }

@@ -14,6 +14,9 @@ import {
   DEFAULT_LIST_LIMIT,
   DEFAULT_WAIT_MS,
   ErrorBodySchema,
+  EventHeaders,
+  EventParams,
+  EventPayload,
   HealthSchema,
   ListRunsQuery,
   MAX_WAIT_MS,
@@ -22,6 +25,7 @@ import {
   RunParams,
   RunSnapshotSchema,
   RunSummarySchema,
+  SignalResultSchema,
   StartHeaders,
   WaitQuery,
   WorkflowInfoSchema,
@@ -77,6 +81,18 @@ export function describeWorkflow(wf: AnyWorkflow): WorkflowInfo {
       timeoutMs: s.timeoutMs,
       retry: { ...s.retry },
       concurrency: Number.isFinite(s.concurrency) ? s.concurrency : null,
+      kind: s.kind,
+      phase: s.phase,
+      conditional: s.when !== undefined,
+      skippedNeeds: s.skippedNeeds,
+      ...(s.compensates === undefined ? {} : { compensates: s.compensates }),
+      ...(s.wait
+        ? {
+          event: s.wait.event,
+          eventSchema: inputJsonSchema(s.wait.schema),
+          waitTimeoutMs: Number.isFinite(s.wait.timeoutMs) ? s.wait.timeoutMs : null,
+        }
+        : {}),
     })),
     inputSchema: inputJsonSchema(wf.input),
   };
@@ -264,6 +280,51 @@ export function addApiRoutes(app: Hono, deps: RouteDeps): RouteSpec[] {
   }, async (c, { params }) => {
     requireServed(await engine.get(params.id), "cancel");
     return c.json(await engine.cancel(params.id), 202);
+  }));
+
+  // The payload schemas of every event a served workflow waits for, for the document.
+  const eventSchemas = [...infos.values()].flatMap((wf) =>
+    wf.steps.filter((s) => s.event !== undefined).map((s) => ({
+      title: `${wf.name} / ${s.event}`,
+      ...s.eventSchema,
+    }))
+  );
+  specs.push(addRoute(app, {
+    method: "post",
+    path: "/runs/{id}/events/{event}",
+    operationId: "sendEvent",
+    summary: "Send an event to a run",
+    description:
+      "Stores the event in the run's mailbox: a wait step for it that is waiting ends with " +
+      "its payload, and one that starts later finds it. The body is the payload as JSON, " +
+      "checked against the schema of the wait step (one schema per workflow and event, " +
+      "listed here and in `GET /workflows`).",
+    params: EventParams,
+    headers: EventHeaders,
+    body: {
+      schema: EventPayload,
+      required: true,
+      description: "The event's payload",
+      jsonSchema: eventSchemas.length > 0 ? { anyOf: eventSchemas } : {},
+    },
+    responses: {
+      202: { description: "The event was stored for the run", schema: SignalResultSchema },
+      200: {
+        description: "The Idempotency-Key was used before for this run: nothing was delivered",
+        schema: SignalResultSchema,
+      },
+      400: error("Invalid JSON, or a payload that does not match the schema (with zod's issues)"),
+      403: error("A cross-origin request from a browser"),
+      404: error("No run has that id, or its workflow has no step that waits for the event"),
+      409: error("The run has finished, or this server does not serve its workflow"),
+      413: error("The payload is larger than the limit"),
+    },
+  }, async (c, { params, headers }) => {
+    const payload = await readJsonBody(c);
+    const result = await engine.signal(params.id, params.event, payload, {
+      key: headers["Idempotency-Key"],
+    });
+    return c.json(result, result.duplicate ? 200 : 202);
   }));
 
   return specs;

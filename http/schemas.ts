@@ -63,6 +63,35 @@ function queryInt(min: number, max: number) {
 
 /** Path parameters of `/workflows/{name}` routes. */
 export const WorkflowParams = z.strictObject({ name: WorkflowName });
+/** Path parameters of `/runs/{id}/events/{event}`. */
+export const EventParams = z.strictObject({
+  id: RunId,
+  event: meta(
+    z.string().regex(WORKFLOW_NAME_PATTERN, "Must be an event name: 1-64 URL-safe characters"),
+    { description: "The event's name, as the workflow's wait step names it" },
+  ),
+});
+/** The headers of `POST /runs/{id}/events/{event}`. */
+export const EventHeaders = z.object({
+  "Idempotency-Key": meta(z.string().min(1).max(512).optional(), {
+    description: "Sending again with the same key to the same run delivers nothing (200)",
+  }),
+});
+/** The body of `POST /runs/{id}/events/{event}`. */
+export const EventPayload = meta(z.unknown(), {
+  id: "EventPayload",
+  description: "The event's payload, checked against the wait step's schema",
+});
+/** The answer of `POST /runs/{id}/events/{event}`. */
+export const SignalResultSchema = meta(
+  z.object({
+    runId: RunId,
+    event: z.string(),
+    eventId: z.string(),
+    duplicate: z.boolean(),
+  }),
+  { id: "SignalResult", description: "The event stored in the run's mailbox" },
+);
 /** Path parameters of `/runs/{id}` routes. */
 export const RunParams = z.strictObject({ id: RunId });
 /** The query of routes that take none: any parameter is an error. */
@@ -138,6 +167,18 @@ const isoTime = z.iso.datetime();
 export const StepSnapshotSchema = meta(
   z.object({
     status: z.enum(StepStatus),
+    kind: meta(z.enum(["task", "sleep", "wait"]).optional(), {
+      description: "task: runs a body; sleep: waits for a time; wait: waits for an event",
+    }),
+    phase: meta(z.literal("compensation").optional(), {
+      description: "Set on compensations and the onFailure handler",
+    }),
+    skipReason: meta(z.string().optional(), { description: "Why the step was skipped" }),
+    resumeAt: meta(isoTime.optional(), {
+      description:
+        "While sleeping or awaiting: when the step resumes (the sleep's end, the wait's timeout)",
+    }),
+    event: meta(z.string().optional(), { description: "The event a wait step waits for" }),
     attempts: z.number().int(),
     needs: z.array(z.string()),
     startedAt: isoTime.optional(),
@@ -201,6 +242,24 @@ export const StepInfoSchema = meta(
       jitter: z.number(),
     }),
     concurrency: z.number().int().nullable(),
+    kind: meta(z.enum(["task", "sleep", "wait"]), {
+      description: "task: runs a body; sleep: waits for a time; wait: waits for an event",
+    }),
+    phase: meta(z.enum(["forward", "compensation"]), {
+      description: "compensation: a compensation or the onFailure handler, run when the run fails",
+    }),
+    conditional: meta(z.boolean(), { description: "Whether the step has a condition (`when`)" }),
+    skippedNeeds: meta(z.enum(["skip", "run"]), {
+      description: "What the step does when a step it needs was skipped",
+    }),
+    compensates: meta(z.string().optional(), { description: "The step a compensation undoes" }),
+    event: meta(z.string().optional(), { description: "The event a wait step waits for" }),
+    eventSchema: meta(z.record(z.string(), z.unknown()).optional(), {
+      description: "The JSON Schema of the event's payload",
+    }),
+    waitTimeoutMs: meta(z.number().nullable().optional(), {
+      description: "How long a wait step waits; null for ever",
+    }),
   }),
   { id: "StepInfo", description: "A step's definition; `concurrency` is null when unlimited" },
 );

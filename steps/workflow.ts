@@ -28,7 +28,7 @@ export interface InputSchema<T> {
     | { success: true; data: T }
     | { success: false; error: { issues: readonly SchemaIssue[] } };
 }
-import { WorkflowDefinitionError } from "../engine/errors.ts";
+import { type ErrorData, WorkflowDefinitionError } from "../engine/errors.ts";
 import {
   DEFAULT_RETRY,
   type ResolvedRetryPolicy,
@@ -74,10 +74,68 @@ export interface StepContext<I, R> {
 /** A step's body. Its return value must be JSON-serializable. */
 export type StepFn<I, R, O> = (ctx: StepContext<I, R>) => Promise<O> | O;
 
+/** What a step's condition (`when`) sees. */
+export interface ConditionContext<I, R> {
+  /** The run's input. */
+  input: I;
+  /** The committed outputs of the steps it `needs`. */
+  results: R;
+}
+
+/** What a step's compensation receives: its step's context, and what the step returned. */
+export interface CompensationContext<I, R> extends StepContext<I, R> {
+  /** The committed output of the step being compensated. */
+  output: unknown;
+  /** The step being compensated. */
+  compensates: string;
+}
+
+/** What a workflow's `onFailure` handler receives. */
+export interface FailureContext<I, R> extends StepContext<I, R> {
+  /** The step whose failure failed the run. */
+  failedStep: string | undefined;
+  /** Why the run failed. */
+  error: ErrorData | undefined;
+}
+
+/** Options every kind of step takes. */
+export interface CommonStepOptions<
+  I = unknown,
+  R = unknown,
+  Needs extends readonly string[] = readonly string[],
+> {
+  /** Steps that must end before this one starts; only earlier steps. @default {[]} */
+  needs?: Needs;
+  /**
+   * A condition, evaluated once when every step it needs has ended; when it
+   * is false the step ends `skipped`, and so do the steps that need it
+   * (unless they set `skippedNeeds: "run"`).
+   */
+  when?: (ctx: ConditionContext<I, R>) => boolean;
+  /**
+   * What this step does when a step it needs was skipped: be skipped too
+   * (`"skip"`), or run anyway and see that step's result as absent (`"run"`).
+   * @default {"skip"}
+   */
+  skippedNeeds?: "skip" | "run";
+}
+
 /** Options of one step. */
 export interface StepOptions<Needs extends readonly string[] = readonly string[]> {
   /** Steps that must succeed before this one starts; only earlier steps. @default {[]} */
   needs?: Needs;
+  /** See {@linkcode CommonStepOptions.when}. */
+  // deno-lint-ignore no-explicit-any
+  when?: (ctx: ConditionContext<any, any>) => boolean;
+  /** See {@linkcode CommonStepOptions.skippedNeeds}. @default {"skip"} */
+  skippedNeeds?: "skip" | "run";
+  /**
+   * Undoes the step's effect when the run fails or is cancelled after the
+   * step succeeded. Compensations run in reverse dependency order, each with
+   * the step's timeout and retry policy, durably.
+   */
+  // deno-lint-ignore no-explicit-any
+  compensate?: (ctx: CompensationContext<any, any>) => unknown;
   /** Limit of one attempt, in milliseconds. @default {30000} (or the workflow's) */
   timeoutMs?: number;
   /** How failed attempts are retried. Fields not set come from the workflow's defaults. */
@@ -104,14 +162,79 @@ export interface WorkflowOptions<I> {
   description?: string;
 }
 
+/** Options of a sleep step: a duration, or a time computed from the input and results. */
+export type SleepOptions<I, R, Needs extends readonly string[]> =
+  & CommonStepOptions<I, R, Needs>
+  & (
+    | { durationMs: number | ((ctx: ConditionContext<I, R>) => number); until?: never }
+    | { until: (ctx: ConditionContext<I, R>) => Date | number; durationMs?: never }
+  );
+
+/** What a sleep step returns. */
+export interface SleepResult {
+  /** When the sleep ended (ISO 8601). */
+  until: string;
+}
+
+/** Options of a step that waits for an event. */
+export interface WaitOptions<I, R, Needs extends readonly string[], P>
+  extends CommonStepOptions<I, R, Needs> {
+  /** The event's name, as senders name it. */
+  event: string;
+  /** The schema every payload must match (a zod schema). @default {z.unknown()} */
+  schema?: InputSchema<P>;
+  /** How long to wait before ending with `{ timedOut: true }`. @default {Infinity} */
+  timeoutMs?: number;
+}
+
+/** What a wait step returns: the event's payload, or that its timeout passed first. */
+export type WaitResult<P> =
+  | { timedOut: false; payload: P; at: string }
+  | { timedOut: true; at: string };
+
+/** What a sleep step is, resolved. */
+export interface SleepSpec {
+  /** When the sleep ends, in epoch milliseconds, from the step's start time. */
+  until(ctx: ConditionContext<unknown, unknown>, startedAt: number): number;
+}
+
+/** What a wait step is, resolved. */
+export interface WaitSpec {
+  /** The event's name. */
+  readonly event: string;
+  /** Its payload schema. */
+  readonly schema: InputSchema<unknown>;
+  /** How long it waits; `Infinity` for ever. */
+  readonly timeoutMs: number;
+}
+
 /** A step as the engine sees it: every option resolved. */
 export interface StepDefinition {
-  /** Unique within its workflow; URL-safe. */
+  /** Unique within its workflow; URL-safe (compensations: `<step>~compensate`). */
   readonly name: string;
   /** The kind of step (see `steps/kinds/`): what its start, end, timer and recovery do. */
-  readonly kind: "task";
+  readonly kind: "task" | "sleep" | "wait";
+  /**
+   * `"forward"` for the steps the workflow declares; `"compensation"` for
+   * the compensations and the `onFailure` handler, which run only while the
+   * run is `compensating`.
+   */
+  readonly phase: "forward" | "compensation";
   /** Names of earlier steps this one waits for. */
   readonly needs: readonly string[];
+  /** The steps whose results its body sees; `needs` unless set. */
+  readonly reads?: readonly string[];
+  /** Its condition, if any. */
+  // deno-lint-ignore no-explicit-any
+  readonly when?: (ctx: ConditionContext<any, any>) => boolean;
+  /** What it does when a step it needs was skipped. */
+  readonly skippedNeeds: "skip" | "run";
+  /** For a compensation: the step it compensates. */
+  readonly compensates?: string;
+  /** For a sleep step. */
+  readonly sleep?: SleepSpec;
+  /** For a wait step. */
+  readonly wait?: WaitSpec;
   /** Limit of one attempt. */
   readonly timeoutMs: number;
   /** The full retry policy. */
@@ -165,8 +288,11 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
   readonly description?: string;
   /** Marks Weft workflows across copies of this module; see {@linkcode isWorkflow}. */
   readonly [WORKFLOW_BRAND] = true;
+  /** The steps the workflow declares, without its compensations. */
+  readonly forwardSteps: readonly StepDefinition[];
   /** Phantom field carrying the result types; never set. */
   declare readonly __results?: R;
+  readonly #onFailure: StepFn<I, unknown, unknown> | undefined;
 
   /** Prefer {@linkcode workflow}. */
   constructor(
@@ -175,19 +301,238 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
     defaults: StepDefaults,
     steps: readonly StepDefinition[],
     description?: string,
+    // deno-lint-ignore no-explicit-any
+    onFailure?: (ctx: FailureContext<I, any>) => unknown,
   ) {
     this.name = name;
     this.input = input;
     this.defaults = defaults;
-    this.steps = Object.freeze([...steps]);
+    this.forwardSteps = Object.freeze([...steps]);
+    this.#onFailure = onFailure as StepFn<I, unknown, unknown> | undefined;
+    this.steps = Object.freeze([...steps, ...compensationSteps(steps, onFailure)]);
     this.description = description;
     Object.freeze(this);
+  }
+
+  /**
+   * Sets the handler that runs when a run fails, after the compensations of
+   * its succeeded steps; it sees the results that were committed (any may
+   * be absent), the failed step and the error. It runs as a step named
+   * `~onFailure`, with the workflow's default timeout and retry policy.
+   */
+  onFailure(fn: (ctx: FailureContext<I, Partial<R>>) => unknown): Workflow<I, R> {
+    if (typeof fn !== "function") {
+      throw new WorkflowDefinitionError(this.name, undefined, "'onFailure' must be a function");
+    }
+    if (this.#onFailure) {
+      throw new WorkflowDefinitionError(this.name, undefined, "'onFailure' is already set");
+    }
+    return new Workflow(
+      this.name,
+      this.input,
+      this.defaults,
+      this.forwardSteps,
+      this.description,
+      fn,
+    );
+  }
+
+  /**
+   * Adds a durable sleep: the step waits for `durationMs`, or until the time
+   * `until` computes, and costs no memory meanwhile. Its result is
+   * `{ until }`.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { workflow } from "./workflow.ts";
+   * const drip = workflow("drip")
+   *   .step("welcome", () => "sent")
+   *   .sleep("pause", { needs: ["welcome"], durationMs: 3 * 24 * 3600_000 })
+   *   .step("follow-up", { needs: ["pause"] }, () => "sent");
+   * assert.equal(drip.getStep("pause")?.kind, "sleep");
+   * ```
+   */
+  sleep<const N extends string, const Needs extends readonly (keyof R & string)[] = []>(
+    name: N,
+    options: SleepOptions<I, Pick<R, Needs[number]>, Needs>,
+  ): Workflow<I, R & { [K in N]: SleepResult }> {
+    const fail = (problem: string): never => {
+      throw new WorkflowDefinitionError(this.name, String(name), problem);
+    };
+    if (typeof options !== "object" || options === null) fail("sleep options are missing");
+    const { durationMs, until } = options as { durationMs?: unknown; until?: unknown };
+    if ((durationMs === undefined) === (until === undefined)) {
+      fail("a sleep takes exactly one of 'durationMs' and 'until'");
+    }
+    if (until !== undefined && typeof until !== "function") {
+      fail("'until' must be a function of { input, results } returning a Date or epoch ms");
+    }
+    if (
+      typeof durationMs === "number" && !(Number.isFinite(durationMs) && durationMs >= 0)
+    ) fail(`'durationMs' must be a finite number >= 0: current value is ${durationMs}`);
+    if (durationMs !== undefined && !["number", "function"].includes(typeof durationMs)) {
+      fail("'durationMs' must be a number or a function of { input, results }");
+    }
+    const spec: SleepSpec = {
+      until: (ctx, startedAt) => {
+        if (typeof until === "function") {
+          const at = until(ctx);
+          const ms = at instanceof Date ? at.getTime() : at;
+          if (typeof ms !== "number" || !Number.isFinite(ms)) {
+            throw new TypeError(`'until' returned ${String(at)}, not a Date or epoch ms`);
+          }
+          return ms;
+        }
+        const ms = typeof durationMs === "function" ? durationMs(ctx) : durationMs;
+        if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
+          throw new TypeError(`'durationMs' returned ${String(ms)}, not a number >= 0`);
+        }
+        return startedAt + ms;
+      },
+    };
+    return this.#add(name, options, { kind: "sleep", sleep: spec }) as never;
+  }
+
+  /**
+   * Adds a step that waits for an event sent to the run (`engine.signal`,
+   * or `POST /runs/:id/events/:event`), checked against `schema`. Its
+   * result is `{ timedOut: false, payload }`, or `{ timedOut: true }` once
+   * `timeoutMs` passes first. An event sent before the step starts is kept
+   * for it; each event is taken by one wait step.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { z } from "zod";
+   * import { workflow } from "./workflow.ts";
+   * const approval = workflow("approval")
+   *   .waitForEvent("decision", {
+   *     event: "approved",
+   *     schema: z.object({ by: z.string() }),
+   *     timeoutMs: 3 * 24 * 3600_000,
+   *   })
+   *   .step("notify", { needs: ["decision"] }, ({ results }) =>
+   *     results.decision.timedOut ? "expired" : `approved by ${results.decision.payload.by}`);
+   * assert.equal(approval.getStep("decision")?.wait?.event, "approved");
+   * ```
+   */
+  waitForEvent<
+    const N extends string,
+    P = unknown,
+    const Needs extends readonly (keyof R & string)[] = [],
+  >(
+    name: N,
+    options: WaitOptions<I, Pick<R, Needs[number]>, Needs, P>,
+  ): Workflow<I, R & { [K in N]: WaitResult<P> }> {
+    const fail = (problem: string): never => {
+      throw new WorkflowDefinitionError(this.name, String(name), problem);
+    };
+    if (typeof options !== "object" || options === null) fail("wait options are missing");
+    if (typeof options.event !== "string" || !NAME_PATTERN.test(options.event)) {
+      fail(
+        "'event' must be 1-64 characters of letters, digits, '_', '.' or '-', starting with a letter or digit",
+      );
+    }
+    const schema = (options.schema ?? z.unknown()) as InputSchema<unknown>;
+    if (typeof schema?.safeParse !== "function") fail("'schema' must be a zod schema");
+    const timeoutMs = options.timeoutMs ?? Infinity;
+    if (!(typeof timeoutMs === "number" && timeoutMs > 0)) {
+      fail(`'timeoutMs' must be a number > 0: current value is ${timeoutMs}`);
+    }
+    const wait: WaitSpec = Object.freeze({ event: options.event, schema, timeoutMs });
+    return this.#add(name, options, { kind: "wait", wait }) as never;
+  }
+
+  /** Checks and adds a sleep or wait step. */
+  #add(
+    name: string,
+    // deno-lint-ignore no-explicit-any
+    options: CommonStepOptions<any, any>,
+    spec: { kind: "sleep"; sleep: SleepSpec } | { kind: "wait"; wait: WaitSpec },
+  ): Workflow<I, Record<string, unknown>> {
+    const fail = (problem: string): never => {
+      throw new WorkflowDefinitionError(this.name, String(name), problem);
+    };
+    const common = this.#checkCommon(name, options, fail);
+    const step: StepDefinition = Object.freeze({
+      name,
+      ...spec,
+      phase: "forward" as const,
+      ...common,
+      timeoutMs: DEFAULT_TIMEOUT_MS,
+      retry: Object.freeze({ ...DEFAULT_RETRY }),
+      concurrency: Infinity,
+      fn: () => {
+        throw new Error(`Step '${name}' is a ${spec.kind} step: it has no body`);
+      },
+    });
+    return this.#with(step);
+  }
+
+  /** Checks what every kind of step takes: its name, `needs`, `when`, `skippedNeeds`. */
+  #checkCommon(
+    name: string,
+    // deno-lint-ignore no-explicit-any
+    options: CommonStepOptions<any, any>,
+    fail: (problem: string) => never,
+  ): Pick<StepDefinition, "needs" | "when" | "skippedNeeds"> {
+    if (typeof name !== "string" || !NAME_PATTERN.test(name)) {
+      fail(
+        `a step name must be 1-64 characters of letters, digits, '_', '.' or '-', starting with a letter or digit`,
+      );
+    }
+    if (this.steps.some((s) => s.name === name)) fail("a step of that name is already declared");
+    if (this.forwardSteps.length >= MAX_STEPS) {
+      fail(`a workflow has at most ${MAX_STEPS} steps, as ending a run writes them in one commit`);
+    }
+    const needs = [...(options.needs ?? [])];
+    for (const need of needs) {
+      if (need === name) fail(`'needs' names the step itself`);
+      if (!this.forwardSteps.some((s) => s.name === need)) {
+        fail(`'needs' names '${need}', which is not a step declared before this one`);
+      }
+    }
+    if (new Set(needs).size !== needs.length) fail(`'needs' names a step twice`);
+    if (options.when !== undefined && typeof options.when !== "function") {
+      fail("'when' must be a function of { input, results } returning a boolean");
+    }
+    const skippedNeeds = options.skippedNeeds ?? "skip";
+    if (skippedNeeds !== "skip" && skippedNeeds !== "run") {
+      fail(`'skippedNeeds' must be "skip" or "run": current value is ${String(skippedNeeds)}`);
+    }
+    const common: Pick<StepDefinition, "needs" | "when" | "skippedNeeds"> = {
+      needs: Object.freeze(needs),
+      skippedNeeds,
+    };
+    if (options.when) (common as { when?: unknown }).when = options.when;
+    return common;
+  }
+
+  #with(step: StepDefinition): Workflow<I, Record<string, unknown>> {
+    return new Workflow(
+      this.name,
+      this.input,
+      this.defaults,
+      [...this.forwardSteps, step],
+      this.description,
+      this.#onFailure,
+    );
   }
 
   /** Adds a step with default options that starts when the run starts. */
   step<const N extends string, O>(
     name: N,
     fn: StepFn<I, EmptyResults, O>,
+  ): Workflow<I, R & { [K in N]: Awaited<O> }>;
+  /**
+   * Adds a step that runs even when a step it needs was skipped; it sees
+   * those results as absent.
+   */
+  step<const N extends string, const Needs extends readonly (keyof R & string)[], O>(
+    name: N,
+    options: StepOptions<Needs> & { skippedNeeds: "run" },
+    fn: StepFn<I, Partial<Pick<R, Needs[number]>>, O>,
   ): Workflow<I, R & { [K in N]: Awaited<O> }>;
   /** Adds a step with options; `needs` may only name steps declared earlier. */
   step<const N extends string, const Needs extends readonly (keyof R & string)[], O>(
@@ -207,24 +552,11 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
     const fail = (problem: string): never => {
       throw new WorkflowDefinitionError(this.name, String(name), problem);
     };
-    if (typeof name !== "string" || !NAME_PATTERN.test(name)) {
-      fail(
-        `a step name must be 1-64 characters of letters, digits, '_', '.' or '-', starting with a letter or digit`,
-      );
-    }
+    const common = this.#checkCommon(name, options, fail);
     if (typeof fn !== "function") fail("the step function is missing");
-    if (this.steps.some((s) => s.name === name)) fail("a step of that name is already declared");
-    if (this.steps.length >= MAX_STEPS) {
-      fail(`a workflow has at most ${MAX_STEPS} steps, as ending a run writes them in one commit`);
+    if (options.compensate !== undefined && typeof options.compensate !== "function") {
+      fail("'compensate' must be a function");
     }
-    const needs = [...(options.needs ?? [])];
-    for (const need of needs) {
-      if (need === name) fail(`'needs' names the step itself`);
-      if (!this.steps.some((s) => s.name === need)) {
-        fail(`'needs' names '${need}', which is not a step declared before this one`);
-      }
-    }
-    if (new Set(needs).size !== needs.length) fail(`'needs' names a step twice`);
     const timeoutMs = options.timeoutMs ?? this.defaults.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
       fail(`'timeoutMs' must be a finite number > 0: current value is ${timeoutMs}`);
@@ -237,28 +569,92 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
     if (!(concurrency === Infinity || (Number.isInteger(concurrency) && concurrency >= 1))) {
       fail(`'concurrency' must be an integer >= 1: current value is ${concurrency}`);
     }
-    const step: StepDefinition = Object.freeze({
+    const step: StepDefinition & { compensate?: unknown } = Object.freeze({
       name,
       kind: "task" as const,
-      needs: Object.freeze(needs),
+      phase: "forward" as const,
+      ...common,
       timeoutMs,
       retry: Object.freeze(retry),
       concurrency,
       fn: fn!,
+      ...(options.compensate ? { compensate: options.compensate } : {}),
     });
-    return new Workflow(
-      this.name,
-      this.input,
-      this.defaults,
-      [...this.steps, step],
-      this.description,
-    );
+    return this.#with(step);
   }
 
   /** The step of that name, or `undefined`. */
   getStep(name: string): StepDefinition | undefined {
     return this.steps.find((s) => s.name === name);
   }
+}
+
+/** The suffix of a compensation step's name: `payment~compensate`. */
+export const COMPENSATE_SUFFIX = "~compensate";
+/** The name of the step that runs a workflow's `onFailure` handler. */
+export const ON_FAILURE_STEP = "~onFailure";
+
+/**
+ * The compensation steps of `steps` and the `onFailure` step: each
+ * compensation needs the compensations of the nearest compensated steps that
+ * depend on its step (reverse dependency order); `onFailure` needs them all.
+ */
+function compensationSteps(
+  steps: readonly (StepDefinition & { compensate?: unknown })[],
+  // deno-lint-ignore no-explicit-any
+  onFailure: ((ctx: FailureContext<any, any>) => unknown) | undefined,
+): StepDefinition[] {
+  const compensated = new Set(steps.filter((s) => s.compensate).map((s) => s.name));
+  const nearest = (name: string, seen = new Set<string>()): string[] => {
+    const out: string[] = [];
+    for (const s of steps) {
+      if (!s.needs.includes(name) || seen.has(s.name)) continue;
+      seen.add(s.name);
+      if (compensated.has(s.name)) out.push(s.name + COMPENSATE_SUFFIX);
+      else out.push(...nearest(s.name, seen));
+    }
+    return out;
+  };
+  const out: StepDefinition[] = [];
+  for (const s of steps) {
+    if (!s.compensate) continue;
+    const compensate = s.compensate as (ctx: CompensationContext<unknown, unknown>) => unknown;
+    const target = s.name;
+    const targetNeeds = s.needs;
+    out.push(Object.freeze({
+      name: target + COMPENSATE_SUFFIX,
+      kind: "task" as const,
+      phase: "compensation" as const,
+      needs: Object.freeze([...new Set(nearest(target))]),
+      reads: Object.freeze([...targetNeeds, target]),
+      skippedNeeds: "run" as const,
+      compensates: target,
+      timeoutMs: s.timeoutMs,
+      retry: s.retry,
+      concurrency: Infinity,
+      fn: (ctx: StepContext<unknown, Record<string, unknown>>) => {
+        const results: Record<string, unknown> = {};
+        for (const n of targetNeeds) results[n] = ctx.results[n];
+        return compensate({ ...ctx, results, output: ctx.results[target], compensates: target });
+      },
+    }));
+  }
+  if (onFailure) {
+    const first = steps[0];
+    out.push(Object.freeze({
+      name: ON_FAILURE_STEP,
+      kind: "task" as const,
+      phase: "compensation" as const,
+      needs: Object.freeze(out.map((s) => s.name)),
+      reads: Object.freeze(steps.map((s) => s.name)),
+      skippedNeeds: "run" as const,
+      timeoutMs: first?.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      retry: Object.freeze({ ...DEFAULT_RETRY }),
+      concurrency: Infinity,
+      fn: onFailure as StepFn<unknown, unknown, unknown>,
+    }));
+  }
+  return out;
 }
 
 /**

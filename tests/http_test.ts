@@ -592,6 +592,7 @@ function withOverrides(engine: Engine, overrides: Partial<Engine>): Engine {
     get: (runId) => engine.get(runId),
     result: (runId, options) => engine.result(runId, options),
     cancel: (runId, options) => engine.cancel(runId, options),
+    signal: (runId, event, payload, options) => engine.signal(runId, event, payload, options),
     list: (options) => engine.list(options),
     history: (runId) => engine.history(runId),
     subscribe: (listener) => engine.subscribe(listener),
@@ -691,6 +692,7 @@ Deno.test("GET /openapi.json is a valid OpenAPI 3.1 document of every route", as
           "GET /workflows",
           "GET /workflows/{name}",
           "POST /workflows/{name}/runs",
+          "POST /runs/{id}/events/{event}",
           "GET /runs/{id}",
           "GET /runs",
           "GET /runs/{id}/wait",
@@ -739,6 +741,7 @@ Deno.test("GET /openapi.json is a valid OpenAPI 3.1 document of every route", as
         "succeeded",
         "failed",
         "cancelled",
+        "compensating",
       ]);
       assert.deepEqual(ops["/healthz"].get.security, []);
       if (token) {
@@ -753,11 +756,18 @@ Deno.test("GET /openapi.json is a valid OpenAPI 3.1 document of every route", as
         "pending",
         "running",
         "waiting",
+        "sleeping",
+        "awaiting",
         "succeeded",
         "failed",
         "skipped",
         "cancelled",
       ]);
+      // The event endpoint documents the payload schema of every event served.
+      const eventOp = ops["/runs/{id}/events/{event}"].post as {
+        requestBody: { content: { "application/json": { schema: { anyOf?: unknown[] } } } };
+      };
+      assert.ok(eventOp.requestBody.content["application/json"].schema);
     });
   }
 });

@@ -4,7 +4,9 @@
  * @module
  */
 import type { StepKind } from "../../engine/step_kind.ts";
+import { sleepKind } from "./sleep.ts";
 import { taskKind } from "./task.ts";
+import { waitKind } from "./wait.ts";
 
 /**
  * Every built-in kind, by name.
@@ -17,5 +19,5 @@ import { taskKind } from "./task.ts";
  * ```
  */
 export function builtinKinds(): ReadonlyMap<string, StepKind> {
-  return new Map([[taskKind.name, taskKind]]);
+  return new Map([taskKind, sleepKind, waitKind].map((k) => [k.name, k]));
 }
