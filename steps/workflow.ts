@@ -35,6 +35,7 @@ import {
   type RetryPolicy,
   retryPolicyProblem,
 } from "../engine/retry.ts";
+import { stepOptionProblems, workflowOptionProblems } from "./options.ts";
 
 /**
  * The logger a step gets. Records carry the run's fields; messages may use
@@ -212,6 +213,8 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
         `a step name must be 1-64 characters of letters, digits, '_', '.' or '-', starting with a letter or digit`,
       );
     }
+    const optionProblem = stepOptionProblems(options).join("; ");
+    if (optionProblem) fail(optionProblem);
     if (typeof fn !== "function") fail("the step function is missing");
     if (this.steps.some((s) => s.name === name)) fail("a step of that name is already declared");
     if (this.steps.length >= MAX_STEPS) {
@@ -295,6 +298,8 @@ export function workflow<I = unknown>(
       "a workflow name must be 1-64 characters of letters, digits, '_', '.' or '-', starting with a letter or digit",
     );
   }
+  const optionProblem = workflowOptionProblems(options).join("; ");
+  if (optionProblem) throw new WorkflowDefinitionError(name, undefined, optionProblem);
   const defaults = options.defaults ?? {};
   if (
     defaults.timeoutMs !== undefined &&

@@ -75,6 +75,81 @@ Deno.test("workflow() reports each definition mistake naming the workflow and st
       () => workflow("w", { defaults: { retry: { backoffFactor: 0.5 } } }),
       /Invalid workflow 'w': defaults: 'retry.backoffFactor' must be a finite number >= 1/,
     ],
+    [
+      "unknown step option",
+      () => workflow("w").step("a", { timeout: 5_000 } as never, noop),
+      /^Invalid step 'a' in workflow 'w': 'timeout' is not a step option; did you mean 'timeoutMs'\?$/,
+    ],
+    [
+      "misspelt needs",
+      () => workflow("w").step("a", noop).step("b", { need: ["a"] } as never, noop),
+      /Invalid step 'b' in workflow 'w': 'need' is not a step option; did you mean 'needs'\?/,
+    ],
+    [
+      "unknown retry field",
+      () => workflow("w").step("a", { retry: { maxAttempt: 5 } } as never, noop),
+      /Invalid step 'a' in workflow 'w': 'retry.maxAttempt' is not a retry option; did you mean 'maxAttempts'\?/,
+    ],
+    [
+      "an option with no close name lists the options",
+      () => workflow("w").step("a", { banana: 1 } as never, noop),
+      /'banana' is not a step option: the options are 'needs', 'timeoutMs', 'retry', 'concurrency'/,
+    ],
+    [
+      "a retry field given as a step option",
+      () => workflow("w").step("a", { maxAttempts: 5 } as never, noop),
+      /'maxAttempts' is not a step option; did you mean 'retry.maxAttempts'\?/,
+    ],
+    [
+      "needs as a string is not split into characters",
+      () => workflow("w").step("payment", noop).step("b", { needs: "payment" } as never, noop),
+      /Invalid step 'b' in workflow 'w': 'needs' must be an array: current value is "payment"/,
+    ],
+    [
+      "a need that is not a string",
+      () => workflow("w").step("a", { needs: [1] } as never, noop),
+      /'needs\[0\]' must be a string: current value is 1/,
+    ],
+    [
+      "timeoutMs as a string",
+      () => workflow("w").step("a", { timeoutMs: "5s" } as never, noop),
+      /Invalid step 'a' in workflow 'w': 'timeoutMs' must be a number: current value is "5s"/,
+    ],
+    [
+      "retry that is not an object",
+      () => workflow("w").step("a", { retry: 3 } as never, noop),
+      /'retry' must be an object: current value is 3/,
+    ],
+    [
+      "options that are not an object",
+      () => workflow("w").step("a", "fast" as never, noop),
+      /Invalid step 'a' in workflow 'w': the step options must be an object: current value is "fast"/,
+    ],
+    [
+      "every problem at once",
+      () => workflow("w").step("a", { timeout: 1, concurrency: "2" } as never, noop),
+      /'concurrency' must be a number: current value is "2"; 'timeout' is not a step option/,
+    ],
+    [
+      "unknown workflow option",
+      () => workflow("w", { default: {} } as never),
+      /^Invalid workflow 'w': 'default' is not a workflow option; did you mean 'defaults'\?$/,
+    ],
+    [
+      "unknown nested default",
+      () => workflow("w", { defaults: { timeout: 1, retry: { jiter: 0 } } } as never),
+      /'defaults.retry.jiter' is not a retry option; did you mean 'jitter'\?; 'defaults.timeout' is not a defaults option; did you mean 'timeoutMs'\?/,
+    ],
+    [
+      "an input that is not a schema",
+      () => workflow("w", { input: { type: "object" } } as never),
+      /Invalid workflow 'w': 'input' must be a zod schema \(an object with safeParse\): current value is an object/,
+    ],
+    [
+      "a description that is not a string",
+      () => workflow("w", { description: 42 } as never),
+      /'description' must be a string: current value is 42/,
+    ],
   ];
   for (const [name, define, message] of cases) {
     await t.step(name, () => {
@@ -85,4 +160,23 @@ Deno.test("workflow() reports each definition mistake naming the workflow and st
       });
     });
   }
+});
+
+Deno.test("workflow() accepts every documented option, Infinity concurrency included", () => {
+  const wf = workflow("w", {
+    input: z.object({}),
+    description: "all of them",
+    defaults: {
+      timeoutMs: 1_000,
+      retry: { maxAttempts: 2, initialDelayMs: 1, backoffFactor: 3, maxDelayMs: 9, jitter: 0 },
+    },
+  }).step("a", noop).step("b", {
+    needs: ["a"],
+    timeoutMs: 50,
+    retry: { maxAttempts: 1, initialDelayMs: 0, backoffFactor: 1, maxDelayMs: 0, jitter: 1 },
+    concurrency: Infinity,
+  }, noop);
+  assert.equal(wf.getStep("b")!.timeoutMs, 50);
+  assert.equal(wf.getStep("b")!.concurrency, Infinity);
+  assert.equal(wf.getStep("a")!.retry.backoffFactor, 3);
 });

@@ -324,6 +324,21 @@ Deno.test("server stops at startup, naming the file, when a workflow module is b
       // Nothing was opened or created.
       await assert.rejects(Deno.stat(kvPath), Deno.errors.NotFound);
     });
+    await t.step("an unknown option exits 1 and suggests the close name", async () => {
+      const file = join(dir, "typo.ts");
+      await Deno.writeTextFile(
+        file,
+        `import { workflow } from "${MOD_URL}";\n` +
+          `export const typo = workflow("typo").step("charge", { timeout: 5000 }, () => 1);\n`,
+      );
+      const { code, stderr } = await runServer(["--kv", kvPath, "--workflows", file]);
+      assert.equal(code, 1, stderr);
+      assert.match(
+        stderr,
+        /typo\.ts: WorkflowDefinitionError: Invalid step 'charge' in workflow 'typo': 'timeout' is not a step option; did you mean 'timeoutMs'\?/,
+      );
+      await Deno.remove(file);
+    });
     await t.step("a module that does not load exits 1 and names the file", async () => {
       const file = join(dir, "syntax.ts");
       await Deno.writeTextFile(file, "export const = ;\n");
