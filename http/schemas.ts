@@ -63,8 +63,18 @@ function queryInt(min: number, max: number) {
 
 /** Path parameters of `/workflows/{name}` routes. */
 export const WorkflowParams = z.strictObject({ name: WorkflowName });
+/**
+ * A run id in a path. Not checked against the ULID pattern here: an id that
+ * names no run, malformed or not, is a 404 (the engine's `RunNotFoundError`,
+ * whose message then says what run ids look like), never a 400.
+ */
+export const RunIdParam = meta(z.string(), {
+  description: "A run id: a ULID (26 characters of Crockford's base32, upper case). " +
+    "Any other value names no run and is answered 404",
+});
+
 /** Path parameters of `/runs/{id}` routes. */
-export const RunParams = z.strictObject({ id: RunId });
+export const RunParams = z.strictObject({ id: RunIdParam });
 /** The query of routes that take none: any parameter is an error. */
 export const NoQuery = z.strictObject({});
 
