@@ -14,8 +14,14 @@
  * export const STEP_OPTIONS: Readonly<OptionShape> = Object.freeze({
  *   // ...
  *   when: z.function(), // a new option: nothing else to change here
- * };
+ * });
  * ```
+ *
+ * A new kind of step whose builder method takes other options (say
+ * `.sleep(name, options)`) gets a shape of its own and a two-line
+ * `...OptionProblems` function like {@linkcode stepOptionProblems}. The
+ * schemas only validate: the builder keeps reading the options object it
+ * was given, never zod's parsed copy.
  *
  * Each schema says only what type an option has; every option is optional.
  * Ranges (`timeoutMs > 0`, `maxAttempts >= 1`) and rules that span steps

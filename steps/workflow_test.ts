@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { z } from "zod";
-import { DEFAULT_RETRY, workflow, WorkflowDefinitionError } from "../mod.ts";
+import {
+  DEFAULT_RETRY,
+  type RetryPolicy,
+  type StepDefaults,
+  type StepOptions,
+  workflow,
+  WorkflowDefinitionError,
+  type WorkflowOptions,
+} from "../mod.ts";
 
 const noop = () => null;
 
@@ -163,20 +171,30 @@ Deno.test("workflow() reports each definition mistake naming the workflow and st
 });
 
 Deno.test("workflow() accepts every documented option, Infinity concurrency included", () => {
-  const wf = workflow("w", {
+  // Typed as Required<...>: a field added to an options interface fails to type-check here
+  // until it is given, and then fails at run time until steps/options.ts has its schema.
+  const retry: Required<RetryPolicy> = {
+    maxAttempts: 2,
+    initialDelayMs: 1,
+    backoffFactor: 3,
+    maxDelayMs: 9,
+    jitter: 0,
+  };
+  const defaults: Required<StepDefaults> = { timeoutMs: 1_000, retry };
+  const options: Required<WorkflowOptions<unknown>> = {
     input: z.object({}),
     description: "all of them",
-    defaults: {
-      timeoutMs: 1_000,
-      retry: { maxAttempts: 2, initialDelayMs: 1, backoffFactor: 3, maxDelayMs: 9, jitter: 0 },
-    },
-  }).step("a", noop).step("b", {
+    defaults,
+  };
+  const step: Required<StepOptions<readonly ["a"]>> = {
     needs: ["a"],
     timeoutMs: 50,
-    retry: { maxAttempts: 1, initialDelayMs: 0, backoffFactor: 1, maxDelayMs: 0, jitter: 1 },
+    retry: { ...retry, maxAttempts: 1, jitter: 1 },
     concurrency: Infinity,
-  }, noop);
+  };
+  const wf = workflow("w", options).step("a", noop).step("b", step, noop);
   assert.equal(wf.getStep("b")!.timeoutMs, 50);
   assert.equal(wf.getStep("b")!.concurrency, Infinity);
+  assert.equal(wf.getStep("b")!.retry.jitter, 1);
   assert.equal(wf.getStep("a")!.retry.backoffFactor, 3);
 });
