@@ -22,7 +22,9 @@ interface PageGlobals {
     documentElement: { dataset: Record<string, string | undefined> };
     querySelectorAll(selector: string): ArrayLike<{ getAttribute(name: string): string | null }>;
   };
-  getComputedStyle(element: unknown): { stroke: string; strokeDasharray: string };
+  getComputedStyle(
+    element: unknown,
+  ): { stroke: string; strokeDasharray: string; borderTopColor: string };
 }
 
 /** Runs in the page: whether every DAG node is green. */
@@ -177,6 +179,11 @@ Deno.test({
           );
           assert.ok((await box("prep~compensate")).y > lowest, "the compensation lane is below");
 
+          if (Deno.env.get("WEFT_UPDATE_SCREENSHOT") === "1") {
+            const shot = await page.screenshot({ fullPage: true });
+            await Deno.writeFile(new URL("../docs/control-flow-page.png", import.meta.url), shot);
+          }
+
           // What is typed in the form survives the refresh that a transition triggers.
           const payload = "form.send-event textarea[name=payload]";
           await page.fill(payload, '{"by": ""}');
@@ -232,6 +239,26 @@ Deno.test({
             by: "ada",
           });
           assert.equal(after.steps["cool-off"].status, "sleeping");
+
+          // Cancelled, the run compensates (orange) before it ends cancelled.
+          await Promise.all([
+            page.waitForURL(`${base}/ui/runs/${run.id}`),
+            page.click("button:text('Cancel run')"),
+          ]);
+          await control.undo.started.promise;
+          await page.waitForSelector("#run-body [data-run-status][data-status=compensating]");
+          await page.waitForSelector(`${node("prep~compensate")}[data-status=running]`);
+          assert.equal(
+            await page.$eval("#run-body [data-run-status]", (el) => {
+              const { getComputedStyle } = globalThis as unknown as PageGlobals;
+              return getComputedStyle(el).borderTopColor;
+            }),
+            "rgb(234, 88, 12)",
+          );
+          control.undo.gate.resolve();
+          await page.waitForSelector(`${node("prep~compensate")}[data-status=succeeded]`);
+          await page.waitForSelector("#run-body [data-run-status][data-status=cancelled]");
+          assert.equal(await page.getAttribute(node("~onFailure"), "data-status"), "skipped");
         },
       );
 
