@@ -21,6 +21,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { Activity } from "./activity.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { CommitBatcher, type Fence } from "./commit_batcher.ts";
 import { type Claim, claimOp, Dispatcher } from "./dispatcher.ts";
@@ -218,6 +219,15 @@ export interface Engine {
   /** Live counters. */
   stats(): EngineStats;
   /**
+   * Resolves once this engine has no work in flight: no commit being
+   * written, no claim round, poll or heartbeat, and no step body running
+   * (a body waiting in `ctx.sleep` waits for the clock, not for work).
+   * With a fake clock nothing new starts until the clock moves, which is
+   * what `weft/testing` builds on; with the real clock, new work may start
+   * at any moment after.
+   */
+  idle(): Promise<void>;
+  /**
    * Stops taking work, waits up to the grace period for attempts in flight,
    * abandons the rest (they resume as new attempts on the next start), and
    * flushes every pending write. Does not close the KV.
@@ -287,6 +297,7 @@ class WeftEngine implements Engine {
   readonly #batcher: CommitBatcher;
   readonly #slots: Slots;
   readonly #events = new EventHub();
+  readonly #activity = new Activity();
   readonly #waiters = new WaiterRegistry();
   readonly #scheduler: Scheduler;
   readonly #membership: Membership;
@@ -348,7 +359,10 @@ class WeftEngine implements Engine {
     this.#maxInputBytes = options.maxInputBytes ?? 256 * 1024;
     this.#graceMs = options.shutdownGraceMs ?? 10_000;
     this.#useQueue = options.useQueue ?? true;
-    this.#batcher = new CommitBatcher(kv, { onFenced: (fence) => this.#onFenced(fence) });
+    this.#batcher = new CommitBatcher(kv, {
+      onFenced: (fence) => this.#onFenced(fence),
+      activity: this.#activity,
+    });
     this.#dispatcher = new Dispatcher({
       kv,
       keys,
@@ -365,6 +379,7 @@ class WeftEngine implements Engine {
       claimed: (claims) => this.#claimed(claims),
       onPoll: () => this.#poll(),
       pollIntervalMs,
+      activity: this.#activity,
     });
     this.#membership = new Membership({
       kv,
@@ -375,6 +390,7 @@ class WeftEngine implements Engine {
       workerTimeoutMs,
       onFenced: (fence) => this.#onFenced(fence),
       onReaped: () => this.#dispatcher.wake(),
+      activity: this.#activity,
       ...(options.detectDeadProcesses === false ? { process: undefined } : {}),
     });
     this.#scheduler = new Scheduler({
@@ -396,6 +412,7 @@ class WeftEngine implements Engine {
         nudge: () => this.#dispatcher.nudge(),
       },
       maxIdleRuns,
+      activity: this.#activity,
     });
     this.#events.subscribe((e) => this.#countRetries(e));
   }
@@ -423,12 +440,14 @@ class WeftEngine implements Engine {
     this.#membership.start();
     this.#dispatcher.start();
     // In the background: createEngine reads nothing of the backlog.
-    this.#upgrading = new Promise<void>((resolve) => setTimeout(resolve, 0))
-      .then(() => upgradeLayout(this.#kv, this.#keys, this.#batcher, () => this.#clock.now()))
-      .then((moved) => {
-        if (moved > 0) this.#dispatcher.wake();
-      })
-      .catch((error) => log.error("Could not upgrade the KV layout: {error}", { error }));
+    this.#upgrading = this.#activity.track(
+      new Promise<void>((resolve) => setTimeout(resolve, 0))
+        .then(() => upgradeLayout(this.#kv, this.#keys, this.#batcher, () => this.#clock.now()))
+        .then((moved) => {
+          if (moved > 0) this.#dispatcher.wake();
+        })
+        .catch((error) => log.error("Could not upgrade the KV layout: {error}", { error })),
+    );
   }
 
   // ---------------------------------------------------------------- public API
@@ -647,6 +666,17 @@ class WeftEngine implements Engine {
       fencedOthers: this.#membership.fencedOthers,
       reaped: this.#membership.reaped,
     };
+  }
+
+  async idle(): Promise<void> {
+    for (;;) {
+      await this.#activity.settled();
+      const begun = this.#activity.begun;
+      // What just settled carries on in promise callbacks, which may begin
+      // more work; they have all run by the next macrotask.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      if (this.#activity.busy === 0 && this.#activity.begun === begun) return;
+    }
   }
 
   async close(options: CloseOptions = {}): Promise<void> {

@@ -10,6 +10,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { monotonicFactory } from "ulid";
+import type { Activity } from "./activity.ts";
 import type { Clock, TimerHandle } from "./clock.ts";
 import type { CommitBatcher } from "./commit_batcher.ts";
 import {
@@ -89,6 +90,8 @@ export interface SchedulerOptions {
    * goes back to the due index instead (its steps wait on disk only).
    */
   maxIdleRuns: number;
+  /** Counts step bodies and reloads as work in flight. @default {undefined} */
+  activity?: Activity;
 }
 
 /** A run with nothing in flight that is due again within this stays held, on its timer. */
@@ -138,6 +141,7 @@ export class Scheduler {
   readonly #commitFailures = new Map<string, number>();
   /** When the earliest sweep message still on the queue is due, if any. */
   #sweepDueAt: number | undefined;
+  readonly #activity: Activity | undefined;
 
   /** Creates a scheduler holding no run yet. */
   constructor(options: SchedulerOptions) {
@@ -162,7 +166,9 @@ export class Scheduler {
       maxOutputBytes: options.maxOutputBytes,
       stopped: () => this.#stopped,
       settle: (t, result) => this.#settle(t.live, t.step, t.running, result),
+      activity: options.activity,
     };
+    this.#activity = options.activity;
   }
 
   /** The unfinished runs held, by id. */
@@ -882,6 +888,7 @@ export class Scheduler {
       return;
     }
     this.#resyncing.add(runId);
+    const end = this.#activity?.begin();
     (async () => {
       let lastWrite = live.lastCommit;
       do {
@@ -899,7 +906,10 @@ export class Scheduler {
     })().catch((e) => {
       log.error("Run {runId} could not be reloaded: {error}", { runId, error: e });
       giveUp(e);
-    }).finally(() => this.#resyncing.delete(runId));
+    }).finally(() => {
+      this.#resyncing.delete(runId);
+      end?.();
+    });
   }
 
   /** Drops a run from memory without writing anything. */

@@ -8,8 +8,9 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { type Activity, BodyActivity } from "./activity.ts";
 import { runAttempt } from "./attempt.ts";
-import type { Clock } from "./clock.ts";
+import { type Clock, sleepOn } from "./clock.ts";
 import type { CommitBatcher } from "./commit_batcher.ts";
 import type { KeyLayout } from "./keys.ts";
 import type { LiveRun, RunningAttempt } from "./live_run.ts";
@@ -48,6 +49,8 @@ export interface LaunchOptions {
   stopped(): boolean;
   /** Commits how the attempt ended; not called for an attempt that was superseded. */
   settle(target: AttemptTarget, result: AttemptResult): void;
+  /** Counts the body as work in flight while it runs, not while it sleeps. @default {undefined} */
+  activity?: Activity;
 }
 
 /**
@@ -106,17 +109,35 @@ export function launchAttempt(target: AttemptTarget, options: LaunchOptions): vo
     timeoutMs: step.timeoutMs,
     controller,
     clock: options.clock,
-    body: () =>
-      step.fn({
-        input: live.input,
-        results,
-        signal: controller.signal,
-        attempt,
-        runId: live.record.id,
-        workflow: live.def.name,
-        step: step.name,
-        log: stepLog,
-      }),
+    body: () => {
+      const { clock, activity } = options;
+      const busy = activity && new BodyActivity(activity);
+      const sleep = (ms: number, signal: AbortSignal = controller.signal) => {
+        busy?.park();
+        const slept = sleepOn(clock, ms, signal);
+        slept.then(() => busy?.unpark(), () => busy?.unpark());
+        return slept;
+      };
+      try {
+        const value = step.fn({
+          input: live.input,
+          results,
+          signal: controller.signal,
+          attempt,
+          runId: live.record.id,
+          workflow: live.def.name,
+          step: step.name,
+          log: stepLog,
+          now: () => clock.now(),
+          sleep,
+        });
+        Promise.resolve(value).then(() => busy?.done(), () => busy?.done());
+        return value;
+      } catch (error) {
+        busy?.done();
+        throw error;
+      }
+    },
   }).then((outcome) => {
     // A late result of an abandoned or superseded attempt never touches state.
     if (options.stopped() || live.running.get(step.name) !== running) return;

@@ -69,6 +69,17 @@ export interface StepContext<I, R> {
   step: string;
   /** A logger whose records carry `workflow`, `runId`, `step` and `attempt`. */
   log: StepLogger;
+  /**
+   * The engine's clock in epoch milliseconds: `Date.now()` in production,
+   * the fake clock under `weft/testing`.
+   */
+  now(): number;
+  /**
+   * Waits `ms` milliseconds of the engine's clock, so that a test can skip
+   * the wait; rejects with the signal's reason when `signal` (by default
+   * this attempt's `signal`) aborts. The wait counts against `timeoutMs`.
+   */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
 /** A step's body. Its return value must be JSON-serializable. */
