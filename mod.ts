@@ -64,6 +64,7 @@ export {
   InputTooLargeError,
   InvalidArgumentError,
   InvalidInputError,
+  MAX_STACK_BYTES,
   NonRetryableError,
   OutputError,
   RetryAfterError,

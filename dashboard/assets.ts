@@ -80,6 +80,7 @@ svg.dag .node[data-status="cancelled"] rect { fill: var(--cancelled-bg); stroke:
 svg.dag .node[data-status="skipped"] rect { fill: var(--skipped-bg); stroke: var(--skipped);
   stroke-dasharray: 4 3; }
 .step-errors li { margin-bottom: .3rem; }
+.step-errors .stack pre { max-height: 20rem; margin: .3rem 0; }
 `;
 
 /**

@@ -20,6 +20,7 @@ export const errorDataSchema: z.ZodType<ErrorData> = z.lazy(() =>
     nonRetryable: z.boolean().optional(),
     details: z.record(z.string(), z.unknown()).optional(),
     cause: errorDataSchema.optional(),
+    stack: z.string().optional(),
   })
 );
 
