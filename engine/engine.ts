@@ -21,7 +21,9 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { trace, type TracerProvider } from "@opentelemetry/api";
 import { Activity } from "./activity.ts";
+import { isTraceparent, Tracing } from "./tracing.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { CommitBatcher, type Fence } from "./commit_batcher.ts";
 import { type Claim, claimOp, Dispatcher } from "./dispatcher.ts";
@@ -118,12 +120,30 @@ export interface EngineOptions {
    * @default {10 * maxConcurrentSteps}
    */
   maxIdleRuns?: number;
+  /**
+   * Where spans of runs and step attempts go (OpenTelemetry). The default is
+   * the global provider of `@opentelemetry/api`, which Deno sets up and
+   * exports over OTLP with `OTEL_DENO=true`; without it, spans are dropped.
+   * Any `TracerProvider` of `@opentelemetry/api` (typed here by the one
+   * method Weft calls).
+   * @default {trace.getTracerProvider()}
+   */
+  tracerProvider?: { getTracer(name: string): unknown };
 }
 
 /** Options of {@linkcode Engine.start}. */
 export interface StartOptions {
   /** Starting twice with the same key and workflow returns the first run. */
   idempotencyKey?: string;
+  /**
+   * The W3C trace context to continue when no span is active, such as the
+   * `traceparent` header of the request that starts the run (the HTTP API
+   * passes it). The run's spans join that trace, in every worker.
+   * @default {undefined} (the active span's trace, or a new one)
+   */
+  traceparent?: string;
+  /** The `tracestate` that came with `traceparent`. @default {undefined} */
+  tracestate?: string;
 }
 
 /** What {@linkcode Engine.start} returns. */
@@ -298,6 +318,7 @@ class WeftEngine implements Engine {
   readonly #slots: Slots;
   readonly #events = new EventHub();
   readonly #activity = new Activity();
+  readonly #tracing: Tracing;
   readonly #waiters = new WaiterRegistry();
   readonly #scheduler: Scheduler;
   readonly #membership: Membership;
@@ -354,6 +375,10 @@ class WeftEngine implements Engine {
     this.#keys = keys;
     const clock = options.clock ?? systemClock;
     this.#clock = clock;
+    this.#tracing = new Tracing(
+      (options.tracerProvider as TracerProvider | undefined) ?? trace.getTracerProvider(),
+      clock,
+    );
     this.#store = new RunStore(kv, keys);
     this.#slots = new Slots(max);
     this.#maxInputBytes = options.maxInputBytes ?? 256 * 1024;
@@ -413,14 +438,23 @@ class WeftEngine implements Engine {
       },
       maxIdleRuns,
       activity: this.#activity,
+      tracing: this.#tracing,
     });
     this.#events.subscribe((e) => this.#countRetries(e));
+    this.#events.subscribe((e) => this.#traceRunEnd(e));
   }
 
   #countRetries(e: EngineEvent): void {
     if (e.event.type !== "step") return;
     if (e.event.to === "waiting") this.#retriesWaiting++;
     if (e.event.from === "waiting") this.#retriesWaiting = Math.max(0, this.#retriesWaiting - 1);
+  }
+
+  /** A run's span, once it has ended: its record is still held while the end is announced. */
+  #traceRunEnd(e: EngineEvent): void {
+    if (e.event.type !== "run" || !isTerminalRun(e.event.to)) return;
+    const live = this.#scheduler.runs.get(e.runId);
+    if (live) this.#tracing.runEnded(live.record);
   }
 
   get workerId(): string {
@@ -485,8 +519,17 @@ class WeftEngine implements Engine {
     if (size > this.#maxInputBytes) {
       return Promise.reject(new InputTooLargeError(workflow, size, this.#maxInputBytes));
     }
+    if (options.traceparent !== undefined && !isTraceparent(options.traceparent)) {
+      return Promise.reject(
+        new InvalidArgumentError(
+          `Cannot start run as 'traceparent' is not a W3C traceparent: current value is ${
+            JSON.stringify(String(options.traceparent).slice(0, 80))
+          }`,
+        ),
+      );
+    }
     const key = options.idempotencyKey;
-    if (key === undefined) return this.#create(def, json, undefined);
+    if (key === undefined) return this.#create(def, json, undefined, options);
     if (typeof key !== "string" || key.length === 0 || key.length > 512) {
       return Promise.reject(
         new InvalidArgumentError(
@@ -500,7 +543,7 @@ class WeftEngine implements Engine {
     const promise = (async () => {
       const existing = await this.#store.getIdempotent(workflow, key);
       if (existing) return await this.#existing(existing);
-      return await this.#create(def, json, key);
+      return await this.#create(def, json, key, options);
     })().finally(() => this.#pendingStarts.delete(slot));
     this.#pendingStarts.set(slot, promise);
     return promise;
@@ -769,15 +812,25 @@ class WeftEngine implements Engine {
     def: AnyWorkflow,
     inputJson: string,
     idempotencyKey: string | undefined,
+    traceOptions: Pick<StartOptions, "traceparent" | "tracestate">,
   ): Promise<StartResult> {
     // Backpressure: a flood of starts waits for earlier writes to commit
     // instead of holding thousands of uncommitted runs in memory.
     await this.#batcher.room(START_BACKLOG);
     await this.#registering;
     if (this.#closing) throw new EngineClosedError();
-    const summary: RunSummary | undefined = await this.#scheduler.create(def, inputJson, {
-      idempotencyKey,
-    });
+    const started = this.#tracing.startRun(def.name, traceOptions);
+    let summary: RunSummary | undefined;
+    try {
+      summary = await this.#scheduler.create(def, inputJson, {
+        idempotencyKey,
+        trace: started.trace,
+      });
+    } catch (error) {
+      started.end(undefined, error);
+      throw error;
+    }
+    started.end(summary?.id);
     if (summary) return { ...summary, created: true };
     // Another writer took the idempotency key first: return its run.
     const existing = await this.#store.getIdempotent(def.name, idempotencyKey!);

@@ -40,6 +40,8 @@ export const runRecordSchema = z.object({
   finishedAt: z.number().optional(),
   error: errorDataSchema.optional(),
   failedStep: z.string().optional(),
+  /** The W3C trace context of the run's start span; absent in records older than tracing. */
+  trace: z.object({ traceparent: z.string(), tracestate: z.string().optional() }).optional(),
 });
 /** A stored run. */
 export type RunRecord = z.infer<typeof runRecordSchema>;

@@ -11,6 +11,7 @@
 import { getLogger } from "@logtape/logtape";
 import { monotonicFactory } from "ulid";
 import type { Activity } from "./activity.ts";
+import type { RunTrace, Tracing } from "./tracing.ts";
 import type { Clock, TimerHandle } from "./clock.ts";
 import type { CommitBatcher } from "./commit_batcher.ts";
 import {
@@ -92,6 +93,8 @@ export interface SchedulerOptions {
   maxIdleRuns: number;
   /** Counts step bodies and reloads as work in flight. @default {undefined} */
   activity?: Activity;
+  /** Spans of step attempts. @default {undefined} (none) */
+  tracing?: Tracing;
 }
 
 /** A run with nothing in flight that is due again within this stays held, on its timer. */
@@ -167,6 +170,7 @@ export class Scheduler {
       stopped: () => this.#stopped,
       settle: (t, result) => this.#settle(t.live, t.step, t.running, result),
       activity: options.activity,
+      tracing: options.tracing,
     };
     this.#activity = options.activity;
   }
@@ -196,7 +200,7 @@ export class Scheduler {
   async create(
     def: AnyWorkflow,
     inputJson: string,
-    options: { idempotencyKey?: string } = {},
+    options: { idempotencyKey?: string; trace?: RunTrace } = {},
   ): Promise<RunSummary | undefined> {
     const { idempotencyKey } = options;
     const now = this.#clock.now();
@@ -213,6 +217,7 @@ export class Scheduler {
       chunks.forEach((c, i) => txn.extraSets.push([this.#keys.inputChunk(id, i), c]));
     }
     if (idempotencyKey !== undefined) record.idempotencyKey = idempotencyKey;
+    if (options.trace) record.trace = options.trace;
     const live = newLiveRun(def, {
       record,
       input,
@@ -834,7 +839,9 @@ export class Scheduler {
     for (const fn of txn.after) fn();
     for (const [live, events] of txn.history) {
       for (const event of events) {
-        this.#events.emit({ runId: live.record.id, workflow: live.def.name, event });
+        this.#events.emit({ runId: live.record.id, workflow: live.def.name, event }, {
+          trace: live.record.trace,
+        });
       }
     }
     for (const live of terminal) {

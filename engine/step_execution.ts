@@ -8,6 +8,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { context } from "@opentelemetry/api";
 import { type Activity, BodyActivity } from "./activity.ts";
 import { runAttempt } from "./attempt.ts";
 import { type Clock, sleepOn } from "./clock.ts";
@@ -15,6 +16,7 @@ import type { CommitBatcher } from "./commit_batcher.ts";
 import type { KeyLayout } from "./keys.ts";
 import type { LiveRun, RunningAttempt } from "./live_run.ts";
 import { type EncodedOutput, encodeOutput } from "./output.ts";
+import type { Tracing } from "./tracing.ts";
 import type { StepDefinition } from "../steps/workflow.ts";
 
 /** Output chunks of 60 KB per write keep each write well under KV's 800 KiB commit limit. */
@@ -51,6 +53,8 @@ export interface LaunchOptions {
   settle(target: AttemptTarget, result: AttemptResult): void;
   /** Counts the body as work in flight while it runs, not while it sleeps. @default {undefined} */
   activity?: Activity;
+  /** Gives each attempt a span. @default {undefined} (none) */
+  tracing?: Tracing;
 }
 
 /**
@@ -95,11 +99,16 @@ export function launchAttempt(target: AttemptTarget, options: LaunchOptions): vo
   const { live, step, running } = target;
   if (live.dead || options.stopped() || live.running.get(step.name) !== running) return;
   const { attempt, controller } = running;
+  const traced = options.tracing?.startAttempt(live.record, step.name, attempt);
+  const spanContext = traced?.span.spanContext();
   const stepLog = getLogger(["weft", "step"]).with({
     workflow: live.def.name,
     runId: live.record.id,
     step: step.name,
     attempt,
+    ...(traced && traced.span.isRecording()
+      ? { traceId: spanContext!.traceId, spanId: spanContext!.spanId }
+      : {}),
   });
   const results: Record<string, unknown> = {};
   for (const n of step.needs) results[n] = live.results.get(n);
@@ -119,18 +128,21 @@ export function launchAttempt(target: AttemptTarget, options: LaunchOptions): vo
         return slept;
       };
       try {
-        const value = step.fn({
-          input: live.input,
-          results,
-          signal: controller.signal,
-          attempt,
-          runId: live.record.id,
-          workflow: live.def.name,
-          step: step.name,
-          log: stepLog,
-          now: () => clock.now(),
-          sleep,
-        });
+        const call = () =>
+          step.fn({
+            input: live.input,
+            results,
+            signal: controller.signal,
+            attempt,
+            runId: live.record.id,
+            workflow: live.def.name,
+            step: step.name,
+            log: stepLog,
+            now: () => clock.now(),
+            sleep,
+          });
+        // The body's own spans (a fetch, say) are children of the attempt's.
+        const value = traced ? context.with(traced.context, call) : call();
         Promise.resolve(value).then(() => busy?.done(), () => busy?.done());
         return value;
       } catch (error) {
@@ -139,6 +151,7 @@ export function launchAttempt(target: AttemptTarget, options: LaunchOptions): vo
       }
     },
   }).then((outcome) => {
+    if (traced) options.tracing!.endAttempt(traced.span, outcome);
     // A late result of an abandoned or superseded attempt never touches state.
     if (options.stopped() || live.running.get(step.name) !== running) return;
     if (!outcome.ok) return options.settle(target, outcome);
