@@ -83,6 +83,7 @@ export {
   InputTooLargeError,
   InvalidArgumentError,
   InvalidInputError,
+  MAX_STACK_BYTES,
   NonRetryableError,
   OutputError,
   RetryAfterError,
@@ -97,7 +98,8 @@ export {
   WorkflowDefinitionError,
   WorkflowNotServedError,
 } from "./engine/errors.ts";
-export { type Clock, FakeClock, systemClock, type TimerHandle } from "./engine/clock.ts";
+export { type Clock, FakeClock, sleepOn, systemClock, type TimerHandle } from "./engine/clock.ts";
+export { isTraceparent, type RunTrace, TraceAttribute } from "./engine/tracing.ts";
 export {
   backoffDelayMs,
   DEFAULT_RETRY,

@@ -20,6 +20,7 @@ export const errorDataSchema: z.ZodType<ErrorData> = z.lazy(() =>
     nonRetryable: z.boolean().optional(),
     details: z.record(z.string(), z.unknown()).optional(),
     cause: errorDataSchema.optional(),
+    stack: z.string().optional(),
   })
 );
 
@@ -43,6 +44,8 @@ export const runRecordSchema = z.object({
   endsAs: z.enum(["failed", "cancelled"]).optional(),
   /** For a child run: the run and step that started it. */
   parent: z.object({ runId: z.string(), step: z.string() }).optional(),
+  /** The W3C trace context of the run's start span; absent in records older than tracing. */
+  trace: z.object({ traceparent: z.string(), tracestate: z.string().optional() }).optional(),
 });
 /** A stored run. */
 export type RunRecord = z.infer<typeof runRecordSchema>;

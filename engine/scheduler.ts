@@ -10,6 +10,8 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { monotonicFactory } from "ulid";
+import type { Activity } from "./activity.ts";
+import type { RunTrace, Tracing } from "./tracing.ts";
 import type { Clock, TimerHandle } from "./clock.ts";
 import type { CommitBatcher } from "./commit_batcher.ts";
 import {
@@ -92,6 +94,10 @@ export interface SchedulerOptions {
    * goes back to the due index instead (its steps wait on disk only).
    */
   maxIdleRuns: number;
+  /** Counts step bodies and reloads as work in flight. @default {undefined} */
+  activity?: Activity;
+  /** Spans of step attempts. @default {undefined} (none) */
+  tracing?: Tracing;
 }
 
 /** A run with nothing in flight that is due again within this stays held, on its timer. */
@@ -142,6 +148,7 @@ export class Scheduler {
   readonly #commitFailures = new Map<string, number>();
   /** When the earliest sweep message still on the queue is due, if any. */
   #sweepDueAt: number | undefined;
+  readonly #activity: Activity | undefined;
 
   /** Creates a scheduler holding no run yet. */
   constructor(options: SchedulerOptions) {
@@ -167,7 +174,10 @@ export class Scheduler {
       maxOutputBytes: options.maxOutputBytes,
       stopped: () => this.#stopped,
       settle: (t, result) => this.#settle(t.live, t.step, t.running, result),
+      activity: options.activity,
+      tracing: options.tracing,
     };
+    this.#activity = options.activity;
   }
 
   /** The unfinished runs held, by id. */
@@ -195,11 +205,10 @@ export class Scheduler {
   async create(
     def: AnyWorkflow,
     inputJson: string,
-    options: { idempotencyKey?: string } = {},
+    options: { idempotencyKey?: string; trace?: RunTrace } = {},
   ): Promise<RunSummary | undefined> {
-    const { idempotencyKey } = options;
     const txn = new Txn();
-    const live = this.#newRun(txn, def, inputJson, { idempotencyKey });
+    const live = this.#newRun(txn, def, inputJson, options);
     const summary = summarize(live.record);
     const ok = await this.#commit(txn);
     if (!ok) {
@@ -215,7 +224,7 @@ export class Scheduler {
     txn: Txn,
     def: AnyWorkflow,
     inputJson: string,
-    options: { idempotencyKey?: string; parent?: RunRecord["parent"] },
+    options: { idempotencyKey?: string; parent?: RunRecord["parent"]; trace?: RunTrace },
   ): LiveRun {
     const { idempotencyKey } = options;
     const now = this.#clock.now();
@@ -232,6 +241,7 @@ export class Scheduler {
       chunks.forEach((c, i) => txn.extraSets.push([this.#keys.inputChunk(id, i), c]));
     }
     if (idempotencyKey !== undefined) record.idempotencyKey = idempotencyKey;
+    if (options.trace) record.trace = options.trace;
     const live = newLiveRun(def, {
       record,
       input,
@@ -578,12 +588,16 @@ export class Scheduler {
         live.steps.set(step.name, next);
         txn.touchStep(live, step.name);
       },
-      startChild: (def, input) => {
-        if (this.#defs.get(def.name) !== def) {
-          throw new Error(`this engine does not serve the child's workflow '${def.name}'`);
+      startChild: (childDef, input) => {
+        // The served definition of that name (a test may serve a stubbed copy).
+        const def = this.#defs.get(childDef.name);
+        if (!def) {
+          throw new Error(`this engine does not serve the child's workflow '${childDef.name}'`);
         }
         const child = this.#newRun(txn, def, JSON.stringify(input) ?? "null", {
           parent: { runId: live.record.id, step: step.name },
+          // A child's spans belong to its parent's trace.
+          ...(live.record.trace ? { trace: live.record.trace } : {}),
         });
         return child.record.id;
       },
@@ -1023,7 +1037,9 @@ export class Scheduler {
     for (const fn of txn.after) fn();
     for (const [live, events] of txn.history) {
       for (const event of events) {
-        this.#events.emit({ runId: live.record.id, workflow: live.def.name, event });
+        this.#events.emit({ runId: live.record.id, workflow: live.def.name, event }, {
+          trace: live.record.trace,
+        });
       }
     }
     for (const live of terminal) {
@@ -1113,6 +1129,7 @@ export class Scheduler {
       return;
     }
     this.#resyncing.add(runId);
+    const end = this.#activity?.begin();
     (async () => {
       let lastWrite = live.lastCommit;
       do {
@@ -1130,7 +1147,10 @@ export class Scheduler {
     })().catch((e) => {
       log.error("Run {runId} could not be reloaded: {error}", { runId, error: e });
       giveUp(e);
-    }).finally(() => this.#resyncing.delete(runId));
+    }).finally(() => {
+      this.#resyncing.delete(runId);
+      end?.();
+    });
   }
 
   /** Drops a run from memory without writing anything. */

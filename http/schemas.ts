@@ -158,7 +158,7 @@ export const RunInput = meta(z.unknown(), {
     "The run's input: any JSON value, validated against the workflow's `inputSchema` (see GET /workflows/{name})",
 });
 
-/** An error stored by the engine: data, never a stack trace. */
+/** An error stored by the engine, as data, with where it was thrown. */
 export const ErrorDataSchema = meta(
   z.object({
     name: z.string(),
@@ -168,6 +168,10 @@ export const ErrorDataSchema = meta(
     get cause(): z.ZodOptional<typeof ErrorDataSchema> {
       return ErrorDataSchema.optional();
     },
+    stack: z.string().optional().meta({
+      description:
+        "Where it was thrown (at most 4 KB with its causes'). The API is only open to authenticated clients when a token is set.",
+    }),
   }),
   { id: "ErrorData", description: "An error of a step or run, as data" },
 );

@@ -70,6 +70,17 @@ export interface StepContext<I, R> {
   step: string;
   /** A logger whose records carry `workflow`, `runId`, `step` and `attempt`. */
   log: StepLogger;
+  /**
+   * The engine's clock in epoch milliseconds: `Date.now()` in production,
+   * the fake clock under `weft/testing`.
+   */
+  now(): number;
+  /**
+   * Waits `ms` milliseconds of the engine's clock, so that a test can skip
+   * the wait; rejects with the signal's reason when `signal` (by default
+   * this attempt's `signal`) aborts. The wait counts against `timeoutMs`.
+   */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
 /** A step's body. Its return value must be JSON-serializable. */
@@ -674,6 +685,35 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
       ...(options.compensate ? { compensate: options.compensate } : {}),
     });
     return this.#with(step);
+  }
+
+  /**
+   * A copy of this workflow whose named steps run other bodies, for tests
+   * (see `weft/testing`); everything else, compensations included, stays.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { workflow } from "./workflow.ts";
+   * const wf = workflow("w").step("a", () => 1);
+   * const stubbed = wf.withBodies(new Map([["a", () => 2]]));
+   * assert.equal(stubbed.getStep("a")?.fn({} as never), 2);
+   * ```
+   */
+  // deno-lint-ignore no-explicit-any
+  withBodies(bodies: ReadonlyMap<string, StepFn<I, any, unknown>>): Workflow<I, R> {
+    const steps = this.forwardSteps.map((s) => {
+      const fn = bodies.get(s.name);
+      return fn ? Object.freeze({ ...s, fn }) : s;
+    });
+    return new Workflow(
+      this.name,
+      this.input,
+      this.defaults,
+      steps,
+      this.description,
+      this.#onFailure,
+    );
   }
 
   /** The step of that name, or `undefined`. */
