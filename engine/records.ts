@@ -59,6 +59,8 @@ export const outputRefSchema = z.discriminatedUnion("kind", [
     chunks: z.number(),
     bytes: z.number(),
   }),
+  /** A map step's output: its items' outputs, in item order, read from their records. */
+  z.object({ kind: z.literal("items"), count: z.number(), tolerant: z.boolean() }),
 ]);
 /** A reference to a committed output. */
 export type OutputRef = z.infer<typeof outputRefSchema>;
@@ -91,6 +93,13 @@ export const stepRecordSchema = z.object({
   skipReason: z.string().optional(),
   /** For a child step: the child run it started. */
   childRunId: z.string().optional(),
+  /** For a map step: how many items it has, and how many started, succeeded, failed. */
+  map: z.object({
+    total: z.number(),
+    started: z.number(),
+    succeeded: z.number(),
+    failed: z.number(),
+  }).optional(),
 });
 /** A stored step. */
 export type StepRecord = z.infer<typeof stepRecordSchema>;

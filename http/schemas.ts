@@ -196,6 +196,15 @@ export const StepSnapshotSchema = meta(
     }),
     event: meta(z.string().optional(), { description: "The event a wait step waits for" }),
     childRunId: meta(RunId.optional(), { description: "The child run a child step started" }),
+    map: meta(
+      z.object({
+        total: z.number().int(),
+        succeeded: z.number().int(),
+        failed: z.number().int(),
+        running: z.number().int(),
+      }).optional(),
+      { description: "A map step's items: how many in all, succeeded, failed, in flight" },
+    ),
     attempts: z.number().int(),
     needs: z.array(z.string()),
     startedAt: isoTime.optional(),
