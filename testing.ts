@@ -352,7 +352,10 @@ export async function createTestEngine(options: TestEngineOptions): Promise<Test
       const [history, snapshot] = await Promise.all([engine.history(runId), engine.get(runId)]);
       const order: string[] = [];
       for (const e of history) {
-        if (e.type === "step" && e.to === "running" && !order.includes(e.step)) order.push(e.step);
+        // A step ran when it left `pending` for anything but `skipped` (a task
+        // runs, a sleep sleeps, a wait waits); a map's items count on their step.
+        if (e.type !== "step" || order.includes(e.step) || /\[\d+\]$/.test(e.step)) continue;
+        if (e.to === "running" || (e.from === "pending" && e.to !== "skipped")) order.push(e.step);
       }
       return order.map((step) => {
         const s = snapshot.steps[step];

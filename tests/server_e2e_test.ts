@@ -176,13 +176,16 @@ Deno.test("server runs the order workflow over HTTP and keeps its runs across a 
       assert.equal(banner.level, "INFO");
       assert.equal(banner.properties.url, server.url.href);
       assert.equal(banner.properties.kvPath, kvPath);
-      assert.deepEqual(banner.properties.workflows, [{
-        name: "order",
-        file: "workflows/order.ts",
-      }]);
+      // Every example of workflows/, as the README lists them.
+      assert.deepEqual(banner.properties.workflows, [
+        { name: "approval", file: "workflows/approval.ts" },
+        { name: "batch", file: "workflows/batch.ts" },
+        { name: "checkout", file: "workflows/checkout.ts" },
+        { name: "order", file: "workflows/order.ts" },
+      ]);
       assert.equal(banner.properties.tokenRequired, false);
       assert.ok(banner.message.startsWith(`Weft listening on ${server.url.href} · KV ${kvPath}`));
-      assert.match(banner.message, /workflows: order \(workflows\/order\.ts\)/);
+      assert.match(banner.message, /order \(workflows\/order\.ts\)/);
       assert.match(banner.message, /no token: bound to 127\.0\.0\.1 only, without auth/);
 
       // Exactly what the README's curl sends: -d, so a form content type.
@@ -268,7 +271,10 @@ Deno.test("server with a token refuses requests without it and SIGINT exits 0", 
       await server.fetch("/workflows", { headers: { authorization: "Bearer e2e-secret" } }),
       200,
     );
-    assert.equal(allowed.workflows[0].name, "order");
+    assert.deepEqual(
+      allowed.workflows.map((w: { name: string }) => w.name),
+      ["approval", "batch", "checkout", "order"],
+    );
     const status = await server.stop("SIGINT");
     assert.equal(status.code, 0, server.stderr);
   } finally {
