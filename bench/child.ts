@@ -39,6 +39,10 @@ async function measure(name: string, kvPath: string, idsPath: string | undefined
     maxConcurrentSteps: workload.concurrency,
     // An ablation for experiments only (WEFT_BENCH_USE_QUEUE=0): no KV queue wake-ups.
     useQueue: Deno.env.get("WEFT_BENCH_USE_QUEUE") !== "0",
+    // An ablation for experiments only: the in-memory pool of idle runs.
+    ...(Deno.env.get("WEFT_BENCH_MAX_IDLE_RUNS")
+      ? { maxIdleRuns: Number(Deno.env.get("WEFT_BENCH_MAX_IDLE_RUNS")) }
+      : {}),
   });
   await warmUp(engine);
   Object.assign(counts, newCounts());

@@ -118,8 +118,12 @@ export interface EngineOptions {
   detectDeadProcesses?: boolean;
   /**
    * Runs held in memory with nothing running, waiting for a slot; beyond
-   * them a ready run waits in the due index, on disk only.
-   * @default {10 * maxConcurrentSteps}
+   * them a ready run waits in the due index, on disk only. While other
+   * workers share the KV, a worker holds at most `10 * maxConcurrentSteps`
+   * of them (fewer if this is lower), so that the rest wait where any worker
+   * can claim them; alone, writing a ready run out only to claim it back
+   * would cost a claim and a reload per run for nothing.
+   * @default {10000}
    */
   maxIdleRuns?: number;
   /**
@@ -419,12 +423,15 @@ class WeftEngine implements Engine {
       );
     }
     const pollIntervalMs = positiveInteger("pollIntervalMs", options.pollIntervalMs, 250);
-    const maxIdleRuns = options.maxIdleRuns ?? 10 * max;
+    const maxIdleRuns = options.maxIdleRuns ?? 10_000;
     if (!Number.isInteger(maxIdleRuns) || maxIdleRuns < 0) {
       throw new InvalidArgumentError(
         `Cannot create engine as 'maxIdleRuns' must be an integer >= 0: current value is ${maxIdleRuns}`,
       );
     }
+    // Alone, a worker keeps ready runs in memory; sharing the KV, it leaves most on disk for others.
+    const idleLimit = () =>
+      this.#membership.others > 0 ? Math.min(maxIdleRuns, 10 * max) : maxIdleRuns;
     const keys = keyLayout(options.keyPrefix);
     this.#keys = keys;
     const clock = options.clock ?? systemClock;
@@ -454,7 +461,7 @@ class WeftEngine implements Engine {
       capacity: () =>
         this.#scheduler.closing
           ? 0
-          : this.#slots.max + maxIdleRuns - this.#slots.inUse - this.#scheduler.queuedRuns,
+          : this.#slots.max + idleLimit() - this.#slots.inUse - this.#scheduler.queuedRuns,
       claimed: (claims) => this.#claimed(claims),
       onPoll: () => this.#poll(),
       pollIntervalMs,
@@ -490,7 +497,7 @@ class WeftEngine implements Engine {
         wakeAt: (dueAt) => this.#dispatcher.wakeAt(dueAt),
         nudge: () => this.#dispatcher.nudge(),
       },
-      maxIdleRuns,
+      maxIdleRuns: idleLimit,
       children: {
         ended: (parentRunId) =>
           void this.#deliver(parentRunId).catch((error) =>
@@ -904,6 +911,8 @@ class WeftEngine implements Engine {
   async #poll(): Promise<void> {
     // Alone on the KV, this worker ends every run it waits for itself; it
     // still looks now and then, for a worker that came and went.
+    // Who else is here decides how many ready runs this worker keeps (see `maxIdleRuns`).
+    if (this.#polls % 4 === 0) await this.#membership.countOthers();
     const alone = this.#membership.others === 0 && this.#polls++ % 20 !== 0;
     if (this.#waiters.size > 0 && !alone) {
       await this.#waiters.poll({

@@ -205,6 +205,20 @@ export class Membership {
     await this.#ticking;
   }
 
+  /**
+   * Counts the other workers registered now (one small `list`), between
+   * heartbeats: a worker that joins is known within a poll or two, not a
+   * heartbeat interval later.
+   */
+  async countOthers(): Promise<number> {
+    const me = this.#fence?.workerId;
+    let n = 0;
+    for await (const e of this.#kv.list({ prefix: this.#keys.workers() })) {
+      if (String(e.key.at(-1)) !== me) n++;
+    }
+    return this.others = n;
+  }
+
   /** Deletes this worker's registration and heartbeat (after its leases were released). */
   async leave(): Promise<void> {
     const fence = this.#fence;

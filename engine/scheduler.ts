@@ -93,7 +93,7 @@ export interface SchedulerOptions {
    * Runs held with nothing in flight, waiting for a slot, beyond which a run
    * goes back to the due index instead (its steps wait on disk only).
    */
-  maxIdleRuns: number;
+  maxIdleRuns: () => number;
   /** Counts step bodies and reloads as work in flight. @default {undefined} */
   activity?: Activity;
   /** Spans of step attempts. @default {undefined} (none) */
@@ -125,7 +125,7 @@ export class Scheduler {
   readonly #kinds: ReadonlyMap<string, StepKind>;
   readonly #owner: () => string;
   readonly #dispatch: SchedulerOptions["dispatch"];
-  readonly #maxIdleRuns: number;
+  readonly #maxIdleRuns: () => number;
   readonly #children: SchedulerOptions["children"];
   /** Held runs that only wait for a timer due within {@linkcode SHORT_WAIT_MS}. */
   readonly #shortWaits = new Set<LiveRun>();
@@ -940,7 +940,7 @@ export class Scheduler {
         this.#live.get(r.runId)?.readyBy.get(r.step)?.durable ?? true
       );
       // Fewer than half the idle runs kept are left: claim more, in a batch.
-      if (this.#queuedRuns * 2 <= this.#maxIdleRuns && this.#slots.inUse < this.#slots.max) {
+      if (this.#queuedRuns * 2 <= this.#maxIdleRuns() && this.#slots.inUse < this.#slots.max) {
         this.#dispatch.nudge();
       }
       if (granted.length === 0) return;
@@ -1010,7 +1010,7 @@ export class Scheduler {
     // Admission: a new run waits on disk when the idle runs held are many.
     // A run already held, or just claimed (claims are sized by the room),
     // keeps its place until its queued steps start.
-    return created && this.#queuedRuns > this.#maxIdleRuns;
+    return created && this.#queuedRuns > this.#maxIdleRuns();
   }
 
   /**
@@ -1068,7 +1068,7 @@ export class Scheduler {
       const dueAt = this.#nextDue(live);
       if (
         !this.#closing && !created && dueAt - this.#clock.now() <= SHORT_WAIT_MS &&
-        this.#shortWaits.size < this.#maxIdleRuns && live.queued.size === 0
+        this.#shortWaits.size < this.#maxIdleRuns() && live.queued.size === 0
       ) {
         this.#shortWaits.add(live);
         continue;

@@ -118,6 +118,43 @@ Deno.test("engine keeps at most maxIdleRuns runs waiting for a slot in memory; t
   assert.equal((await Array.fromAsync(t.kv.list({ prefix: keyLayout().dueIndex() }))).length, 0);
 });
 
+Deno.test("engine alone keeps ready runs in memory; beside another worker it leaves them on disk", async () => {
+  const gate = deferred();
+  const wf = workflow("pool").step("s", () => gate.promise.then(() => "ok"));
+  await using t = await testEngine([wf], { maxConcurrentSteps: 2 });
+  const due = async () =>
+    (await Array.fromAsync(t.kv.list({ prefix: keyLayout().dueIndex() }))).length;
+  const first = await Promise.all(Array.from({ length: 100 }, () => t.engine.start("pool", null)));
+  assert.equal(t.engine.stats().activeRuns, 100, "alone, every ready run is held");
+  assert.equal(await due(), 0, "and none was written to the due index to be claimed back");
+  // A second worker joins the KV; the first counts it on its next polls.
+  const other = await createEngine({
+    kv: t.kv,
+    workflows: [wf],
+    clock: t.clock,
+    random: () => 0.5,
+    maxConcurrentSteps: 2,
+    useQueue: false, // one handle has one queue listener: the first engine's
+  });
+  try {
+    await t.clock.advance(1_000);
+    const second = await Promise.all(
+      Array.from({ length: 100 }, () => t.engine.start("pool", null)),
+    );
+    assert.equal(t.engine.stats().activeRuns, 100, "the new runs were not kept (20 idle at most)");
+    assert.equal(
+      await due() + other.stats().activeRuns,
+      100,
+      "they wait where either worker claims them",
+    );
+    gate.resolve();
+    const done = await Promise.all([...first, ...second].map((r) => t.engine.result(r.id)));
+    assert.ok(done.every((s) => s.status === "succeeded"));
+  } finally {
+    await other.close({ graceMs: 0 });
+  }
+});
+
 /** Two workers on one KV file, each with its own clock. */
 async function twoWorkers(dir: string, workflows: Parameters<typeof createEngine>[0]["workflows"]) {
   const path = join(dir, "kv.sqlite3");
