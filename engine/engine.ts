@@ -787,11 +787,15 @@ class WeftEngine implements Engine {
     const value = JSON.parse(json);
     const action = `send event '${event}' to run '${runId}'`;
     for (let tries = 0; tries < 16; tries++) {
-      const [runEntry, keyEntry] = await this.#kv.getMany([
+      const [runEntry, keyEntry, activeEntry] = await this.#kv.getMany([
         this.#keys.run(runId),
         this.#keys.eventKey(runId, key ?? ""),
+        this.#keys.active(runId),
       ]);
       if (key !== undefined && typeof keyEntry.value === "string") {
+        // Delivered before, or stored by a process that died before it could
+        // deliver it: hand it over again (the wake is idempotent).
+        await this.#deliver(runId).catch(() => {});
         return { runId, event, eventId: keyEntry.value, duplicate: true };
       }
       const run = runEntry.value as { status?: RunStatus } | null;
@@ -811,8 +815,38 @@ class WeftEngine implements Engine {
         checks.push(keyEntry);
         sets.push([this.#keys.eventKey(runId, key), eventId]);
       }
+      // The same write wakes the run, so an event on disk is never left
+      // unseen by a crash right after it: a run waiting in the due index is
+      // made due now, and the worker holding one finds a note in its inbox.
+      const deletes: Deno.KvKey[] = [];
+      if (activeEntry.value !== null) {
+        const sched = schedRecordSchema.parse(activeEntry.value);
+        checks.push(activeEntry);
+        const now = this.#clock.now();
+        if ("dueAt" in sched) {
+          if (sched.dueAt > now) {
+            const due = await this.#kv.get(this.#keys.due(sched.dueAt, runId));
+            if (due.versionstamp === null) continue;
+            checks.push(due);
+            deletes.push(due.key);
+            sets.push([this.#keys.active(runId), { dueAt: now }], [
+              this.#keys.due(now, runId),
+              due.value,
+            ]);
+          }
+        } else if (sched.owner !== this.#membership.id) {
+          // (This worker delivers to its own runs below; should it die first,
+          // loading the run again reads the mailbox.)
+          const inbox = await this.#kv.get(this.#keys.inbox(sched.owner, runId));
+          // A note already there (a cancel, or other events) covers this one.
+          if (inbox.versionstamp === null) {
+            checks.push(inbox);
+            sets.push([inbox.key, { kind: "event", at: Date.now() }]);
+          }
+        }
+      }
       // The run's record did not change meanwhile: it had not finished when this landed.
-      if (!(await this.#batcher.write({ checks, sets }))) continue;
+      if (!(await this.#batcher.write({ checks, sets, deletes }))) continue;
       await this.#deliver(runId).catch((error) =>
         log.warn("Event {eventId} for run {runId} is stored; its delivery waits: {error}", {
           runId,
