@@ -40,6 +40,27 @@ export function checkCommittedOnce(
   return events;
 }
 
+/**
+ * The history events of a step that runs no body (a sleep, a wait), after
+ * checking that it entered `parked` once (a restart did not start it again)
+ * and then succeeded once, and did nothing else. Problems are pushed to
+ * `problems`, prefixed with `at`.
+ */
+export function checkParkedOnce(
+  history: readonly HistoryEvent[],
+  step: string,
+  parked: "sleeping" | "awaiting",
+  at: string,
+  problems: string[],
+): StepEvent[] {
+  const events = history.filter((e): e is StepEvent => e.type === "step" && e.step === step);
+  const path = events.map((e) => `${e.from}>${e.to}`).join(",");
+  if (path !== `pending>${parked},${parked}>succeeded`) {
+    problems.push(`${at}: transitions ${path}, expected pending>${parked},${parked}>succeeded`);
+  }
+  return events;
+}
+
 /** mulberry32: a small seeded generator, enough to vary kill and stop moments. */
 export function seeded(seed: number): () => number {
   let a = seed >>> 0;
