@@ -29,6 +29,9 @@
  */
 export {
   type AnyWorkflow,
+  type ChildOptions,
+  type ChildResult,
+  type ChildSpec,
   type CommonStepOptions,
   COMPENSATE_SUFFIX,
   type CompensationContext,
@@ -45,10 +48,12 @@ export {
   type SleepOptions,
   type SleepResult,
   type SleepSpec,
+  STEP_KINDS,
   type StepContext,
   type StepDefaults,
   type StepDefinition,
   type StepFn,
+  type StepKindName,
   type StepLogger,
   type StepOptions,
   type WaitOptions,

@@ -362,6 +362,18 @@ class WeftEngine implements Engine {
       }
       this.#defs.set(wf.name, wf);
     }
+    for (const wf of options.workflows) {
+      for (const s of wf.steps) {
+        const child = s.child?.workflow;
+        if (child && this.#defs.get(child.name) !== child) {
+          throw new WorkflowDefinitionError(
+            wf.name,
+            s.name,
+            `it runs workflow '${child.name}' as a child, which this engine is not given: add it to 'workflows'`,
+          );
+        }
+      }
+    }
     const max = positiveInteger("maxConcurrentSteps", options.maxConcurrentSteps, 100);
     const heartbeatIntervalMs = positiveInteger(
       "heartbeatIntervalMs",
@@ -438,6 +450,18 @@ class WeftEngine implements Engine {
         nudge: () => this.#dispatcher.nudge(),
       },
       maxIdleRuns,
+      children: {
+        ended: (parentRunId) =>
+          void this.#deliver(parentRunId).catch((error) =>
+            log.warn("Could not wake parent run {runId}: {error}", { runId: parentRunId, error })
+          ),
+        cancel: (childRunId, reason) =>
+          void this.cancel(childRunId, { reason }).catch((error) => {
+            if (!(error instanceof RunFinishedError || error instanceof EngineClosedError)) {
+              log.warn("Could not cancel child run {runId}: {error}", { runId: childRunId, error });
+            }
+          }),
+      },
     });
     this.#events.subscribe((e) => this.#countRetries(e));
   }

@@ -41,6 +41,8 @@ export const runRecordSchema = z.object({
   failedStep: z.string().optional(),
   /** While `compensating`: the status the run ends with once its compensations are done. */
   endsAs: z.enum(["failed", "cancelled"]).optional(),
+  /** For a child run: the run and step that started it. */
+  parent: z.object({ runId: z.string(), step: z.string() }).optional(),
 });
 /** A stored run. */
 export type RunRecord = z.infer<typeof runRecordSchema>;
@@ -84,6 +86,8 @@ export const stepRecordSchema = z.object({
   resumeAt: z.number().optional(),
   /** Why it was `skipped`. */
   skipReason: z.string().optional(),
+  /** For a child step: the child run it started. */
+  childRunId: z.string().optional(),
 });
 /** A stored step. */
 export type StepRecord = z.infer<typeof stepRecordSchema>;

@@ -78,8 +78,8 @@ export async function loadRun(runId: string, options: LoadRunOptions): Promise<L
   const steps = first && def === known ? first.steps : await store.getSteps(runId);
   const results = await store.getOutputs(runId, steps);
   const input = await store.getInput(record);
-  // Only a run that may wait for an event reads its mailbox.
-  const mailbox = def.steps.some((s) => s.kind === "wait")
+  // Only a run that may wait for an event (or a child) reads its mailbox.
+  const mailbox = def.steps.some((s) => s.kind === "wait" || s.kind === "child")
     ? await store.getEvents(runId)
     : undefined;
   const live = newLiveRun(def, {

@@ -38,6 +38,7 @@ import type { RunStore } from "./store.ts";
 import { boundErrors, recordRunStatus, recordStep } from "./transitions.ts";
 import { endedRuns, toWriteOp, Txn } from "./txn.ts";
 import type { AnyWorkflow, StepDefinition } from "../steps/workflow.ts";
+import { childEndedEvent } from "../steps/kinds/child.ts";
 
 const log = getLogger(["weft", "engine"]);
 
@@ -79,6 +80,13 @@ export interface SchedulerOptions {
     /** A slot is free: claim if anything may be due. */
     nudge(): void;
   };
+  /** What a child run's end and a parent's cancel ask of the engine, once on disk. */
+  children: {
+    /** A child of `parentRunId` ended: deliver its mailbox to whoever holds it. */
+    ended(parentRunId: string): void;
+    /** Cancel a child run (its parent was cancelled or failed). */
+    cancel(childRunId: string, reason: string): void;
+  };
   /**
    * Runs held with nothing in flight, waiting for a slot, beyond which a run
    * goes back to the due index instead (its steps wait on disk only).
@@ -112,6 +120,7 @@ export class Scheduler {
   readonly #owner: () => string;
   readonly #dispatch: SchedulerOptions["dispatch"];
   readonly #maxIdleRuns: number;
+  readonly #children: SchedulerOptions["children"];
   /** Held runs that only wait for a timer due within {@linkcode SHORT_WAIT_MS}. */
   readonly #shortWaits = new Set<LiveRun>();
   /** Runs held with at least one step waiting for a slot (what `maxIdleRuns` bounds). */
@@ -150,6 +159,7 @@ export class Scheduler {
     this.#owner = options.owner;
     this.#dispatch = options.dispatch;
     this.#maxIdleRuns = options.maxIdleRuns;
+    this.#children = options.children;
     this.#launch = {
       clock: options.clock,
       batcher: options.batcher,
@@ -188,11 +198,31 @@ export class Scheduler {
     options: { idempotencyKey?: string } = {},
   ): Promise<RunSummary | undefined> {
     const { idempotencyKey } = options;
+    const txn = new Txn();
+    const live = this.#newRun(txn, def, inputJson, { idempotencyKey });
+    const summary = summarize(live.record);
+    const ok = await this.#commit(txn);
+    if (!ok) {
+      // Another writer took the idempotency key first: undo; the caller returns its run.
+      this.#forget(live);
+      return undefined;
+    }
+    return { ...summary, status: live.record.status };
+  }
+
+  /** Records a new run of `def` in `txn`, held by this worker, and starts its first steps. */
+  #newRun(
+    txn: Txn,
+    def: AnyWorkflow,
+    inputJson: string,
+    options: { idempotencyKey?: string; parent?: RunRecord["parent"] },
+  ): LiveRun {
+    const { idempotencyKey } = options;
     const now = this.#clock.now();
     const id = this.#ulid(now);
     const input = JSON.parse(inputJson);
     const record: RunRecord = { id, workflow: def.name, status: "pending", createdAt: now };
-    const txn = new Txn();
+    if (options.parent) record.parent = options.parent;
     if (inputJson.length <= INLINE_OUTPUT_BYTES) {
       record.input = input;
     } else {
@@ -217,14 +247,7 @@ export class Scheduler {
     for (const s of def.steps) this.#evaluate(txn, live, s);
     this.#checkComplete(txn, live);
     txn.consider.add(live);
-    const summary = summarize(record);
-    const ok = await this.#commit(txn);
-    if (!ok) {
-      // Another writer took the idempotency key first: undo; the caller returns its run.
-      this.#forget(live);
-      return undefined;
-    }
-    return { ...summary, status: live.record.status };
+    return live;
   }
 
   /**
@@ -551,6 +574,19 @@ export class Scheduler {
       transition: (next, event) =>
         this.#recordStep(txn, live, { step: step.name, next, ...event, at: this.#clock.now() }),
       startAttempt: () => this.#tryStart(txn, live, step),
+      update: (next) => {
+        live.steps.set(step.name, next);
+        txn.touchStep(live, step.name);
+      },
+      startChild: (def, input) => {
+        if (this.#defs.get(def.name) !== def) {
+          throw new Error(`this engine does not serve the child's workflow '${def.name}'`);
+        }
+        const child = this.#newRun(txn, def, JSON.stringify(input) ?? "null", {
+          parent: { runId: live.record.id, step: step.name },
+        });
+        return child.record.id;
+      },
       armTimer: (atMs) => this.#armTimer(txn, live, step, atMs),
       encode: (value) => encodeOutput(step.name, 0, value, INLINE_OUTPUT_BYTES),
       takeEvent: (event) => {
@@ -766,6 +802,11 @@ export class Scheduler {
         this.#clock.clearTimeout(timer);
         live.retryTimers.delete(s.name);
       }
+      if (rec.status === "awaiting" && rec.childRunId !== undefined) {
+        // Cancelling the parent cancels the child, once this write is on disk.
+        const childRunId = rec.childRunId;
+        txn.after.push(() => this.#children.cancel(childRunId, `parent run ${status}`));
+      }
       const to: StepStatus = rec.status === "pending" ? "skipped" : "cancelled";
       const next: StepRecord = { ...rec, status: transitionStep(rec.status, to), finishedAt: now };
       if (to === "skipped") next.skipReason = "the run ended first";
@@ -945,9 +986,10 @@ export class Scheduler {
       for (const fn of txn.after) fn();
       return true;
     }
-    const op = toWriteOp(txn, this.#keys, this.#owner());
     // Which runs this write ends is read now: it is what the write holds.
     const terminal = endedRuns(txn);
+    for (const live of terminal) this.#tellParent(txn, live);
+    const op = toWriteOp(txn, this.#keys, this.#owner());
     const touched = new Set([...txn.runs.keys(), ...txn.steps.keys()]);
     const write = this.#batcher.write(op);
     // Runs whose queued steps wait for this write to be durable are reloaded
@@ -985,6 +1027,8 @@ export class Scheduler {
       }
     }
     for (const live of terminal) {
+      const parent = live.record.parent;
+      if (parent) this.#children.ended(parent.runId);
       if (this.#live.get(live.record.id) === live) this.#live.delete(live.record.id);
       this.#pinned.delete(live);
       if (this.#waiters.has(live.record.id)) {
@@ -992,6 +1036,40 @@ export class Scheduler {
       }
     }
     return true;
+  }
+
+  /**
+   * Puts a child run's outcome in its parent's mailbox, in the write that
+   * ends the child: the parent's child step takes it from there.
+   */
+  #tellParent(txn: Txn, live: LiveRun): void {
+    const parent = live.record.parent;
+    if (!parent) return;
+    const outcome: Record<string, unknown> = { runId: live.record.id, status: live.record.status };
+    if (live.record.status === "succeeded") {
+      outcome.results = this.#resultsOf(live, live.def.forwardSteps.map((s) => s.name));
+    } else if (live.record.error) outcome.error = live.record.error;
+    let value: RunEvent | Omit<RunEvent, "id"> = {
+      event: childEndedEvent(parent.step),
+      payload: outcome,
+      at: this.#clock.now(),
+    };
+    // An event is one KV value: a child whose results do not fit fails its step.
+    if (JSON.stringify(value).length > 60_000) {
+      value = {
+        ...value,
+        payload: {
+          runId: live.record.id,
+          status: "failed",
+          error: {
+            name: "OutputError",
+            message:
+              `the child's results are too large to pass to its parent (over 60000 bytes of JSON); return less from its steps`,
+          },
+        },
+      };
+    }
+    txn.extraSets.push([this.#keys.event(parent.runId, this.#ulid(this.#clock.now())), value]);
   }
 
   /** Commits without waiting; a failure is logged and its runs reloaded by `#commit`. */

@@ -7,7 +7,7 @@
 import type { ErrorData } from "./errors.ts";
 import type { RunStatus, StepStatus } from "./states.ts";
 import type { AttemptError, RunRecord, StepRecord } from "./records.ts";
-import type { AnyWorkflow } from "../steps/workflow.ts";
+import type { AnyWorkflow, StepKindName } from "../steps/workflow.ts";
 
 /** One failed attempt of a step. */
 export interface AttemptErrorSnapshot {
@@ -23,8 +23,12 @@ export interface AttemptErrorSnapshot {
 export interface StepSnapshot {
   /** The step's state. */
   status: StepStatus;
-  /** Its kind: a `task` runs a body; a `sleep` waits for a time; a `wait` for an event. */
-  kind?: "task" | "sleep" | "wait";
+  /**
+   * Its kind: a `task` runs a body; a `sleep` waits for a time; a `wait` for
+   * an event; a `child` for a run of another workflow; a `map` runs its body
+   * once per item.
+   */
+  kind?: StepKindName;
   /** For a compensation or the `onFailure` handler: `"compensation"`. */
   phase?: "compensation";
   /** Why it was skipped. */
@@ -33,6 +37,8 @@ export interface StepSnapshot {
   resumeAt?: string;
   /** For a wait step: the event it waits for. */
   event?: string;
+  /** For a child step: the child run. */
+  childRunId?: string;
   /** Attempts started so far. */
   attempts: number;
   /** The steps it waits for. */
@@ -72,6 +78,8 @@ export interface RunSnapshot {
   error?: ErrorData;
   /** The step whose failure failed the run. */
   failedStep?: string;
+  /** For a child run: the run and step that started it. */
+  parent?: { runId: string; step: string };
   /** The idempotency key it was started with. */
   idempotencyKey?: string;
   /** When it was stored (ISO 8601). */
@@ -118,6 +126,7 @@ export function summarize(run: RunRecord): RunSummary {
     status: run.status,
     error: run.error,
     failedStep: run.failedStep,
+    parent: run.parent,
     idempotencyKey: run.idempotencyKey,
     createdAt: iso(run.createdAt)!,
     startedAt: iso(run.startedAt),
@@ -160,9 +169,10 @@ export function snapshotOf(
       status: rec.status,
       ...shape,
       skipReason: rec.status === "skipped" ? rec.skipReason : undefined,
-      resumeAt: rec.status === "sleeping" || rec.status === "awaiting"
+      resumeAt: rec.status === "sleeping" || (rec.status === "awaiting" && step?.kind === "wait")
         ? iso(rec.resumeAt)
         : undefined,
+      childRunId: rec.childRunId,
       attempts: rec.attempts,
       needs,
       startedAt: iso(rec.startedAt),

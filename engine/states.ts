@@ -121,7 +121,8 @@ const STEP_TRANSITIONS: Record<StepStatus, readonly StepStatus[]> = {
   running: ["running", "waiting", "succeeded", "failed", "cancelled"],
   waiting: ["running", "cancelled", "failed"],
   sleeping: ["succeeded", "cancelled"],
-  awaiting: ["succeeded", "cancelled"],
+  // awaiting -> failed is a child run that failed.
+  awaiting: ["succeeded", "cancelled", "failed"],
   succeeded: [],
   failed: [],
   skipped: [],

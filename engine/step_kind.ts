@@ -12,7 +12,7 @@
 import type { ErrorData } from "./errors.ts";
 import type { EncodedOutput } from "./output.ts";
 import type { RunEvent, StepRecord } from "./records.ts";
-import type { StepDefinition } from "../steps/workflow.ts";
+import type { AnyWorkflow, StepDefinition } from "../steps/workflow.ts";
 
 /** How an attempt of a step's body ended; a success carries what its record points at. */
 export type AttemptOutcome =
@@ -48,6 +48,13 @@ export interface StepKindContext {
     next: StepRecord,
     event: { attempt: number; error?: ErrorData; nextAttemptAt?: number; durationMs?: number },
   ): void;
+  /** Changes the step's record without a history event (bookkeeping, such as when to look again). */
+  update(next: StepRecord): void;
+  /**
+   * Creates a run of `def` with `input` (already parsed) in the write being
+   * built, linked to this run and step, and returns its id.
+   */
+  startChild(def: AnyWorkflow, input: unknown): string;
   /** Starts an attempt of the step's body, under the concurrency caps, once this write is durable. */
   startAttempt(): void;
   /** Calls the kind's `timerDue` at `atMs`; a run that waits for it alone waits on disk. */

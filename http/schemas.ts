@@ -12,6 +12,7 @@ import {
   type RunSnapshot,
   RunStatus,
   type RunSummary,
+  STEP_KINDS,
   type StepSnapshot,
   StepStatus,
 } from "../mod.ts";
@@ -167,8 +168,9 @@ const isoTime = z.iso.datetime();
 export const StepSnapshotSchema = meta(
   z.object({
     status: z.enum(StepStatus),
-    kind: meta(z.enum(["task", "sleep", "wait"]).optional(), {
-      description: "task: runs a body; sleep: waits for a time; wait: waits for an event",
+    kind: meta(z.enum(STEP_KINDS).optional(), {
+      description:
+        "task: runs a body; sleep: waits for a time; wait: waits for an event; child: runs another workflow; map: runs its body per item",
     }),
     phase: meta(z.literal("compensation").optional(), {
       description: "Set on compensations and the onFailure handler",
@@ -179,6 +181,7 @@ export const StepSnapshotSchema = meta(
         "While sleeping or awaiting: when the step resumes (the sleep's end, the wait's timeout)",
     }),
     event: meta(z.string().optional(), { description: "The event a wait step waits for" }),
+    childRunId: meta(RunId.optional(), { description: "The child run a child step started" }),
     attempts: z.number().int(),
     needs: z.array(z.string()),
     startedAt: isoTime.optional(),
@@ -198,6 +201,9 @@ const runSummaryShape = {
   status: z.enum(RunStatus),
   error: ErrorDataSchema.optional(),
   failedStep: z.string().optional(),
+  parent: meta(z.object({ runId: RunId, step: z.string() }).optional(), {
+    description: "For a child run: the run and step that started it",
+  }),
   idempotencyKey: z.string().optional(),
   createdAt: isoTime,
   startedAt: isoTime.optional(),
@@ -242,8 +248,12 @@ export const StepInfoSchema = meta(
       jitter: z.number(),
     }),
     concurrency: z.number().int().nullable(),
-    kind: meta(z.enum(["task", "sleep", "wait"]), {
-      description: "task: runs a body; sleep: waits for a time; wait: waits for an event",
+    kind: meta(z.enum(STEP_KINDS), {
+      description:
+        "task: runs a body; sleep: waits for a time; wait: waits for an event; child: runs another workflow; map: runs its body per item",
+    }),
+    childWorkflow: meta(z.string().optional(), {
+      description: "The workflow a child step runs",
     }),
     phase: meta(z.enum(["forward", "compensation"]), {
       description: "compensation: a compensation or the onFailure handler, run when the run fails",

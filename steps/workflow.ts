@@ -192,6 +192,37 @@ export type WaitResult<P> =
   | { timedOut: false; payload: P; at: string }
   | { timedOut: true; at: string };
 
+/** Options of a step that runs a child workflow and waits for it. */
+export interface ChildOptions<I, R, Needs extends readonly string[], CI>
+  extends CommonStepOptions<I, R, Needs> {
+  /** The workflow to run; the engine must serve it too. */
+  // deno-lint-ignore no-explicit-any
+  workflow: Workflow<CI, any>;
+  /** The child's input, from the parent's input and results; checked by the child's schema. */
+  input: (ctx: ConditionContext<I, R>) => CI;
+}
+
+/** What a child step returns: the child run's id and its steps' results. */
+export interface ChildResult<CR> {
+  /** The child run. */
+  runId: string;
+  /** The child's committed results, by step name (a skipped step's is absent). */
+  results: CR;
+}
+
+/** What a child step is, resolved. */
+export interface ChildSpec {
+  /** The child's workflow. */
+  readonly workflow: AnyWorkflow;
+  /** Its input. */
+  input(ctx: ConditionContext<unknown, unknown>): unknown;
+}
+
+/** The kinds of step: what a step does (see `steps/kinds/`). */
+export const STEP_KINDS = ["task", "sleep", "wait", "child", "map"] as const;
+/** One of {@linkcode STEP_KINDS}. */
+export type StepKindName = typeof STEP_KINDS[number];
+
 /** What a sleep step is, resolved. */
 export interface SleepSpec {
   /** When the sleep ends, in epoch milliseconds, from the step's start time. */
@@ -213,7 +244,7 @@ export interface StepDefinition {
   /** Unique within its workflow; URL-safe (compensations: `<step>~compensate`). */
   readonly name: string;
   /** The kind of step (see `steps/kinds/`): what its start, end, timer and recovery do. */
-  readonly kind: "task" | "sleep" | "wait";
+  readonly kind: StepKindName;
   /**
    * `"forward"` for the steps the workflow declares; `"compensation"` for
    * the compensations and the `onFailure` handler, which run only while the
@@ -235,6 +266,8 @@ export interface StepDefinition {
   readonly sleep?: SleepSpec;
   /** For a wait step. */
   readonly wait?: WaitSpec;
+  /** For a child step. */
+  readonly child?: ChildSpec;
   /** Limit of one attempt. */
   readonly timeoutMs: number;
   /** The full retry policy. */
@@ -444,12 +477,61 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
     return this.#add(name, options, { kind: "wait", wait }) as never;
   }
 
-  /** Checks and adds a sleep or wait step. */
+  /**
+   * Adds a step that starts a run of another workflow (served by the same
+   * engine) and waits for it, costing no memory meanwhile. The child links
+   * to its parent; cancelling the parent cancels it. Its result is the
+   * child's id and results, typed from its definition; a child that fails
+   * or is cancelled fails this step. The child is started in the same write
+   * that records this step's start, so a crash never starts two.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { z } from "zod";
+   * import { workflow } from "./workflow.ts";
+   * const invoice = workflow("invoice", { input: z.object({ total: z.number() }) })
+   *   .step("pdf", ({ input }) => `invoice-${input.total}.pdf`);
+   * const order = workflow("order2", { input: z.object({ total: z.number() }) })
+   *   .child("invoice", { workflow: invoice, input: ({ input }) => ({ total: input.total }) })
+   *   .step("mail", { needs: ["invoice"] }, ({ results }) => results.invoice.results.pdf);
+   * assert.equal(order.getStep("invoice")?.child?.workflow, invoice);
+   * ```
+   */
+  child<
+    const N extends string,
+    CI,
+    CR extends Record<string, unknown>,
+    const Needs extends readonly (keyof R & string)[] = [],
+  >(
+    name: N,
+    options: ChildOptions<I, Pick<R, Needs[number]>, Needs, CI> & { workflow: Workflow<CI, CR> },
+  ): Workflow<I, R & { [K in N]: ChildResult<CR> }> {
+    const fail = (problem: string): never => {
+      throw new WorkflowDefinitionError(this.name, String(name), problem);
+    };
+    if (typeof options !== "object" || options === null) fail("child options are missing");
+    if (!isWorkflow(options.workflow)) fail("'workflow' must be a workflow");
+    if (options.workflow.name === this.name) fail("a workflow cannot run itself as a child");
+    if (typeof options.input !== "function") {
+      fail("'input' must be a function of { input, results } returning the child's input");
+    }
+    const child: ChildSpec = Object.freeze({
+      workflow: options.workflow,
+      input: options.input as ChildSpec["input"],
+    });
+    return this.#add(name, options, { kind: "child", child }) as never;
+  }
+
+  /** Checks and adds a sleep, wait or child step. */
   #add(
     name: string,
     // deno-lint-ignore no-explicit-any
     options: CommonStepOptions<any, any>,
-    spec: { kind: "sleep"; sleep: SleepSpec } | { kind: "wait"; wait: WaitSpec },
+    spec:
+      | { kind: "sleep"; sleep: SleepSpec }
+      | { kind: "wait"; wait: WaitSpec }
+      | { kind: "child"; child: ChildSpec },
   ): Workflow<I, Record<string, unknown>> {
     const fail = (problem: string): never => {
       throw new WorkflowDefinitionError(this.name, String(name), problem);

@@ -376,3 +376,82 @@ Deno.test("compensation: a successful run skips every compensation", async () =>
   assert.equal(done.steps["payment~compensate"].skipReason, "the run succeeded");
   assert.ok(!log.some((l) => l.startsWith("refund")));
 });
+
+const invoice = workflow("invoice", { input: z.object({ total: z.number() }) })
+  .step("pdf", ({ input }) => {
+    if (input.total < 0) throw new NonRetryableError("negative total");
+    return { file: `invoice-${input.total}.pdf` };
+  })
+  .sleep("cool-off", { needs: ["pdf"], durationMs: DAY });
+const billing = workflow("billing", { input: z.object({ total: z.number() }) })
+  .step("price", ({ input }) => ({ total: input.total * 2 }))
+  .child("invoice", {
+    needs: ["price"],
+    workflow: invoice,
+    input: ({ results }) => ({ total: results.price.total }),
+  })
+  .step(
+    "mail",
+    { needs: ["invoice"] },
+    ({ results }) => `mailed ${results.invoice.results.pdf.file}`,
+  );
+
+Deno.test("sub-workflows: a step runs a child run, linked both ways, and gets its typed results", async () => {
+  await using t = await testEngine([billing, invoice]);
+  const run = await t.engine.start("billing", { total: 21 });
+  await waitFor(async () => (await t.engine.get(run.id)).steps.invoice.status === "awaiting");
+  const parent = await t.engine.get(run.id);
+  const childId = parent.steps.invoice.childRunId!;
+  assert.ok(childId);
+  await waitFor(async () => (await t.engine.get(childId)).steps["cool-off"].status === "sleeping");
+  const child = await t.engine.get(childId);
+  assert.deepEqual(child.parent, { runId: run.id, step: "invoice" });
+  assert.deepEqual(child.input, { total: 42 });
+  await waitFor(() => t.engine.stats().activeRuns === 0, "parent and child to wait on disk");
+  await t.clock.advance(DAY);
+  const done = await t.engine.result(run.id);
+  assert.equal(done.status, "succeeded");
+  assert.equal(done.output, "mailed invoice-42.pdf");
+  assert.equal((await t.engine.get(childId)).status, "succeeded");
+  // One child only.
+  const children = (await t.engine.list({ workflow: "invoice" })).runs;
+  assert.equal(children.length, 1);
+});
+
+Deno.test("sub-workflows: a failed child fails its step; cancelling the parent cancels the child", async (t) => {
+  await using te = await testEngine([billing, invoice]);
+  await t.step("failure", async () => {
+    const run = await te.engine.start("billing", { total: -1 });
+    const done = await te.engine.result(run.id);
+    assert.equal(done.status, "failed");
+    assert.equal(done.failedStep, "invoice");
+    assert.match(done.error!.message, /child run '.*' failed: .*negative total/);
+  });
+  await t.step("cancel", async () => {
+    const run = await te.engine.start("billing", { total: 5 });
+    await waitFor(async () => (await te.engine.get(run.id)).steps.invoice.status === "awaiting");
+    const childId = (await te.engine.get(run.id)).steps.invoice.childRunId!;
+    await waitFor(async () =>
+      (await te.engine.get(childId)).steps["cool-off"].status === "sleeping"
+    );
+    await te.engine.cancel(run.id, { reason: "order withdrawn" });
+    await waitFor(
+      async () => (await te.engine.get(childId)).status === "cancelled",
+      "the child to be cancelled",
+    );
+    assert.match((await te.engine.get(childId)).error!.message, /parent run cancelled/);
+  });
+});
+
+Deno.test("sub-workflows: a child workflow the engine is not given is refused at start", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const { createEngine } = await import("../mod.ts");
+    await assert.rejects(
+      () => createEngine({ kv, workflows: [billing] }),
+      /step 'invoice' in workflow 'billing': it runs workflow 'invoice' as a child, which this engine is not given/,
+    );
+  } finally {
+    kv.close();
+  }
+});

@@ -4,6 +4,7 @@
  * @module
  */
 import type { StepKind } from "../../engine/step_kind.ts";
+import { childKind } from "./child.ts";
 import { sleepKind } from "./sleep.ts";
 import { taskKind } from "./task.ts";
 import { waitKind } from "./wait.ts";
@@ -19,5 +20,5 @@ import { waitKind } from "./wait.ts";
  * ```
  */
 export function builtinKinds(): ReadonlyMap<string, StepKind> {
-  return new Map([taskKind, sleepKind, waitKind].map((k) => [k.name, k]));
+  return new Map([taskKind, sleepKind, waitKind, childKind].map((k) => [k.name, k]));
 }
