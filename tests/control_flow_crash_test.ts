@@ -30,6 +30,8 @@ import type { RunRecord, StepRecord } from "../engine/records.ts";
 import {
   type BodyEntry,
   type BodyOutput,
+  CHILD_WORKFLOW,
+  PARENT_WORKFLOW,
   SAGA_FAILURE,
   SAGA_STEPS,
   SAGA_UNDO_ORDER,
@@ -80,6 +82,7 @@ type WorkerEvent =
     at: number;
     nextAttemptAt?: number;
   }
+  | { type: "armed"; dieAfter: string }
   | { type: "finished"; runs: number; statuses: string[] };
 
 type EventOf<T extends WorkerEvent["type"]> = Extract<WorkerEvent, { type: T }>;
@@ -213,18 +216,22 @@ class WorkerProcess implements AsyncDisposable {
   }
 
   /** Asks the worker to finish `runIds` and waits for its normal exit. */
-  async finish(runIds: readonly string[], describe: () => Promise<string>): Promise<void> {
+  async finish(
+    runIds: readonly string[],
+    describe: () => Promise<string>,
+    timeoutMs = FINISH_TIMEOUT_MS,
+  ): Promise<void> {
     await this.send({ cmd: "finish", runIds });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timedOut = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), FINISH_TIMEOUT_MS);
+      timer = setTimeout(() => resolve("timeout"), timeoutMs);
     });
     const status = await Promise.race([this.#child.status, timedOut]);
     clearTimeout(timer);
     if (status === "timeout") {
       await this.#stop();
       throw new Error(
-        `The ${this.role} worker did not finish within ${FINISH_TIMEOUT_MS} ms (a hang or a ` +
+        `The ${this.role} worker did not finish within ${timeoutMs} ms (a hang or a ` +
           `lost run; seed ${SEED})\n${await describe()}\n${(await this.#stderr).slice(-3000)}`,
       );
     }
@@ -1007,6 +1014,252 @@ Deno.test("control flow: a compensation chain cut by kill -9 carries on in order
   }
 });
 
+// ------------------------------------------------------------------ sub-workflows
+
+const PARENT_RUNS = 10;
+/** How long each child's one step lasts: longer than any kill delay below. */
+const CHILD_WORK_MS = 1_200;
+/**
+ * A child's end wakes its parent after the write that ends it; a process
+ * killed between the two leaves the parent to look at its mailbox on its
+ * own, 30 s after its child step began (`steps/kinds/child.ts`). A kill can
+ * land there only by chance here, so the last worker may take that long.
+ */
+const CHILD_FINISH_TIMEOUT_MS = 45_000;
+
+/**
+ * Checks parent runs and their children: one child per parent, linked both
+ * ways, succeeded, its result committed once and handed to the parent.
+ * Returns the child of each parent.
+ */
+function checkChildren(
+  ev: Evidence,
+  ids: ReadonlyMap<number, string>,
+  killed: ReadonlySet<number>,
+  tally: TaskTally,
+  problems: string[],
+): Map<string, RunRecord> {
+  checkRunSet(ev, PARENT_WORKFLOW, ids.values(), problems);
+  const childOf = new Map<string, RunRecord>();
+  const parentIds = new Set(ids.values());
+  for (const child of ev.runs.filter((r) => r.workflow === CHILD_WORKFLOW)) {
+    const parentId = child.parent?.runId ?? "";
+    const stepRec = ev.steps.get(parentId)?.get("sub");
+    if (!parentIds.has(parentId) || child.parent?.step !== "sub") {
+      problems.push(`child run ${child.id} has parent ${JSON.stringify(child.parent)}`);
+    } else if (childOf.has(parentId)) {
+      problems.push(
+        `run ${parentId} has two child runs: ${childOf.get(parentId)!.id}, ${child.id}`,
+      );
+    } else if (stepRec?.childRunId !== child.id) {
+      problems.push(`child run ${child.id}: its parent's step names ${stepRec?.childRunId}`);
+    }
+    childOf.set(parentId, child);
+  }
+  for (const [n, id] of ids) {
+    const run = ev.runs.find((r) => r.id === id);
+    if (!run) continue;
+    const where = `run ${id} (n=${n})`;
+    if (run.status !== "succeeded") {
+      problems.push(`${where} is ${run.status}: ${JSON.stringify(run.error)}`);
+      continue;
+    }
+    checkTask(ev, run, "prep", killed, tally, problems);
+    checkParkedOnce(ev.history.get(id)!, "sub", "awaiting", `${where} sub`, problems);
+    const child = childOf.get(id);
+    if (!child) {
+      problems.push(`${where} has no child run`);
+      continue;
+    }
+    if (child.status !== "succeeded") problems.push(`${where}: its child is ${child.status}`);
+    if (JSON.stringify(child.input) !== JSON.stringify({ n, workMs: CHILD_WORK_MS })) {
+      problems.push(`${where}: its child's input is ${JSON.stringify(child.input)}`);
+    }
+    checkTask(ev, child, "work", killed, tally, problems);
+    const want = { runId: child.id, results: { work: ev.outputs.get(child.id)?.get("work") } };
+    const got = ev.outputs.get(id)?.get("sub");
+    if (JSON.stringify(got) !== JSON.stringify(want)) {
+      problems.push(
+        `${where}: sub ended with ${JSON.stringify(got)}, the child committed ${
+          JSON.stringify(want)
+        }`,
+      );
+    }
+    const after = checkTask(ev, run, "after", killed, tally, problems);
+    if (after && JSON.stringify(after.seen?.sub) !== JSON.stringify(want)) {
+      problems.push(`${where}: 'after' saw ${JSON.stringify(after.seen?.sub)}`);
+    }
+    if ((ev.mailbox.get(id) ?? []).length > 0) {
+      problems.push(`${where}: events left in its mailbox`);
+    }
+  }
+  return childOf;
+}
+
+/**
+ * Parent runs whose first step lasts `80 n` ms, then start a child whose one
+ * step lasts {@linkcode CHILD_WORK_MS}. The worker is killed soon after the
+ * first child begins, so some parents have started their child and others
+ * have not; with `killResumer`, the resumer is killed too, once it has
+ * started children of its own.
+ */
+async function childScenario(plan: { killResumer: boolean }, random: () => number) {
+  return await inTempDir("weft_cf_child_", async (dir) => {
+    const notes: string[] = [];
+    const killed = new Set<number>();
+    const workers: WorkerProcess[] = [];
+    let ids: Map<number, string>;
+    const started = (w: WorkerProcess) =>
+      w.all("step").filter((e) => e.step === "sub" && e.to === "awaiting").length;
+    const childEnded = (w: WorkerProcess) =>
+      w.all("body").some((b) => b.step === "work" && b.phase === "end");
+    try {
+      const a = new WorkerProcess("A", dir);
+      workers.push(a);
+      await a.until("ready", () => a.count("ready") > 0);
+      const inputs = Array.from(
+        { length: PARENT_RUNS },
+        (_, n) => ({ n, prepMs: 80 * n, workMs: CHILD_WORK_MS }),
+      );
+      ids = await startRuns(a, PARENT_WORKFLOW, inputs);
+      await a.until(
+        "a child running",
+        () => a.all("body").some((b) => b.step === "work" && b.phase === "start"),
+      );
+      const extra = Math.floor(random() * 400);
+      await sleep(extra);
+      await a.kill();
+      killed.add(a.pid);
+      notes.push(
+        `A killed ${extra} ms after the first child began, with ${started(a)} children started`,
+      );
+
+      if (plan.killResumer) {
+        const b = new WorkerProcess("B", dir);
+        workers.push(b);
+        await b.until("a child started", () => started(b) > 0 || childEnded(b));
+        if (!childEnded(b)) await sleep(Math.floor(random() * 50));
+        await b.kill();
+        killed.add(b.pid);
+        notes.push(`B killed with ${started(b)} children started`);
+      }
+
+      const last = new WorkerProcess("last", dir);
+      workers.push(last);
+      await last.finish(
+        [...ids.values()],
+        () => describeUnfinished(dir, workers),
+        CHILD_FINISH_TIMEOUT_MS,
+      );
+    } finally {
+      for (const w of workers) await w[Symbol.asyncDispose]();
+    }
+
+    const ev = await readEvidence(dir);
+    const problems: string[] = [];
+    const tally: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
+    const childOf = checkChildren(ev, ids, killed, tally, problems);
+    // Which process wrote each child's start, and whether a kill came before it ended.
+    const startedBy = new Map(workers.map((w) => [w.role, 0]));
+    for (const id of ids.values()) {
+      const w = workers.find((w) =>
+        w.all("step").some((e) => e.runId === id && e.step === "sub" && e.to === "awaiting")
+      );
+      if (w) startedBy.set(w.role, startedBy.get(w.role)! + 1);
+    }
+    const crossed = [...childOf.values()].filter((c) =>
+      workers.slice(0, killed.size).some((w) =>
+        w.all("step").some((e) =>
+          e.runId === c.parent?.runId && e.step === "sub" && e.to === "awaiting"
+        )
+      )
+    ).length;
+    if (crossed === 0) {
+      problems.push(`no child was started before a kill: nothing was tested`);
+    }
+    notes.push(
+      `children started by ${
+        [...startedBy].map(([r, k]) => `${r} ${k}`).join(", ")
+      }; ` +
+        `${crossed} started before a kill and finished after it; bodies interrupted ` +
+        `${tally.interruptedStarted}, before the body ${tally.interruptedUnstarted}`,
+    );
+    if (problems.length > 0) fail(problems, notes.join("; "));
+    return notes.join("; ");
+  });
+}
+
+Deno.test("control flow: a child start cut by kill -9 starts one child, and the parent gets its result", async (t) => {
+  const random = seeded(SEED + 3);
+  for (const killResumer of [false, true]) {
+    const passed = await t.step(
+      `kill while children start${killResumer ? ", then kill the resumer" : ""}`,
+      async () => console.log(`  ${await childScenario({ killResumer }, random)}`),
+    );
+    if (!passed) break;
+  }
+});
+
+// The sharpest moment: the process dies right after the write that records
+// the child step's start and creates the child run, before the child's first
+// attempt (recorded running in that write) could begin.
+Deno.test("control flow: a process killed right after it created a child run leaves one child", async () => {
+  await inTempDir("weft_cf_child_write_", async (dir) => {
+    const workers: WorkerProcess[] = [];
+    try {
+      const a = new WorkerProcess("A", dir);
+      workers.push(a);
+      await a.until("ready", () => a.count("ready") > 0);
+      await a.send({ cmd: "arm", dieAfter: "child" });
+      await a.until("armed", () => a.count("armed") > 0);
+      await a.send({
+        cmd: "start",
+        workflow: PARENT_WORKFLOW,
+        input: { n: 0, prepMs: 0, workMs: CHILD_WORK_MS },
+        key: "p0",
+      });
+      // Returns once its stdout ends (it died), or after the reach timeout.
+      await a.until("its own kill", () => false).catch(() => {});
+      const status = await a.stopped();
+      if (status.signal !== "SIGKILL") {
+        throw new Error(`A did not die after creating the child: ${JSON.stringify(status)}`);
+      }
+      const killed = new Set([a.pid]);
+      const b = new WorkerProcess("B", dir);
+      workers.push(b);
+      await b.until("ready", () => b.count("ready") > 0);
+      const kv = await Deno.openKv(`${dir}/weft.kv`);
+      let id: string;
+      try {
+        const parents = await Array.fromAsync(kv.list<RunRecord>({ prefix: keyLayout().runs() }));
+        id = parents.find((p) => p.value.workflow === PARENT_WORKFLOW)!.value.id;
+      } finally {
+        kv.close();
+      }
+      await b.finish([id], () => describeUnfinished(dir, workers));
+      const ev = await readEvidence(dir);
+      const problems: string[] = [];
+      const tally: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
+      const childOf = checkChildren(ev, new Map([[0, id]]), killed, tally, problems);
+      const child = childOf.get(id);
+      const work = child && ev.steps.get(child.id)?.get("work");
+      const starts = ev.bodies.filter((e) => e.step === "work" && e.phase === "start");
+      if (a.all("body").some((e) => e.step === "work")) {
+        problems.push(`the child's body began in A before the kill`);
+      }
+      if (work?.attempts !== 2 || tally.interruptedUnstarted !== 1 || starts.length !== 1) {
+        problems.push(
+          `the child's step has ${work?.attempts} attempts, ${tally.interruptedUnstarted} ` +
+            `interrupted before its body, ${starts.length} bodies; expected 2, 1 and 1`,
+        );
+      }
+      if (problems.length > 0) fail(problems, "killed after the child's creation");
+    } finally {
+      for (const w of workers) await w[Symbol.asyncDispose]();
+    }
+  });
+});
+
 // An event is acknowledged once `engine.signal` has stored it in the run's
 // mailbox and handed it to the run (claimed it, or told its holder). A
 // process that dies between the two leaves the event stored and the run
@@ -1037,13 +1290,8 @@ Deno.test({
         "the run awaiting",
         () => a.all("step").some((e) => e.step === "approval" && e.to === "awaiting"),
       );
-      await a.send({
-        cmd: "signal",
-        runId: id,
-        payload: { n: 0, from: "A" },
-        key: "approve-0",
-        dieAfterStore: true,
-      });
+      await a.send({ cmd: "arm", dieAfter: "event" });
+      await a.send({ cmd: "signal", runId: id, payload: { n: 0, from: "A" }, key: "approve-0" });
       // Returns once its stdout ends (it died), or after the reach timeout.
       await a.until("its own kill", () => false).catch(() => {});
       const status = await a.stopped();
