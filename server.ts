@@ -16,6 +16,7 @@
 import { dirname, isAbsolute, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { getLogger } from "@logtape/logtape";
 import type { Hono } from "hono";
 import {
   type AnyWorkflow,
@@ -325,6 +326,31 @@ export async function loadWorkflows(
   return { workflows, files };
 }
 
+const log = getLogger(["weft", "server"]);
+
+/** What the start line of a server or a worker says, as fields of its log record. */
+export interface StartRecord {
+  /** The URL the server listens on; absent for a worker. */
+  url?: string;
+  /** The worker's id; absent for a server. */
+  workerId?: string;
+  /** The KV file. */
+  kvPath: string;
+  /** The workflows served, with the file each came from. */
+  workflows: { name: string; file: string }[];
+  /** Whether the HTTP API requires a token; absent for a worker. */
+  tokenRequired?: boolean;
+}
+
+/**
+ * Writes the start line as one info record under `["weft", "server"]`, so
+ * that in JSON mode it is a JSON line like every other line of stdout.
+ */
+function logStart(line: string, record: StartRecord): void {
+  // The line is the whole message: its braces are not placeholders.
+  log.info(line.replaceAll("{", "{{").replaceAll("}", "}}"), { ...record });
+}
+
 /** A started server. */
 export interface RunningServer {
   /** The URL it listens on. */
@@ -343,13 +369,14 @@ function urlHost(hostname: string): string {
 
 /**
  * Loads the workflows, opens the KV (creating its folder), starts the engine
- * (which resumes unfinished runs) and listens. `onListen` gets the start line.
+ * (which resumes unfinished runs) and listens. `onListen` gets the start line
+ * and its fields; by default they are logged (see {@linkcode StartRecord}).
  *
  * @throws {StartupError} when workflows fail to load or the KV cannot open.
  */
 export async function startServer(
   config: ServerConfig,
-  onListen: (line: string) => void = console.log,
+  onListen: (line: string, record: StartRecord) => void = logStart,
 ): Promise<RunningServer> {
   const { workflows, files } = await loadWorkflows(config.workflowPaths);
   const { kv, engine } = await openEngine(config, workflows);
@@ -393,7 +420,12 @@ export async function startServer(
         config.hostname === "::1"
     ? `no token: bound to ${config.hostname} only, without auth`
     : `no token: WARNING anyone who can reach ${config.hostname} can start and cancel runs`;
-  onListen(`Weft listening on ${url} · KV ${config.kvPath} · workflows: ${served} · ${auth}`);
+  onListen(`Weft listening on ${url} · KV ${config.kvPath} · workflows: ${served} · ${auth}`, {
+    url: url.href,
+    kvPath: config.kvPath,
+    workflows: workflows.map((wf) => ({ name: wf.name, file: files.get(wf.name)! })),
+    tokenRequired: config.token !== undefined,
+  });
 
   let stopping: Promise<void> | undefined;
   const shutdown = () =>
@@ -463,17 +495,22 @@ export interface RunningWorker {
 /**
  * Starts a worker: loads the workflows, opens the KV and starts an engine that
  * claims and executes due work beside the other processes on the same KV.
+ * `onReady` gets the start line and its fields; by default they are logged.
  *
  * @throws {StartupError} when workflows fail to load or the KV cannot open.
  */
 export async function startWorker(
   config: ServerConfig,
-  onReady: (line: string) => void = console.log,
+  onReady: (line: string, record: StartRecord) => void = logStart,
 ): Promise<RunningWorker> {
   const { workflows, files } = await loadWorkflows(config.workflowPaths);
   const { kv, engine } = await openEngine(config, workflows);
   const served = workflows.map((wf) => `${wf.name} (${files.get(wf.name)})`).join(", ");
-  onReady(`Weft worker ${engine.workerId} · KV ${config.kvPath} · workflows: ${served}`);
+  onReady(`Weft worker ${engine.workerId} · KV ${config.kvPath} · workflows: ${served}`, {
+    workerId: engine.workerId,
+    kvPath: config.kvPath,
+    workflows: workflows.map((wf) => ({ name: wf.name, file: files.get(wf.name)! })),
+  });
   let stopping: Promise<void> | undefined;
   const shutdown = () =>
     stopping ??= (async () => {

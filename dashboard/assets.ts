@@ -16,6 +16,9 @@ export const STYLE_CSS = `
   --failed: #dc2626; --failed-bg: #fee2e2;
   --cancelled: #7c3aed; --cancelled-bg: #ede9fe;
   --skipped: #9ca3af; --skipped-bg: #fafafa;
+  --sleeping: #0891b2; --sleeping-bg: #cffafe;
+  --awaiting: #db2777; --awaiting-bg: #fce7f3;
+  --compensating: #ea580c; --compensating-bg: #ffedd5;
 }
 * { box-sizing: border-box; }
 body { margin: 0; font: 14px/1.45 system-ui, sans-serif; color: var(--fg); background: var(--bg); }
@@ -47,6 +50,20 @@ a { color: #1d4ed8; }
 .badge[data-status="succeeded"] { border-color: var(--succeeded); color: var(--succeeded); background: var(--succeeded-bg); }
 .badge[data-status="failed"] { border-color: var(--failed); color: var(--failed); background: var(--failed-bg); }
 .badge[data-status="cancelled"] { border-color: var(--cancelled); color: var(--cancelled); background: var(--cancelled-bg); }
+.badge[data-status="sleeping"] { border-color: var(--sleeping); color: var(--sleeping); background: var(--sleeping-bg); }
+.badge[data-status="awaiting"] { border-color: var(--awaiting); color: var(--awaiting); background: var(--awaiting-bg); }
+.badge[data-status="compensating"] { border-color: var(--compensating); color: var(--compensating); background: var(--compensating-bg); }
+.badge[data-status="skipped"] { border-style: dashed; }
+.kind-tag { display: inline-block; margin-left: .4rem; padding: 0 .35rem; border-radius: 4px;
+  font-size: 11px; color: var(--muted); border: 1px solid var(--line); }
+tr[data-phase="compensation"] td:first-child { border-left: 3px dashed var(--compensating); }
+.step-note { font-size: 12px; color: var(--muted); }
+.notice.info { border-color: var(--running); background: var(--running-bg); }
+form.send-event { background: var(--card); border: 1px solid var(--awaiting); border-radius: 6px;
+  padding: .6rem .8rem; margin: .8rem 0; display: flex; flex-direction: column; gap: .5rem; }
+form.send-event textarea { min-height: 5rem; }
+form.send-event .row { display: flex; gap: .8rem; flex-wrap: wrap; align-items: end; }
+ul.children { margin: .3rem 0 1rem; }
 form.filters { display: flex; gap: .8rem; align-items: end; margin-bottom: 1rem; flex-wrap: wrap; }
 label { display: flex; flex-direction: column; gap: .2rem; font-size: 12px; color: var(--muted); }
 select, input, textarea, button { font: inherit; padding: .35rem .5rem; border: 1px solid #d1d5db;
@@ -69,16 +86,30 @@ figure.dag { margin: 0 0 1rem; background: var(--card); border: 1px solid var(--
   padding: .5rem; overflow: auto; }
 svg.dag .edge { fill: none; stroke: #9ca3af; stroke-width: 1.5; }
 svg.dag .arrow { fill: #9ca3af; }
-svg.dag .node rect { fill: var(--pending-bg); stroke: var(--pending); stroke-width: 2; }
+svg.dag .node .shape { fill: var(--pending-bg); stroke: var(--pending); stroke-width: 2; }
+svg.dag .node .shape.stack { stroke-width: 1.5; }
+svg.dag .node .shape-detail { fill: none; stroke: var(--pending); stroke-width: 1.5; }
 svg.dag .node text { font: 13px system-ui, sans-serif; fill: var(--fg); text-anchor: middle; }
 svg.dag .node text.meta { font-size: 11px; fill: var(--muted); }
-svg.dag .node[data-status="running"] rect { fill: var(--running-bg); stroke: var(--running); }
-svg.dag .node[data-status="waiting"] rect { fill: var(--waiting-bg); stroke: var(--waiting); }
-svg.dag .node[data-status="succeeded"] rect { fill: var(--succeeded-bg); stroke: var(--succeeded); }
-svg.dag .node[data-status="failed"] rect { fill: var(--failed-bg); stroke: var(--failed); }
-svg.dag .node[data-status="cancelled"] rect { fill: var(--cancelled-bg); stroke: var(--cancelled); }
-svg.dag .node[data-status="skipped"] rect { fill: var(--skipped-bg); stroke: var(--skipped);
+svg.dag .node[data-status="running"] .shape { fill: var(--running-bg); stroke: var(--running); }
+svg.dag .node[data-status="waiting"] .shape { fill: var(--waiting-bg); stroke: var(--waiting); }
+svg.dag .node[data-status="sleeping"] .shape { fill: var(--sleeping-bg); stroke: var(--sleeping); }
+svg.dag .node[data-status="awaiting"] .shape { fill: var(--awaiting-bg); stroke: var(--awaiting); }
+svg.dag .node[data-status="succeeded"] .shape { fill: var(--succeeded-bg); stroke: var(--succeeded); }
+svg.dag .node[data-status="failed"] .shape { fill: var(--failed-bg); stroke: var(--failed); }
+svg.dag .node[data-status="cancelled"] .shape { fill: var(--cancelled-bg); stroke: var(--cancelled); }
+svg.dag .node[data-status="skipped"] .shape { fill: var(--skipped-bg); stroke: var(--skipped);
   stroke-dasharray: 4 3; }
+svg.dag .node[data-status="skipped"] { opacity: .75; }
+svg.dag .node[data-phase="compensation"] .shape { stroke-dasharray: 9 3; }
+svg.dag .node[data-phase="compensation"][data-status="skipped"] .shape { stroke-dasharray: 2 3; }
+svg.dag .lane rect { fill: var(--compensating-bg); fill-opacity: .35; stroke: var(--compensating);
+  stroke-dasharray: 6 4; }
+svg.dag .lane text { font: 11px system-ui, sans-serif; fill: var(--compensating); }
+svg.dag .map-bar .bar-track { fill: var(--line); }
+svg.dag .map-bar .bar-succeeded { fill: var(--succeeded); }
+svg.dag .map-bar .bar-running { fill: var(--running); }
+svg.dag .map-bar .bar-failed { fill: var(--failed); }
 .step-errors li { margin-bottom: .3rem; }
 `;
 
@@ -110,12 +141,34 @@ export const RUN_JS = `"use strict";
         tpl.innerHTML = await res.text();
         const next = tpl.content.getElementById("run-body");
         const current = document.getElementById("run-body");
-        if (next && current) current.replaceWith(next);
+        if (next && current) {
+          const focused = document.activeElement;
+          const start = focused && focused.selectionStart;
+          const end = focused && focused.selectionEnd;
+          keepForms(current, next);
+          current.replaceWith(next);
+          if (focused && next.contains(focused) && focused !== document.activeElement) {
+            focused.focus();
+            if (typeof start === "number") focused.setSelectionRange(start, end);
+          }
+        }
       } while (again);
     } catch (_) {
       // The next event or the final "end" refreshes again.
     } finally {
       busy = false;
+    }
+  }
+  // A form being filled in (the event form) survives the refresh while the
+  // new fragment still offers it, so typing, focus and its notice are kept.
+  function keepForms(current, next) {
+    for (const form of current.querySelectorAll("form[data-keep]")) {
+      for (const twin of next.querySelectorAll("form[data-keep]")) {
+        if (twin.dataset.keep === form.dataset.keep) {
+          twin.replaceWith(form);
+          break;
+        }
+      }
     }
   }
   function paint(step, status) {

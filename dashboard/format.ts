@@ -63,6 +63,39 @@ export function formatTime(iso: string | undefined): string {
 }
 
 /**
+ * A date and time to the minute, `2025-01-04 10:00 UTC`, for times that may
+ * be days away (a sleep's or a wait's `resumeAt`).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { formatDateTime } from "./format.ts";
+ * assert.ok(formatDateTime("2025-01-04T10:00:59.999Z") === "2025-01-04 10:00 UTC");
+ * ```
+ */
+export function formatDateTime(iso: string | undefined): string {
+  if (iso === undefined || Number.isNaN(Date.parse(iso))) return "—";
+  return `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`;
+}
+
+/**
+ * How far ahead an ISO time is, as of `nowMs`: `in 3d 00h`, or `due` once passed.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { formatUntil } from "./format.ts";
+ * assert.ok(formatUntil("1970-01-01T00:02:05.000Z", 0) === "in 2m 05s");
+ * assert.ok(formatUntil("1970-01-01T00:00:00.000Z", 5) === "due");
+ * ```
+ */
+export function formatUntil(iso: string, nowMs: number): string {
+  const ms = Date.parse(iso) - nowMs;
+  if (!Number.isFinite(ms)) return "—";
+  return ms <= 0 ? "due" : `in ${formatDuration(ms)}`;
+}
+
+/**
  * Indented JSON for a `<pre>`; `undefined` and unserializable values read as such.
  *
  * @example

@@ -26,9 +26,27 @@ export type JsonSchema = Record<string, unknown>;
  * ```
  */
 export function inputJsonSchema(def: AnyWorkflow): JsonSchema | undefined {
-  if (!(def.input instanceof z.ZodType)) return undefined;
+  return jsonSchemaOf(def.input);
+}
+
+/**
+ * The JSON Schema of any zod schema, such as a wait step's event payload
+ * schema (as accepted), or `undefined` when it is not zod's or cannot be
+ * rendered.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { z } from "zod";
+ * import { jsonSchemaOf } from "./input_schema.ts";
+ * assert.ok(jsonSchemaOf(z.object({ by: z.string() }))?.type === "object");
+ * assert.ok(jsonSchemaOf({ safeParse: () => ({ success: true }) }) === undefined);
+ * ```
+ */
+export function jsonSchemaOf(schema: unknown): JsonSchema | undefined {
+  if (!(schema instanceof z.ZodType)) return undefined;
   try {
-    return z.toJSONSchema(def.input, { io: "input", unrepresentable: "any" }) as JsonSchema;
+    return z.toJSONSchema(schema, { io: "input", unrepresentable: "any" }) as JsonSchema;
   } catch {
     return undefined;
   }

@@ -8,8 +8,15 @@ import { type Child, createContext, useContext } from "hono/jsx";
 import type { HtmlEscapedString } from "hono/utils/html";
 import { raw } from "hono/html";
 import { isTerminalRun, type RunSnapshot, RunStatus, type RunSummary } from "../mod.ts";
-import { Dag } from "./dag.tsx";
-import { formatAge, formatDuration, formatTime, prettyJson } from "./format.ts";
+import { Dag, stepView } from "./dag.tsx";
+import {
+  formatAge,
+  formatDateTime,
+  formatDuration,
+  formatTime,
+  formatUntil,
+  prettyJson,
+} from "./format.ts";
 
 /** What a component renders to. */
 export type Markup = HtmlEscapedString | Promise<HtmlEscapedString>;
@@ -222,14 +229,130 @@ export function RunsPage(props: RunsPageProps): Markup {
   );
 }
 
+/** The form that sends an event to a run, for an event one of its steps is `awaiting`. */
+export interface EventFormProps {
+  /** The event's name, pre-filled from the waiting step. */
+  event: string;
+  /** The step that waits for it. */
+  step: string;
+  /** The text of the payload box. */
+  payloadText: string;
+  /** The idempotency key box. */
+  idempotencyKey?: string;
+  /** The JSON Schema of the payload, if it has one. */
+  schema?: unknown;
+  /** Why the last submission was refused. */
+  error?: string;
+  /** What the schema found wrong with it. */
+  issues?: readonly FormIssue[];
+}
+
+/** What the run page shows: the run, and what the routes looked up for it. */
+export interface RunBodyProps {
+  /** The run. */
+  run: RunSnapshot;
+  /** Now, in epoch milliseconds, for ages and resume times. */
+  nowMs: number;
+  /** One form per event that a step of the run is `awaiting`. */
+  events?: readonly EventFormProps[];
+  /** The status of each child run, by id, where it could be read. */
+  childStatuses?: Readonly<Record<string, string>>;
+}
+
+/** The event form; `data-keep` lets the page's script keep it, as typed, across refreshes. */
+function EventForm(props: { runId: string; form: EventFormProps }): Markup {
+  const { form } = props;
+  return (
+    <form
+      class="send-event"
+      method="post"
+      action={`${runHref(props.runId)}/events`}
+      data-keep={`event:${form.event}`}
+    >
+      <strong>
+        Step <code>{form.step}</code> waits for event <code>{form.event}</code>
+      </strong>
+      {form.error && <Notice title={form.error} issues={form.issues} />}
+      <div class="row">
+        <label>
+          Event
+          <input type="text" name="event" value={form.event} required />
+        </label>
+        <label>
+          Idempotency key (optional)
+          <input type="text" name="key" value={form.idempotencyKey ?? ""} />
+        </label>
+      </div>
+      <label>
+        Payload (JSON)
+        <textarea name="payload" spellcheck={false}>{form.payloadText}</textarea>
+      </label>
+      {form.schema !== undefined && (
+        <details>
+          <summary>Payload schema</summary>
+          <pre class="schema">{prettyJson(form.schema)}</pre>
+        </details>
+      )}
+      <p>
+        <button type="submit">Send event</button>
+      </p>
+    </form>
+  );
+}
+
+/** What a step's row says under its status: retries, resume times, why it was skipped. */
+function StepNotes(props: { step: RunSnapshot["steps"][string]; nowMs: number }): Markup {
+  const s = props.step;
+  const view = stepView(s);
+  const at = (iso: string) => `${formatDateTime(iso)} (${formatUntil(iso, props.nowMs)})`;
+  return (
+    <>
+      {s.nextAttemptAt && <div class="muted">next attempt at {formatTime(s.nextAttemptAt)}</div>}
+      {view.kind === "wait" && s.event && (
+        <div class="step-note wait-event">
+          event <code>{s.event}</code>
+          {s.status === "awaiting" && !s.resumeAt && ", no timeout"}
+        </div>
+      )}
+      {s.resumeAt && (
+        <div class="step-note resume-at">
+          {view.kind === "wait" ? "times out at " : "resumes at "}
+          <time datetime={s.resumeAt}>{at(s.resumeAt)}</time>
+        </div>
+      )}
+      {view.map && (
+        <div class="step-note map-counts">
+          {`${view.map.succeeded} of ${view.map.total} done, ${view.map.running} running, ${view.map.failed} failed`}
+        </div>
+      )}
+      {view.childRunId && (
+        <div class="step-note child-run">
+          child run{" "}
+          <a href={runHref(view.childRunId)}>
+            <code>{view.childRunId}</code>
+          </a>
+        </div>
+      )}
+      {s.status === "skipped" && s.skipReason && (
+        <div class="step-note skip-reason">skipped: {s.skipReason}</div>
+      )}
+    </>
+  );
+}
+
 /**
  * The live part of the run page, also served alone as a fragment that the
  * page's script swaps in after each transition.
  */
-export function RunBody(props: { run: RunSnapshot; nowMs: number }): Markup {
+export function RunBody(props: RunBodyProps): Markup {
   const { run } = props;
   const terminal = isTerminalRun(run.status);
   const steps = Object.entries(run.steps);
+  const parent = (run as RunSnapshot & { parent?: { runId?: unknown; step?: unknown } }).parent;
+  const children = steps.flatMap(([name, s]) => {
+    const id = stepView(s).childRunId;
+    return id ? [{ step: name, runId: id, status: s.status }] : [];
+  });
   return (
     <section id="run-body" data-run-id={run.id}>
       <div class="run-head">
@@ -242,6 +365,20 @@ export function RunBody(props: { run: RunSnapshot; nowMs: number }): Markup {
         </span>
         {run.durationMs !== undefined && (
           <span class="muted">took {formatDuration(run.durationMs)}</span>
+        )}
+        {parent && typeof parent.runId === "string" && (
+          <span class="parent-run">
+            child of run{" "}
+            <a href={runHref(parent.runId)}>
+              <code>{parent.runId}</code>
+            </a>
+            {typeof parent.step === "string" && (
+              <>
+                {" "}(step{" "}
+                <a href={`${runHref(parent.runId)}#step-${parent.step}`}>{parent.step}</a>)
+              </>
+            )}
+          </span>
         )}
         {!terminal && (
           <form method="post" action={`${runHref(run.id)}/cancel`}>
@@ -257,9 +394,27 @@ export function RunBody(props: { run: RunSnapshot; nowMs: number }): Markup {
           }`}
         />
       )}
+      {!terminal &&
+        props.events?.map((form) => <EventForm key={form.event} runId={run.id} form={form} />)}
       <figure class="dag">
-        <Dag run={run} />
+        <Dag run={run} childHref={runHref} />
       </figure>
+      {children.length > 0 && (
+        <>
+          <h2>Child runs</h2>
+          <ul class="children">
+            {children.map((child) => (
+              <li data-child-run={child.runId}>
+                <a href={runHref(child.runId)}>
+                  <code>{child.runId}</code>
+                </a>{" "}
+                from step <a href={`#step-${child.step}`}>{child.step}</a>{" "}
+                <StatusBadge status={props.childStatuses?.[child.runId] ?? child.status} />
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
       <h2>Steps</h2>
       <table class="steps">
         <thead>
@@ -274,24 +429,32 @@ export function RunBody(props: { run: RunSnapshot; nowMs: number }): Markup {
           </tr>
         </thead>
         <tbody>
-          {steps.map(([name, s]) => (
-            <tr id={`step-${name}`} data-step-row={name}>
-              <td>
-                <strong>{name}</strong>
-              </td>
-              <td>
-                <StatusBadge status={s.status} step={name} />
-                {s.nextAttemptAt && (
-                  <div class="muted">next attempt at {formatTime(s.nextAttemptAt)}</div>
-                )}
-              </td>
-              <td>{s.attempts}</td>
-              <td>{s.needs.length === 0 ? "—" : s.needs.join(", ")}</td>
-              <td>{formatTime(s.startedAt)}</td>
-              <td>{formatTime(s.finishedAt)}</td>
-              <td>{s.durationMs === undefined ? "—" : formatDuration(s.durationMs)}</td>
-            </tr>
-          ))}
+          {steps.map(([name, s]) => {
+            const view = stepView(s);
+            return (
+              <tr
+                id={`step-${name}`}
+                data-step-row={name}
+                data-kind={view.kind}
+                data-phase={view.phase}
+              >
+                <td>
+                  <strong>{name}</strong>
+                  {view.kind !== "task" && <span class="kind-tag">{view.kind}</span>}
+                  {view.phase === "compensation" && <span class="kind-tag">compensation</span>}
+                </td>
+                <td>
+                  <StatusBadge status={s.status} step={name} />
+                  <StepNotes step={s} nowMs={props.nowMs} />
+                </td>
+                <td>{s.attempts}</td>
+                <td>{s.needs.length === 0 ? "—" : s.needs.join(", ")}</td>
+                <td>{formatTime(s.startedAt)}</td>
+                <td>{formatTime(s.finishedAt)}</td>
+                <td>{s.durationMs === undefined ? "—" : formatDuration(s.durationMs)}</td>
+              </tr>
+            );
+          })}
         </tbody>
       </table>
       {steps.map(([name, s]) =>
@@ -331,14 +494,20 @@ export function RunBody(props: { run: RunSnapshot; nowMs: number }): Markup {
 }
 
 /** `GET /ui/runs/:id`: a run's DAG and steps, following the event stream. */
-export function RunPage(props: { run: RunSnapshot; nowMs: number; notice?: string }): Markup {
+export function RunPage(props: RunBodyProps & { notice?: string; info?: string }): Markup {
+  const { notice, info, ...body } = props;
   return (
     <Layout title={`Run ${props.run.id}`} script="/ui/assets/run.js">
       <h1>
         Run <code>{props.run.id}</code>
       </h1>
-      {props.notice && <Notice title={props.notice} />}
-      <RunBody run={props.run} nowMs={props.nowMs} />
+      {notice && <Notice title={notice} />}
+      {info && (
+        <div class="notice info" role="status">
+          <strong>{info}</strong>
+        </div>
+      )}
+      <RunBody {...body} />
     </Layout>
   );
 }

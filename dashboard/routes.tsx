@@ -1,6 +1,7 @@
 /**
  * The web dashboard as a Hono app: the run list at `GET /`, run pages under
- * `/ui/runs/:id`, the start form at `/ui/start`, and their static assets.
+ * `/ui/runs/:id` (with the cancel and send-event forms), the start form at
+ * `/ui/start`, and their static assets.
  * Server-rendered with Hono's JSX; the run page's only script follows
  * `GET /runs/:id/events` (see `observability/events.ts`).
  *
@@ -13,20 +14,26 @@ import { csrf } from "hono/csrf";
 import type { HtmlEscapedString } from "hono/utils/html";
 import {
   type Engine,
+  InputTooLargeError,
   InvalidArgumentError,
   InvalidInputError,
+  isTerminalRun,
   RunFinishedError,
   RunNotFoundError,
+  type RunSnapshot,
   RunStatus,
+  UnknownEventError,
   UnknownWorkflowError,
 } from "../mod.ts";
 import { SESSION_COOKIE } from "../http/auth.ts";
 import { FAVICON_SVG, RUN_JS, STYLE_CSS } from "./assets.ts";
-import { exampleOf, inputJsonSchema } from "./input_schema.ts";
+import { exampleOf, inputJsonSchema, jsonSchemaOf } from "./input_schema.ts";
 import {
   ErrorPage,
+  type EventFormProps,
   type FormIssue,
   RunBody,
+  type RunBodyProps,
   RunPage,
   RunsPage,
   SignedIn,
@@ -34,7 +41,10 @@ import {
 } from "./pages.tsx";
 
 /** What the dashboard needs of an engine. */
-export type DashboardEngine = Pick<Engine, "workflows" | "list" | "get" | "start" | "cancel">;
+export type DashboardEngine = Pick<
+  Engine,
+  "workflows" | "list" | "get" | "start" | "cancel" | "signal"
+>;
 
 /** Options of {@linkcode dashboardRoutes}. */
 export interface DashboardOptions {
@@ -42,7 +52,7 @@ export interface DashboardOptions {
   now?: () => number;
   /** Runs per page of the list. @default {25} */
   pageSize?: number;
-  /** Largest start-form body accepted, in bytes. @default {1048576} */
+  /** Largest start-form or event-form body accepted, in bytes. @default {1048576} */
   maxFormBytes?: number;
 }
 
@@ -57,6 +67,11 @@ export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
 };
 
 type Status = 200 | 400 | 404 | 409 | 413 | 422;
+
+/** The most child runs whose status a parent's page reads. */
+const MAX_CHILD_LOOKUPS = 50;
+
+const runHref = (id: string) => `/ui/runs/${encodeURIComponent(id)}`;
 
 async function page(
   c: Context,
@@ -144,11 +159,55 @@ export function dashboardRoutes(engine: DashboardEngine, options: DashboardOptio
 
   app.get("/ui", (c) => c.redirect("/", 302));
 
+  /**
+   * What the run page shows besides the run: a send-event form per event a
+   * step awaits (`sent` replaces the defaults of the one just submitted) and
+   * the status of each child run.
+   */
+  async function runView(run: RunSnapshot, sent?: EventFormProps): Promise<RunBodyProps> {
+    const def = engine.workflows.find((w) => w.name === run.workflow);
+    const events: EventFormProps[] = [];
+    for (const [step, s] of Object.entries(run.steps)) {
+      if (s.status !== "awaiting" || !s.event || events.some((e) => e.event === s.event)) continue;
+      const schema = jsonSchemaOf(def?.getStep(step)?.wait?.schema);
+      events.push(
+        sent?.event === s.event ? { ...sent, step, schema } : {
+          event: s.event,
+          step,
+          schema,
+          payloadText: JSON.stringify(schema ? exampleOf(schema) ?? {} : {}, null, 2),
+        },
+      );
+    }
+    // A submission for an event no step awaits (a typo) is shown again, to fix.
+    if (sent && !events.some((e) => e.event === sent.event)) {
+      const i = events.findIndex((e) => e.step === sent.step);
+      if (i >= 0) events[i] = { ...sent, schema: events[i].schema };
+      else events.unshift(sent);
+    }
+    const childStatuses: Record<string, string> = {};
+    const childIds = Object.values(run.steps).flatMap((s) => {
+      const id = (s as { childRunId?: unknown }).childRunId;
+      return typeof id === "string" ? [id] : [];
+    });
+    // A parent page looks up at most this many children, each one KV read.
+    await Promise.all(
+      childIds.slice(0, MAX_CHILD_LOOKUPS).map(async (id) => {
+        try {
+          childStatuses[id] = (await engine.get(id)).status;
+        } catch (error) {
+          if (!(error instanceof RunNotFoundError)) throw error;
+        }
+      }),
+    );
+    return { run, nowMs: now(), events, childStatuses };
+  }
+
   app.get("/ui/runs/:id", async (c) => {
     const runId = c.req.param("id");
     try {
       const run = await engine.get(runId);
-      return page(c, <RunPage run={run} nowMs={now()} />);
+      return page(c, <RunPage {...await runView(run)} />);
     } catch (error) {
       return notFound(c, error);
     }
@@ -157,7 +216,7 @@ export function dashboardRoutes(engine: DashboardEngine, options: DashboardOptio
   app.get("/ui/runs/:id/fragment", async (c) => {
     try {
       const run = await engine.get(c.req.param("id"));
-      return page(c, <RunBody run={run} nowMs={now()} />);
+      return page(c, <RunBody {...await runView(run)} />);
     } catch (error) {
       if (!(error instanceof RunNotFoundError)) throw error;
       return c.html("", 404, SECURITY_HEADERS);
@@ -168,15 +227,82 @@ export function dashboardRoutes(engine: DashboardEngine, options: DashboardOptio
     const runId = c.req.param("id");
     try {
       await engine.cancel(runId, { reason: "cancelled from the dashboard" });
-      return c.redirect(`/ui/runs/${encodeURIComponent(runId)}`, 303);
+      return c.redirect(runHref(runId), 303);
     } catch (error) {
       if (error instanceof RunFinishedError || error instanceof InvalidArgumentError) {
         const run = await engine.get(runId);
-        return page(c, <RunPage run={run} nowMs={now()} notice={error.message} />, 409);
+        return page(c, <RunPage {...await runView(run)} notice={error.message} />, 409);
       }
       return notFound(c, error);
     }
   });
+
+  app.post(
+    "/ui/runs/:id/events",
+    bodyLimit({
+      maxSize: options.maxFormBytes ?? 1024 * 1024,
+      onError: (c) => page(c, <ErrorPage title="Too large" message="The form is too large" />, 413),
+    }),
+    async (c) => {
+      const runId = c.req.param("id");
+      const form = await c.req.parseBody();
+      const text = (name: string) => typeof form[name] === "string" ? form[name] as string : "";
+      const event = text("event").trim();
+      const payloadText = text("payload");
+      const key = text("key").trim();
+      let run: RunSnapshot;
+      try {
+        run = await engine.get(runId);
+      } catch (error) {
+        return notFound(c, error);
+      }
+      const step = Object.entries(run.steps).find(([, s]) => s.event === event)?.[0] ??
+        Object.entries(run.steps).find(([, s]) => s.status === "awaiting")?.[0] ?? "";
+      const again = async (status: Status, error: string, issues?: readonly FormIssue[]) => {
+        const fresh = await engine.get(runId).catch(() => run);
+        const sent = { event, step, payloadText, idempotencyKey: key, error, issues };
+        const view = await runView(fresh, sent);
+        const notice = isTerminalRun(fresh.status) ? error : undefined;
+        return page(c, <RunPage {...view} notice={notice} />, status);
+      };
+      if (!event) return again(400, "Name the event to send");
+      let payload: unknown;
+      try {
+        payload = JSON.parse(payloadText);
+      } catch (error) {
+        return again(400, "The payload is not valid JSON", [
+          { path: [], message: (error as Error).message },
+        ]);
+      }
+      try {
+        const result = await engine.signal(runId, event, payload, key ? { key } : {});
+        if (result.duplicate) {
+          const view = await runView(await engine.get(runId));
+          return page(
+            c,
+            <RunPage
+              {...view}
+              info={`An event with key '${key}' was already sent to this run; this one was not delivered again`}
+            />,
+          );
+        }
+        return c.redirect(runHref(runId), 303);
+      } catch (error) {
+        if (error instanceof InvalidInputError) {
+          return again(
+            400,
+            `The payload does not match the schema of event '${event}'`,
+            error.issues,
+          );
+        }
+        if (error instanceof UnknownEventError) return again(404, error.message);
+        if (error instanceof RunFinishedError) return again(409, error.message);
+        if (error instanceof InputTooLargeError) return again(413, error.message);
+        if (error instanceof InvalidArgumentError) return again(400, error.message);
+        return notFound(c, error);
+      }
+    },
+  );
 
   const startForm = (workflow: string | undefined, extra: {
     inputText?: string;

@@ -88,7 +88,7 @@ export class FakeClock implements Clock {
   #timers: FakeTimer[] = [];
 
   /** Creates a clock that reads `startMs` until moved. */
-  constructor(startMs = Date.UTC(2026, 0, 1)) {
+  constructor(startMs: number = Date.UTC(2026, 0, 1)) {
     this.#now = startMs;
   }
 

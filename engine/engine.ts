@@ -276,7 +276,7 @@ const RUN_ID_PATTERN = /^[0-9A-HJKMNP-TV-Z]{26}$/;
 /** Anything that is not a run id names no run (and never reaches KV as an oversized key). */
 function checkRunId(runId: string): void {
   if (typeof runId !== "string" || !RUN_ID_PATTERN.test(runId)) {
-    throw new RunNotFoundError(String(runId).slice(0, 80));
+    throw new RunNotFoundError(String(runId).slice(0, 80), { malformed: true });
   }
 }
 

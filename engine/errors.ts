@@ -331,22 +331,29 @@ export class UnknownWorkflowError extends WeftError {
 }
 
 /**
- * No run has that id.
+ * No run has that id. When the id is not even shaped like one (`malformed`),
+ * the message says what run ids look like.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
  * import { RunNotFoundError } from "./errors.ts";
  * assert.ok(new RunNotFoundError("r1").runId === "r1");
+ * const err = new RunNotFoundError("r1", { malformed: true });
+ * assert.ok(err.message.endsWith("run ids are 26-character ULIDs"));
  * ```
  */
 export class RunNotFoundError extends WeftError {
   /** The id that was asked for. */
   readonly runId: string;
+  /** Whether the id is not shaped like a run id at all. */
+  readonly malformed: boolean;
   /** Creates the error for an id. */
-  constructor(runId: string) {
-    super(`Run '${runId}' not found`);
+  constructor(runId: string, options: { malformed?: boolean } = {}) {
+    const malformed = options.malformed ?? false;
+    super(`Run '${runId}' not found${malformed ? ": run ids are 26-character ULIDs" : ""}`);
     this.runId = runId;
+    this.malformed = malformed;
   }
 }
 

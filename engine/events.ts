@@ -6,7 +6,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { AttemptInterruptedError, StepTimeoutError } from "./errors.ts";
-import type { HistoryEvent } from "./records.ts";
+import type { HistoryEvent, RunHistoryEvent, StepHistoryEvent } from "./records.ts";
 import type { RunStatus } from "./states.ts";
 
 const log = getLogger(["weft", "engine"]);
@@ -80,7 +80,7 @@ function logEvent({ runId, workflow, event }: EngineEvent): void {
       durationMs: event.durationMs,
       error: event.error,
     };
-    if (event.to === "failed") log.warn(RUN_MESSAGES.failed, props);
+    if (event.to === "failed") log.warn(RUN_MESSAGES.failed, { ...props, ...failedStepOf(event) });
     else log.info(RUN_MESSAGES[event.to], props);
     return;
   }
@@ -92,6 +92,7 @@ function logEvent({ runId, workflow, event }: EngineEvent): void {
     durationMs: event.durationMs,
     error: event.error,
     status: event.to,
+    ...retryOf(event),
   };
   const timedOut = event.error?.name === StepTimeoutError.name;
   const interrupted = event.error?.name === AttemptInterruptedError.name;
@@ -104,8 +105,14 @@ function logEvent({ runId, workflow, event }: EngineEvent): void {
       break;
     case "waiting":
       if (interrupted) log.warn("Step {step} attempt {attempt} was interrupted; recovering", props);
-      else if (timedOut) log.warn("Step {step} attempt {attempt} timed out; retrying", props);
-      else log.warn("Step {step} attempt {attempt} failed, retrying: {error.message}", props);
+      else if (timedOut) {
+        log.warn("Step {step} attempt {attempt} timed out; retrying in {delayMs} ms", props);
+      } else {
+        log.warn(
+          "Step {step} attempt {attempt} failed, retrying in {delayMs} ms: {error.message}",
+          props,
+        );
+      }
       break;
     case "failed":
       if (timedOut) log.error("Step {step} attempt {attempt} timed out; giving up", props);
@@ -114,4 +121,22 @@ function logEvent({ runId, workflow, event }: EngineEvent): void {
     default:
       log.info(`Step {step} ${event.to}`, props);
   }
+}
+
+/**
+ * When a retry is due, for the record of the attempt that failed: the time
+ * as ISO 8601 (as `@timestamp` is) and the wait from the failure.
+ */
+function retryOf(event: StepHistoryEvent): { nextAttemptAt?: string; delayMs?: number } {
+  if (event.nextAttemptAt === undefined) return {};
+  return {
+    nextAttemptAt: new Date(event.nextAttemptAt).toISOString(),
+    delayMs: Math.max(0, event.nextAttemptAt - event.at),
+  };
+}
+
+/** The step whose failure failed the run, at the top level of the run-failed record. */
+function failedStepOf(event: RunHistoryEvent): { failedStep?: string } {
+  const step = event.error?.details?.step;
+  return typeof step === "string" ? { failedStep: step } : {};
 }

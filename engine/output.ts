@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { withArticle } from "./english.ts";
 import { OutputError } from "./errors.ts";
 import type { OutputRef } from "./records.ts";
 
@@ -27,10 +28,10 @@ export interface EncodedOutput {
 function describe(value: unknown): string {
   if (typeof value === "object" && value !== null) {
     const name = Object.getPrototypeOf(value)?.constructor?.name;
-    return name ? `a ${name}` : "an object";
+    return name ? withArticle(name) : "an object";
   }
   if (typeof value === "number") return `the number ${value}`;
-  return `a ${typeof value}`;
+  return withArticle(typeof value);
 }
 
 /** Finds the first value JSON would silently change or refuse. */
@@ -55,6 +56,8 @@ function findUnserializable(value: unknown, path: string, seen: Set<object>): st
   try {
     if (Array.isArray(obj)) {
       for (let i = 0; i < obj.length; i++) {
+        // JSON writes undefined (and a hole) in an array as null: keep that too.
+        if (obj[i] === undefined) continue;
         const problem = findUnserializable(obj[i], `${path}[${i}]`, seen);
         if (problem) return problem;
       }

@@ -31,6 +31,9 @@ Deno.test("encodeOutput refuses oversized and non-JSON outputs naming step, size
     [{ m: new Map() }, /a Map at output\.m/],
     [[1, () => 1], /a function at output\[1\]/],
     [{ x: NaN }, /the number NaN at output\.x/],
+    [{ e: new Error("boom") }, /an Error at output\.e/],
+    [{ b: new ArrayBuffer(1) }, /an ArrayBuffer at output\.b/],
+    [[Symbol("s")], /a symbol at output\[0\]/],
   ];
   for (const [value, message] of cases) {
     assert.throws(() => encodeOutput("s", 1, value, 1024), (e: unknown) => {
@@ -43,4 +46,11 @@ Deno.test("encodeOutput refuses oversized and non-JSON outputs naming step, size
   const cyclic: Record<string, unknown> = {};
   cyclic.self = cyclic;
   assert.throws(() => encodeOutput("s", 1, cyclic, 1024), /circular reference at output\.self/);
+});
+
+Deno.test("encodeOutput stores undefined inside arrays as null, as JSON does", () => {
+  const out = encodeOutput("s", 1, { b: [undefined, 1, , 2] }, 1024);
+  assert.deepEqual(out.value, { b: [null, 1, null, 2] });
+  assert.deepEqual(decodeOutput(out.ref, []), { b: [null, 1, null, 2] });
+  assert.deepEqual(encodeOutput("s", 1, [[undefined]], 1024).value, [[null]]);
 });

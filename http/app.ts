@@ -13,6 +13,7 @@ import {
   LOGIN_PUBLIC_PATHS,
   loginRoutes,
 } from "../dashboard/login.tsx";
+import { accessLog, type AccessRecord } from "./access_log.ts";
 import { bearerAuth, createSessions, sameOriginWrites } from "./auth.ts";
 import { DEFAULT_MAX_BODY_BYTES, limitBody } from "./body.ts";
 import { ApiError, ErrorCode, toApiError } from "./errors.ts";
@@ -48,6 +49,11 @@ export interface AppOptions {
    * @default {logging it with LogTape under ["weft", "http"]}
    */
   onUnexpectedError?: (error: unknown) => void;
+  /**
+   * Receives one record per request: method, route pattern, status, duration.
+   * @default {logging it with LogTape under ["weft", "http"], at info (debug for /healthz and /metrics)}
+   */
+  onRequest?: (record: AccessRecord) => void;
   /**
    * Adds more routes after the API's own, such as a dashboard or metrics.
    * They get the same guards (token, body limit), error mapping and 404.
@@ -120,6 +126,7 @@ export function createApp(options: AppOptions): Hono {
       .getResponse()
   );
 
+  app.use("*", accessLog({ write: options.onRequest }));
   app.use("*", sameOriginWrites());
   const sessions = token === undefined ? undefined : createSessions(token, { now: options.now });
   if (token !== undefined) {

@@ -135,8 +135,8 @@ export function honoPath(path: string): string {
  *   params: RunParams,
  *   responses: { 200: { description: "The run" } },
  * }, (c, { params }) => c.json({ id: params.id }));
- * const res = await app.request("/runs/not-an-id");
- * assert.ok(res.status === 400);
+ * const res = await app.request("/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV?verbose=1");
+ * assert.ok(res.status === 400); // an unknown query parameter
  * ```
  */
 export function addRoute<

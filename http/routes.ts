@@ -100,6 +100,9 @@ export function describeWorkflow(wf: AnyWorkflow): WorkflowInfo {
 
 const error = (description: string): ResponseSpec => ({ description, schema: ErrorBodySchema });
 
+const NO_SUCH_RUN =
+  "No run has that id, well-formed or not (the message says when it is not a 26-character ULID)";
+
 /**
  * Registers every API route on `app` and returns their specs, in the order of
  * the API's table.
@@ -209,8 +212,8 @@ export function addApiRoutes(app: Hono, deps: RouteDeps): RouteSpec[] {
     params: RunParams,
     responses: {
       200: { description: "The run", schema: RunSnapshotSchema },
-      400: error("The id is not a run id, or a query parameter was given"),
-      404: error("No run has that id"),
+      400: error("A query parameter was given"),
+      404: error(NO_SUCH_RUN),
     },
   }, async (c, { params }) => c.json(await engine.get(params.id))));
 
@@ -239,8 +242,8 @@ export function addApiRoutes(app: Hono, deps: RouteDeps): RouteSpec[] {
     query: WaitQuery,
     responses: {
       200: { description: "The run, terminal or not", schema: RunSnapshotSchema },
-      400: error("The id or timeoutMs is invalid, or an unknown query parameter"),
-      404: error("No run has that id"),
+      400: error("timeoutMs is invalid, or an unknown query parameter"),
+      404: error(NO_SUCH_RUN),
       409: error("The run is live but this server does not serve its workflow"),
     },
   }, async (c, { params, query }) => {
@@ -272,9 +275,9 @@ export function addApiRoutes(app: Hono, deps: RouteDeps): RouteSpec[] {
     params: RunParams,
     responses: {
       202: { description: "The run, now cancelled", schema: RunSnapshotSchema },
-      400: error("The id is not a run id, or a query parameter was given"),
+      400: error("A query parameter was given"),
       403: error("A cross-origin request from a browser"),
-      404: error("No run has that id"),
+      404: error(NO_SUCH_RUN),
       409: error("The run has already finished, or this server does not serve its workflow"),
     },
   }, async (c, { params }) => {

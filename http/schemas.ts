@@ -64,9 +64,19 @@ function queryInt(min: number, max: number) {
 
 /** Path parameters of `/workflows/{name}` routes. */
 export const WorkflowParams = z.strictObject({ name: WorkflowName });
+/**
+ * A run id in a path. Not checked against the ULID pattern here: an id that
+ * names no run, malformed or not, is a 404 (the engine's `RunNotFoundError`,
+ * whose message then says what run ids look like), never a 400.
+ */
+export const RunIdParam = meta(z.string(), {
+  description: "A run id: a ULID (26 characters of Crockford's base32, upper case). " +
+    "Any other value names no run and is answered 404",
+});
+
 /** Path parameters of `/runs/{id}/events/{event}`. */
 export const EventParams = z.strictObject({
-  id: RunId,
+  id: RunIdParam,
   event: meta(
     z.string().regex(WORKFLOW_NAME_PATTERN, "Must be an event name: 1-64 URL-safe characters"),
     { description: "The event's name, as the workflow's wait step names it" },
@@ -94,7 +104,7 @@ export const SignalResultSchema = meta(
   { id: "SignalResult", description: "The event stored in the run's mailbox" },
 );
 /** Path parameters of `/runs/{id}` routes. */
-export const RunParams = z.strictObject({ id: RunId });
+export const RunParams = z.strictObject({ id: RunIdParam });
 /** The query of routes that take none: any parameter is an error. */
 export const NoQuery = z.strictObject({});
 

@@ -35,6 +35,7 @@ import {
   type RetryPolicy,
   retryPolicyProblem,
 } from "../engine/retry.ts";
+import { kindOptionProblems, stepOptionProblems, workflowOptionProblems } from "./options.ts";
 
 /**
  * The logger a step gets. Records carry the run's fields; messages may use
@@ -394,6 +395,8 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
       throw new WorkflowDefinitionError(this.name, String(name), problem);
     };
     if (typeof options !== "object" || options === null) fail("sleep options are missing");
+    const optionProblem = kindOptionProblems("sleep", options).join("; ");
+    if (optionProblem) fail(optionProblem);
     const { durationMs, until } = options as { durationMs?: unknown; until?: unknown };
     if ((durationMs === undefined) === (until === undefined)) {
       fail("a sleep takes exactly one of 'durationMs' and 'until'");
@@ -462,6 +465,8 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
       throw new WorkflowDefinitionError(this.name, String(name), problem);
     };
     if (typeof options !== "object" || options === null) fail("wait options are missing");
+    const optionProblem = kindOptionProblems("wait", options).join("; ");
+    if (optionProblem) fail(optionProblem);
     if (typeof options.event !== "string" || !NAME_PATTERN.test(options.event)) {
       fail(
         "'event' must be 1-64 characters of letters, digits, '_', '.' or '-', starting with a letter or digit",
@@ -511,6 +516,8 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
       throw new WorkflowDefinitionError(this.name, String(name), problem);
     };
     if (typeof options !== "object" || options === null) fail("child options are missing");
+    const optionProblem = kindOptionProblems("child", options).join("; ");
+    if (optionProblem) fail(optionProblem);
     if (!isWorkflow(options.workflow)) fail("'workflow' must be a workflow");
     if (options.workflow.name === this.name) fail("a workflow cannot run itself as a child");
     if (typeof options.input !== "function") {
@@ -536,7 +543,8 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
     const fail = (problem: string): never => {
       throw new WorkflowDefinitionError(this.name, String(name), problem);
     };
-    const common = this.#checkCommon(name, options, fail);
+    // Its options were checked by the builder method, against its kind's list.
+    const common = this.#checkCommon(name, options, fail, () => []);
     const step: StepDefinition = Object.freeze({
       name,
       ...spec,
@@ -558,12 +566,15 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
     // deno-lint-ignore no-explicit-any
     options: CommonStepOptions<any, any>,
     fail: (problem: string) => never,
+    optionProblems: (options: unknown) => string[],
   ): Pick<StepDefinition, "needs" | "when" | "skippedNeeds"> {
     if (typeof name !== "string" || !NAME_PATTERN.test(name)) {
       fail(
         `a step name must be 1-64 characters of letters, digits, '_', '.' or '-', starting with a letter or digit`,
       );
     }
+    const optionProblem = optionProblems(options).join("; ");
+    if (optionProblem) fail(optionProblem);
     if (this.steps.some((s) => s.name === name)) fail("a step of that name is already declared");
     if (this.forwardSteps.length >= MAX_STEPS) {
       fail(`a workflow has at most ${MAX_STEPS} steps, as ending a run writes them in one commit`);
@@ -634,7 +645,7 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
     const fail = (problem: string): never => {
       throw new WorkflowDefinitionError(this.name, String(name), problem);
     };
-    const common = this.#checkCommon(name, options, fail);
+    const common = this.#checkCommon(name, options, fail, stepOptionProblems);
     if (typeof fn !== "function") fail("the step function is missing");
     if (options.compensate !== undefined && typeof options.compensate !== "function") {
       fail("'compensate' must be a function");
@@ -773,6 +784,8 @@ export function workflow<I = unknown>(
       "a workflow name must be 1-64 characters of letters, digits, '_', '.' or '-', starting with a letter or digit",
     );
   }
+  const optionProblem = workflowOptionProblems(options).join("; ");
+  if (optionProblem) throw new WorkflowDefinitionError(name, undefined, optionProblem);
   const defaults = options.defaults ?? {};
   if (
     defaults.timeoutMs !== undefined &&

@@ -22,7 +22,9 @@ interface PageGlobals {
     documentElement: { dataset: Record<string, string | undefined> };
     querySelectorAll(selector: string): ArrayLike<{ getAttribute(name: string): string | null }>;
   };
-  getComputedStyle(element: unknown): { stroke: string };
+  getComputedStyle(
+    element: unknown,
+  ): { stroke: string; strokeDasharray: string; borderTopColor: string };
 }
 
 /** Runs in the page: whether every DAG node is green. */
@@ -130,6 +132,135 @@ Deno.test({
         assert.equal((await engine.get(run.id)).status, "cancelled");
         assert.equal(await page.$("button:text('Cancel run')"), null);
       });
+
+      await t.step(
+        "control-flow shapes colour live, and the event form sends an event",
+        async () => {
+          const run = await engine.start("signoff", { wakeAt: Date.now() + 7 * 24 * 3600_000 });
+          await control.prep.started.promise;
+          await page.goto(`${base}/ui/runs/${run.id}`);
+          await page.waitForFunction(streamIs, "open");
+          const node = (step: string) => `svg.dag g.node[data-step="${step}"]`;
+          assert.equal(await page.getAttribute(node("approval"), "data-status"), "pending");
+          assert.equal(await page.$("form.send-event"), null);
+          control.prep.gate.resolve();
+          // Painted from the stream, then re-rendered: the sleep, the wait, the skip, the form.
+          await page.waitForSelector(`${node("cool-off")}[data-status=sleeping]`);
+          await page.waitForSelector(`${node("approval")}[data-status=awaiting]`);
+          await page.waitForSelector(`${node("express")}[data-status=skipped]`);
+          await page.waitForSelector("form.send-event input[name=event][value=approved]");
+          const look = (step: string) =>
+            page.$eval(`svg.dag g.node[data-step="${step}"] .shape`, (el) => {
+              const { getComputedStyle } = globalThis as unknown as PageGlobals;
+              const style = getComputedStyle(el);
+              return { tag: el.tagName, stroke: style.stroke, dash: style.strokeDasharray };
+            });
+          assert.deepEqual(await look("cool-off"), {
+            tag: "rect",
+            stroke: "rgb(8, 145, 178)",
+            dash: "none",
+          });
+          assert.deepEqual(await look("approval"), {
+            tag: "polygon",
+            stroke: "rgb(219, 39, 119)",
+            dash: "none",
+          });
+          assert.equal((await look("express")).dash, "4px, 3px");
+          assert.equal((await look("prep~compensate")).dash, "9px, 3px");
+          assert.match((await page.textContent(`${node("express")} title`))!, /why: its condition/);
+          const box = async (step: string) => (await page.locator(node(step)).boundingBox())!;
+          const lowest = Math.max(
+            ...await Promise.all(
+              ["prep", "express", "audit", "cool-off", "approval", "ship"].map(async (s) => {
+                const b = await box(s);
+                return b.y + b.height;
+              }),
+            ),
+          );
+          assert.ok((await box("prep~compensate")).y > lowest, "the compensation lane is below");
+
+          if (Deno.env.get("WEFT_UPDATE_SCREENSHOT") === "1") {
+            const shot = await page.screenshot({ fullPage: true });
+            await Deno.writeFile(new URL("../docs/control-flow-page.png", import.meta.url), shot);
+          }
+
+          // What is typed in the form survives the refresh that a transition triggers.
+          const payload = "form.send-event textarea[name=payload]";
+          await page.fill(payload, '{"by": ""}');
+          await page.focus(payload);
+          control.audit.gate.resolve();
+          await page.waitForFunction(() => {
+            const { document } = globalThis as unknown as {
+              document: { querySelector(s: string): { textContent: string } | null };
+            };
+            const finished = document.querySelector("tr[data-step-row=audit] td:nth-child(6)");
+            return finished !== null && finished.textContent !== "—";
+          });
+          assert.equal(await page.inputValue(payload), '{"by": ""}');
+          assert.equal(
+            await page.evaluate(() => {
+              const { document } = globalThis as unknown as {
+                document: { activeElement: { getAttribute(n: string): string | null } | null };
+              };
+              return document.activeElement?.getAttribute("name");
+            }),
+            "payload",
+          );
+
+          // A refused payload comes back as a 400 naming the field; the form keeps it.
+          const before = errors.length;
+          const refreshed = page.waitForResponse((r) => r.url().endsWith("/fragment"));
+          await Promise.all([
+            page.waitForURL(`${base}/ui/runs/${run.id}/events`),
+            page.click("button:text('Send event')"),
+          ]);
+          await refreshed;
+          await page.waitForFunction(streamIs, "open");
+          assert.match(
+            (await page.textContent("form.send-event .notice"))!,
+            /by.*expected string/s,
+          );
+          assert.equal(await page.inputValue(payload), '{"by": ""}');
+          const refused = errors.splice(before);
+          assert.ok(
+            refused.length > 0 && refused.every((e) => /400|status of 400/.test(e)),
+            String(refused),
+          );
+
+          await page.fill(payload, '{"by": "ada"}');
+          await Promise.all([
+            page.waitForURL(`${base}/ui/runs/${run.id}`),
+            page.click("button:text('Send event')"),
+          ]);
+          await page.waitForSelector(`${node("approval")}[data-status=succeeded]`);
+          await page.waitForSelector("form.send-event", { state: "detached" });
+          const after = await engine.get(run.id);
+          assert.deepEqual((after.steps.approval.output as { payload: unknown }).payload, {
+            by: "ada",
+          });
+          assert.equal(after.steps["cool-off"].status, "sleeping");
+
+          // Cancelled, the run compensates (orange) before it ends cancelled.
+          await Promise.all([
+            page.waitForURL(`${base}/ui/runs/${run.id}`),
+            page.click("button:text('Cancel run')"),
+          ]);
+          await control.undo.started.promise;
+          await page.waitForSelector("#run-body [data-run-status][data-status=compensating]");
+          await page.waitForSelector(`${node("prep~compensate")}[data-status=running]`);
+          assert.equal(
+            await page.$eval("#run-body [data-run-status]", (el) => {
+              const { getComputedStyle } = globalThis as unknown as PageGlobals;
+              return getComputedStyle(el).borderTopColor;
+            }),
+            "rgb(234, 88, 12)",
+          );
+          control.undo.gate.resolve();
+          await page.waitForSelector(`${node("prep~compensate")}[data-status=succeeded]`);
+          await page.waitForSelector("#run-body [data-run-status][data-status=cancelled]");
+          assert.equal(await page.getAttribute(node("~onFailure"), "data-status"), "skipped");
+        },
+      );
 
       await t.step("the run list filters by workflow and status", async () => {
         await page.goto(`${base}/`);

@@ -352,11 +352,17 @@ Deno.test("GET /runs/:id answers the run with every step's status and output", a
   await t.step("unknown id is 404", async () => {
     await fails(await h.app.request(`/runs/${UNKNOWN_ID}`), 404, "not_found");
   });
-  await t.step("malformed ids and path traversal are 400", async () => {
-    for (const bad of ["not-a-ulid", id.toLowerCase(), "..%2F..%2Fetc%2Fpasswd", `${id}X`]) {
-      await fails(await h.app.request(`/runs/${bad}`), 400, "invalid_input");
-    }
-  });
+  await t.step(
+    "malformed ids and path traversal are 404, saying what run ids look like",
+    async () => {
+      for (const bad of ["not-a-ulid", id.toLowerCase(), "..%2F..%2Fetc%2Fpasswd", `${id}X`]) {
+        const error = await fails(await h.app.request(`/runs/${bad}`), 404, "not_found");
+        assert.match(error.message, /not found: run ids are 26-character ULIDs$/);
+      }
+      const unknown = await fails(await h.app.request(`/runs/${UNKNOWN_ID}`), 404, "not_found");
+      assert.equal(unknown.message, `Run '${UNKNOWN_ID}' not found`);
+    },
+  );
   await t.step("a query parameter is 400", async () => {
     await fails(await h.app.request(`/runs/${id}?fields=all`), 400, "invalid_input");
   });
@@ -461,7 +467,7 @@ Deno.test("GET /runs/:id/wait answers the run as it is when the timeout passes",
       await fails(await h.app.request(`/runs/${id}/wait?${q}`), 400, "invalid_input");
     }
     await fails(await h.app.request(`/runs/${UNKNOWN_ID}/wait`), 404, "not_found");
-    await fails(await h.app.request(`/runs/nope/wait`), 400, "invalid_input");
+    await fails(await h.app.request(`/runs/nope/wait`), 404, "not_found");
   });
 });
 
@@ -494,7 +500,7 @@ Deno.test("POST /runs/:id/cancel answers 202, then 409 once finished; 404 when u
   });
   await t.step("unknown and malformed ids", async () => {
     await fails(await post(h.app, `/runs/${UNKNOWN_ID}/cancel`), 404, "not_found");
-    await fails(await post(h.app, `/runs/..%2F${id}/cancel`), 400, "invalid_input");
+    await fails(await post(h.app, `/runs/..%2F${id}/cancel`), 404, "not_found");
   });
   await t.step("a cross-origin browser request is 403 and cancels nothing", async () => {
     const live = await start(h.app, "gated", null);

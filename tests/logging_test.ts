@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { reset } from "@logtape/logtape";
 import { z } from "zod";
-import { InvalidArgumentError, workflow } from "../mod.ts";
+import { InvalidArgumentError, NonRetryableError, workflow } from "../mod.ts";
+import { createApp } from "../http/app.ts";
 import { configureLogging, loggingOptionsFrom } from "../observability/mod.ts";
-import { testEngine } from "./_helpers.ts";
+import { testEngine, waitFor } from "./_helpers.ts";
 
 const greet = workflow("greet", { input: z.object({ name: z.string() }) })
   .step("hello", ({ input, log }) => {
@@ -127,4 +128,78 @@ Deno.test("logging options come from flags first, then the environment", () => {
     () => loggingOptionsFrom(["--log-format", "yaml"], {}),
     /'--log-format' must be "json" or "pretty": current value is "yaml"/,
   );
+});
+
+Deno.test("logging writes one access record per request with the route pattern, status and duration", async () => {
+  const lines: string[] = [];
+  await configureLogging({ level: "debug", write: (l) => lines.push(l) });
+  try {
+    await using te = await testEngine([greet]);
+    const app = createApp({ engine: te.engine, token: "s3cret" });
+    const auth = { headers: { authorization: "Bearer s3cret" } };
+    const requests: [string, RequestInit?][] = [
+      ["/workflows/greet", auth],
+      ["/workflows/greet"], // refused by the auth middleware: still recorded, with its route
+      ["/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV", auth], // the engine's error, mapped by onError
+      ["/no/such/route", auth],
+      ["/healthz"],
+    ];
+    for (const [path, init] of requests) await (await app.request(path, init)).body?.cancel();
+    const access = lines.map((l) => JSON.parse(l)).filter((r) => r.logger === "weft.http");
+    const summary = access.map((
+      r,
+    ) => [r.level, r.properties.method, r.properties.route, r.properties.status]);
+    assert.deepEqual(summary, [
+      ["INFO", "GET", "/workflows/:name", 200],
+      ["INFO", "GET", "/workflows/:name", 401],
+      ["INFO", "GET", "/runs/:id", 404],
+      ["INFO", "GET", undefined, 404],
+      ["DEBUG", "GET", "/healthz", 200],
+    ]);
+    assert.ok(access.every((r) => typeof r.properties.durationMs === "number"));
+    assert.equal(access[3].properties.path, "/no/such/route");
+    assert.equal(
+      access[3].message,
+      "GET /no/such/route (no route) answered 404 in " +
+        `${access[3].properties.durationMs} ms`,
+    );
+  } finally {
+    await reset();
+  }
+});
+
+Deno.test("logging: the retry record carries nextAttemptAt and delayMs, the run-failed record failedStep", async () => {
+  const lines: string[] = [];
+  await configureLogging({ write: (l) => lines.push(l) });
+  try {
+    const flaky = workflow("flaky")
+      .step("prepare", () => 1)
+      .step("charge", { needs: ["prepare"], retry: { initialDelayMs: 1_500, jitter: 0 } }, (
+        { attempt },
+      ) => {
+        if (attempt === 1) throw new Error("gateway down");
+        throw new NonRetryableError("declined");
+      });
+    await using te = await testEngine([flaky]);
+    const t0 = te.clock.now();
+    const run = await te.engine.start("flaky", null);
+    const records = () => lines.map((l) => JSON.parse(l));
+    await waitFor(() => records().some((r) => r.properties.status === "waiting"), "the retry");
+    const retry = records().find((r) => r.properties.status === "waiting");
+    assert.equal(retry.properties.delayMs, 1_500);
+    assert.equal(retry.properties.nextAttemptAt, new Date(t0 + 1_500).toISOString());
+    assert.equal(
+      retry.message,
+      'Step "charge" attempt 1 failed, retrying in 1500 ms: "gateway down"',
+    );
+    te.clock.advance(1_500);
+    assert.equal((await te.engine.result(run.id)).status, "failed");
+    const failed = records().find((r) =>
+      r.properties.status === "failed" && r.properties.step === undefined
+    );
+    assert.equal(failed.properties.failedStep, "charge");
+    assert.equal(failed.properties.runId, run.id);
+  } finally {
+    await reset();
+  }
 });

@@ -28,6 +28,32 @@ interface Output {
   stderr: string;
 }
 
+/** A JSON log line as LogTape's JSON Lines formatter writes it. */
+interface LogLine {
+  "@timestamp": string;
+  level: string;
+  message: string;
+  logger: string;
+  properties: Record<string, unknown>;
+}
+
+/** Every complete line of stdout, each parsed as JSON: a line that is not JSON fails the test. */
+function logLines(stdout: string): LogLine[] {
+  const complete = stdout.slice(0, stdout.lastIndexOf("\n") + 1);
+  return complete.split("\n").filter((l) => l !== "").map((line) => {
+    try {
+      return JSON.parse(line) as LogLine;
+    } catch {
+      throw new Error(`a line of stdout is not JSON: ${line}`);
+    }
+  });
+}
+
+/** The start record of a server (`url` set) or a worker (`workerId` set), once written. */
+function startRecord(stdout: string, field: "url" | "workerId"): LogLine | undefined {
+  return logLines(stdout).find((r) => r.logger === "weft.server" && field in r.properties);
+}
+
 /** A server child process, killed on dispose if still running. */
 class ServerProcess implements AsyncDisposable {
   readonly url: URL;
@@ -68,8 +94,8 @@ class ServerProcess implements AsyncDisposable {
     const drained = Promise.all([
       drain(child.stdout, (text) => {
         out.stdout += text;
-        const match = /^Weft listening on (http:\/\/\S+) /m.exec(out.stdout);
-        if (match) listening.resolve(new URL(match[1]));
+        const started = startRecord(out.stdout, "url");
+        if (started) listening.resolve(new URL(started.properties.url as string));
       }),
       drain(child.stderr, (text) => out.stderr += text),
     ]).finally(() => listening.reject(new Error(`server exited: ${out.stderr}`)));
@@ -145,11 +171,19 @@ Deno.test("server runs the order workflow over HTTP and keeps its runs across a 
       await using server = await ServerProcess.start(args);
       assert.notEqual(server.url.port, "0");
       assert.equal(server.url.hostname, "127.0.0.1");
-      const lines = server.stdout.trim().split("\n");
-      assert.equal(lines.length, 1, server.stdout);
-      assert.match(lines[0], new RegExp(`KV ${kvPath.replaceAll("/", "\\/")}`));
-      assert.match(lines[0], /workflows: order \(workflows\/order\.ts\)/);
-      assert.match(lines[0], /no token: bound to 127\.0\.0\.1 only, without auth/);
+      const [banner] = logLines(server.stdout);
+      assert.equal(banner.logger, "weft.server");
+      assert.equal(banner.level, "INFO");
+      assert.equal(banner.properties.url, server.url.href);
+      assert.equal(banner.properties.kvPath, kvPath);
+      assert.deepEqual(banner.properties.workflows, [{
+        name: "order",
+        file: "workflows/order.ts",
+      }]);
+      assert.equal(banner.properties.tokenRequired, false);
+      assert.ok(banner.message.startsWith(`Weft listening on ${server.url.href} · KV ${kvPath}`));
+      assert.match(banner.message, /workflows: order \(workflows\/order\.ts\)/);
+      assert.match(banner.message, /no token: bound to 127\.0\.0\.1 only, without auth/);
 
       // Exactly what the README's curl sends: -d, so a form content type.
       const res = await server.fetch("/workflows/order/runs", {
@@ -242,6 +276,90 @@ Deno.test("server with a token refuses requests without it and SIGINT exits 0", 
   }
 });
 
+Deno.test("server in JSON mode writes only JSON lines to stdout: start, access, retry and failure records", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_e2e_" });
+  try {
+    await using server = await ServerProcess.start([
+      "--port",
+      "0",
+      "--kv",
+      join(dir, "kv.sqlite3"),
+    ]);
+    const start = async (input: unknown) => {
+      const res = await server.fetch("/workflows/order/runs", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(input),
+      });
+      return (await json(res, 201)).id as string;
+    };
+    const flaky = await start({ orderId: "flaky-1", amount: 5 });
+    const declined = await start({ orderId: "D1", amount: 20_000 });
+    const wait = async (id: string) =>
+      (await json(await server.fetch(`/runs/${id}/wait?timeoutMs=20000`), 200)).status;
+    assert.equal(await wait(flaky), "succeeded");
+    assert.equal(await wait(declined), "failed");
+    await json(await server.fetch("/runs/does-not-exist"), 404);
+    await json(await server.fetch("/no/such/route"), 404);
+    await json(await server.fetch("/healthz"), 200);
+    assert.equal((await server.stop("SIGTERM")).code, 0, server.stderr);
+
+    // What `deno task serve | jq -c .` needs: every line of stdout is one JSON value.
+    assert.ok(server.stdout.endsWith("\n"));
+    const records = logLines(server.stdout);
+    assert.equal(records[0].logger, "weft.server", "the start line is the first record");
+
+    await t.step("access records", () => {
+      const access = records.filter((r) => r.logger === "weft.http");
+      const find = (method: string, route: string | undefined, status: number) =>
+        access.find((r) =>
+          r.properties.method === method && r.properties.route === route &&
+          r.properties.status === status
+        );
+      const started = find("POST", "/workflows/:name/runs", 201);
+      assert.ok(started, JSON.stringify(access));
+      assert.equal(started.level, "INFO");
+      assert.equal(started.properties.path, "/workflows/order/runs");
+      assert.equal(typeof started.properties.durationMs, "number");
+      assert.match(started.message, /^POST \/workflows\/:name\/runs answered 201 in [\d.]+ ms$/);
+      assert.ok(find("GET", "/runs/:id/wait", 200));
+      assert.equal(find("GET", "/runs/:id", 404)?.properties.path, "/runs/does-not-exist");
+      const unrouted = find("GET", undefined, 404);
+      assert.equal(unrouted?.properties.path, "/no/such/route");
+      // Probes are logged at debug, below the default level.
+      assert.ok(!access.some((r) => r.properties.path === "/healthz"));
+    });
+
+    await t.step("the retry record says when and after how long", () => {
+      const retry = records.find((r) =>
+        r.properties.runId === flaky && r.properties.status === "waiting"
+      );
+      assert.ok(retry);
+      const { nextAttemptAt, delayMs } = retry.properties as {
+        nextAttemptAt: string;
+        delayMs: number;
+      };
+      assert.equal(typeof delayMs, "number");
+      assert.ok(delayMs >= 40 && delayMs <= 60, `backoff of 50 ms ± 20 %: ${delayMs}`);
+      assert.match(nextAttemptAt, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      assert.ok(Date.parse(nextAttemptAt) - Date.parse(retry["@timestamp"]) <= delayMs);
+      assert.match(retry.message, new RegExp(`retrying in ${delayMs} ms`));
+    });
+
+    await t.step("the run-failed record names the failed step at top level", () => {
+      const failed = records.find((r) =>
+        r.properties.runId === declined && r.properties.status === "failed" &&
+        r.properties.step === undefined
+      );
+      assert.ok(failed);
+      assert.equal(failed.properties.failedStep, "payment");
+      assert.equal(failed.level, "WARN");
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("servers and a worker share one KV file: a run started on one ends on another", async () => {
   const dir = await Deno.makeTempDir({ prefix: "weft_e2e_" });
   try {
@@ -274,7 +392,7 @@ Deno.test("servers and a worker share one KV file: a run started on one ends on 
     const drained = Promise.all([
       drain(worker.stdout, (text) => {
         out.stdout += text;
-        if (/^Weft worker w\S+ · KV /m.test(out.stdout)) ready.resolve();
+        if (startRecord(out.stdout, "workerId")) ready.resolve();
       }),
       drain(worker.stderr, (text) => out.stderr += text),
     ]).finally(() => ready.reject(new Error(`worker exited: ${out.stderr}`)));
@@ -323,6 +441,21 @@ Deno.test("server stops at startup, naming the file, when a workflow module is b
       assert.match(stderr, /Invalid step 'charge' in workflow 'broken': 'timeoutMs' must be/);
       // Nothing was opened or created.
       await assert.rejects(Deno.stat(kvPath), Deno.errors.NotFound);
+    });
+    await t.step("an unknown option exits 1 and suggests the close name", async () => {
+      const file = join(dir, "typo.ts");
+      await Deno.writeTextFile(
+        file,
+        `import { workflow } from "${MOD_URL}";\n` +
+          `export const typo = workflow("typo").step("charge", { timeout: 5000 }, () => 1);\n`,
+      );
+      const { code, stderr } = await runServer(["--kv", kvPath, "--workflows", file]);
+      assert.equal(code, 1, stderr);
+      assert.match(
+        stderr,
+        /typo\.ts: WorkflowDefinitionError: Invalid step 'charge' in workflow 'typo': 'timeout' is not a step option; did you mean 'timeoutMs'\?/,
+      );
+      await Deno.remove(file);
     });
     await t.step("a module that does not load exits 1 and names the file", async () => {
       const file = join(dir, "syntax.ts");
