@@ -41,6 +41,11 @@ export {
   type FailureContext,
   type InputSchema,
   isWorkflow,
+  type MapItemContext,
+  type MapItemResult,
+  type MapOptions,
+  type MapSpec,
+  MAX_MAP_ITEMS,
   MAX_STEPS,
   NAME_PATTERN,
   ON_FAILURE_STEP,
@@ -83,6 +88,7 @@ export {
   InputTooLargeError,
   InvalidArgumentError,
   InvalidInputError,
+  MAX_STACK_BYTES,
   NonRetryableError,
   OutputError,
   RetryAfterError,
@@ -97,7 +103,8 @@ export {
   WorkflowDefinitionError,
   WorkflowNotServedError,
 } from "./engine/errors.ts";
-export { type Clock, FakeClock, systemClock, type TimerHandle } from "./engine/clock.ts";
+export { type Clock, FakeClock, sleepOn, systemClock, type TimerHandle } from "./engine/clock.ts";
+export { isTraceparent, type RunTrace, TraceAttribute } from "./engine/tracing.ts";
 export {
   backoffDelayMs,
   DEFAULT_RETRY,

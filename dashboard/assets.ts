@@ -111,6 +111,7 @@ svg.dag .map-bar .bar-succeeded { fill: var(--succeeded); }
 svg.dag .map-bar .bar-running { fill: var(--running); }
 svg.dag .map-bar .bar-failed { fill: var(--failed); }
 .step-errors li { margin-bottom: .3rem; }
+.step-errors .stack pre { max-height: 20rem; margin: .3rem 0; }
 `;
 
 /**

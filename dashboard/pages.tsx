@@ -473,6 +473,12 @@ export function RunBody(props: RunBodyProps): Markup {
                   <li>
                     attempt {e.attempt} at {formatTime(e.at)}: <code>{e.error.name}</code>{" "}
                     {e.error.message}
+                    {e.error.stack && (
+                      <details class="stack">
+                        <summary>stack trace</summary>
+                        <pre>{e.error.stack}</pre>
+                      </details>
+                    )}
                   </li>
                 ))}
               </ol>

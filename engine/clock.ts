@@ -114,6 +114,13 @@ export class FakeClock implements Clock {
     return this.#timers.length;
   }
 
+  /** When the earliest pending timer is due, in epoch milliseconds; `undefined` when none is. */
+  get nextDueAt(): number | undefined {
+    let next: number | undefined;
+    for (const t of this.#timers) if (next === undefined || t.at < next) next = t.at;
+    return next;
+  }
+
   /** Moves time forward by `ms`, firing due timers synchronously in order. */
   tick(ms: number): void {
     const target = this.#now + ms;
@@ -136,4 +143,42 @@ export class FakeClock implements Clock {
     this.tick(ms);
     await new Promise((resolve) => setTimeout(resolve, 0));
   }
+}
+
+/**
+ * Resolves after `delayMs` of `clock`'s time, or rejects with the signal's
+ * reason once `signal` aborts. `Infinity` waits for the signal only.
+ *
+ * @throws {RangeError} when `delayMs` is not a number >= 0.
+ *
+ * @example Sleep on a fake clock
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { FakeClock, sleepOn } from "./clock.ts";
+ * const clock = new FakeClock(0);
+ * let woke = false;
+ * const sleeping = sleepOn(clock, 3_600_000).then(() => woke = true);
+ * await clock.advance(3_600_000);
+ * await sleeping;
+ * assert.ok(woke);
+ * ```
+ */
+export function sleepOn(clock: Clock, delayMs: number, signal?: AbortSignal): Promise<void> {
+  if (typeof delayMs !== "number" || !(delayMs >= 0)) {
+    return Promise.reject(
+      new RangeError(`Cannot sleep as 'ms' must be a number >= 0: current value is ${delayMs}`),
+    );
+  }
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = () => {
+      if (timer) clock.clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = delayMs === Infinity ? undefined : clock.setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, delayMs);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import type { Activity } from "./activity.ts";
 import { FencedError } from "./errors.ts";
 
 /** One caller's write: applied all-or-nothing. */
@@ -43,6 +44,8 @@ export interface CommitBatcherOptions {
   maxChecks?: number;
   /** Called once per fence when a commit finds it broken. */
   onFenced?: (fence: Fence) => void;
+  /** Counts a flush in progress as work in flight. @default {undefined} */
+  activity?: Activity;
 }
 
 interface Pending {
@@ -153,6 +156,7 @@ export class CommitBatcher {
   #fence: Fence | undefined;
   readonly #broken = new WeakSet<Fence>();
   readonly #onFenced: (fence: Fence) => void;
+  readonly #activity: Activity | undefined;
   /** Atomic commits made so far. */
   commits = 0;
   /** Writes acknowledged so far. */
@@ -165,6 +169,7 @@ export class CommitBatcher {
     this.#maxBytes = options.maxBytes ?? 700_000;
     this.#maxChecks = options.maxChecks ?? 90;
     this.#onFenced = options.onFenced ?? (() => {});
+    this.#activity = options.activity;
   }
 
   /**
@@ -222,6 +227,7 @@ export class CommitBatcher {
   }
 
   async #flush(): Promise<void> {
+    const end = this.#activity?.begin();
     // Let writes queued in the same tick join this commit.
     await Promise.resolve();
     try {
@@ -244,6 +250,7 @@ export class CommitBatcher {
       }
     } finally {
       this.#flushing = undefined;
+      end?.();
     }
   }
 

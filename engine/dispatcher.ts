@@ -12,6 +12,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import type { Activity } from "./activity.ts";
 import type { Clock, TimerHandle } from "./clock.ts";
 import type { CommitBatcher } from "./commit_batcher.ts";
 import { FencedError } from "./errors.ts";
@@ -41,6 +42,8 @@ export interface DispatcherOptions {
   pollIntervalMs: number;
   /** Most runs claimed in one round. @default {500} */
   maxClaims?: number;
+  /** Counts rounds and polls in progress as work in flight. @default {undefined} */
+  activity?: Activity;
 }
 
 /** A run just claimed, with what its due entry says of it. */
@@ -78,6 +81,7 @@ export class Dispatcher {
   #wakeAt = Infinity;
   #pollTimer: TimerHandle | undefined;
   #first: ReturnType<typeof setTimeout> | undefined;
+  #endFirst: (() => void) | undefined;
   #stopped = true;
   /** The last round found nothing due, and nothing became due here since. */
   #nothingDue = false;
@@ -98,9 +102,12 @@ export class Dispatcher {
    */
   start(): void {
     this.#stopped = false;
+    const end = this.#o.activity?.begin();
+    this.#endFirst = end;
     this.#first = setTimeout(() => {
       this.#first = undefined;
       this.wake();
+      end?.();
     }, 0);
     this.#schedulePoll();
   }
@@ -109,6 +116,7 @@ export class Dispatcher {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#first);
+    this.#endFirst?.();
     if (this.#pollTimer) this.#o.clock.clearTimeout(this.#pollTimer);
     if (this.#wakeTimer) this.#o.clock.clearTimeout(this.#wakeTimer);
     this.#pollTimer = this.#wakeTimer = undefined;
@@ -155,17 +163,21 @@ export class Dispatcher {
     if (this.#stopped) return;
     this.#pollTimer = this.#o.clock.setTimeout(async () => {
       this.#pollTimer = undefined;
+      const end = this.#o.activity?.begin();
       try {
         await this.wake();
         await this.#o.onPoll?.();
       } catch (error) {
         log.error("Poll failed: {error}", { error });
+      } finally {
+        end?.();
       }
       this.#schedulePoll();
     }, this.#o.pollIntervalMs);
   }
 
   async #rounds(): Promise<void> {
+    const end = this.#o.activity?.begin();
     try {
       do {
         this.#again = false;
@@ -173,6 +185,8 @@ export class Dispatcher {
       } while (this.#again && !this.#stopped);
     } catch (error) {
       if (!(error instanceof FencedError)) log.error("Claim round failed: {error}", { error });
+    } finally {
+      end?.();
     }
   }
 

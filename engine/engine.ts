@@ -21,6 +21,9 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { trace, type TracerProvider } from "@opentelemetry/api";
+import { Activity } from "./activity.ts";
+import { isTraceparent, Tracing } from "./tracing.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { CommitBatcher, type Fence } from "./commit_batcher.ts";
 import { type Claim, claimOp, Dispatcher } from "./dispatcher.ts";
@@ -119,12 +122,30 @@ export interface EngineOptions {
    * @default {10 * maxConcurrentSteps}
    */
   maxIdleRuns?: number;
+  /**
+   * Where spans of runs and step attempts go (OpenTelemetry). The default is
+   * the global provider of `@opentelemetry/api`, which Deno sets up and
+   * exports over OTLP with `OTEL_DENO=true`; without it, spans are dropped.
+   * Any `TracerProvider` of `@opentelemetry/api` (typed here by the one
+   * method Weft calls).
+   * @default {trace.getTracerProvider()}
+   */
+  tracerProvider?: { getTracer(name: string): unknown };
 }
 
 /** Options of {@linkcode Engine.start}. */
 export interface StartOptions {
   /** Starting twice with the same key and workflow returns the first run. */
   idempotencyKey?: string;
+  /**
+   * The W3C trace context to continue when no span is active, such as the
+   * `traceparent` header of the request that starts the run (the HTTP API
+   * passes it). The run's spans join that trace, in every worker.
+   * @default {undefined} (the active span's trace, or a new one)
+   */
+  traceparent?: string;
+  /** The `tracestate` that came with `traceparent`. @default {undefined} */
+  tracestate?: string;
 }
 
 /** Options of {@linkcode Engine.signal}. */
@@ -259,6 +280,15 @@ export interface Engine {
   /** Live counters. */
   stats(): EngineStats;
   /**
+   * Resolves once this engine has no work in flight: no commit being
+   * written, no claim round, poll or heartbeat, and no step body running
+   * (a body waiting in `ctx.sleep` waits for the clock, not for work).
+   * With a fake clock nothing new starts until the clock moves, which is
+   * what `weft/testing` builds on; with the real clock, new work may start
+   * at any moment after.
+   */
+  idle(): Promise<void>;
+  /**
    * Stops taking work, waits up to the grace period for attempts in flight,
    * abandons the rest (they resume as new attempts on the next start), and
    * flushes every pending write. Does not close the KV.
@@ -328,6 +358,8 @@ class WeftEngine implements Engine {
   readonly #batcher: CommitBatcher;
   readonly #slots: Slots;
   readonly #events = new EventHub();
+  readonly #activity = new Activity();
+  readonly #tracing: Tracing;
   readonly #waiters = new WaiterRegistry();
   readonly #scheduler: Scheduler;
   readonly #membership: Membership;
@@ -365,7 +397,7 @@ class WeftEngine implements Engine {
     for (const wf of options.workflows) {
       for (const s of wf.steps) {
         const child = s.child?.workflow;
-        if (child && this.#defs.get(child.name) !== child) {
+        if (child && !this.#defs.has(child.name)) {
           throw new WorkflowDefinitionError(
             wf.name,
             s.name,
@@ -397,12 +429,19 @@ class WeftEngine implements Engine {
     this.#keys = keys;
     const clock = options.clock ?? systemClock;
     this.#clock = clock;
+    this.#tracing = new Tracing(
+      (options.tracerProvider as TracerProvider | undefined) ?? trace.getTracerProvider(),
+      clock,
+    );
     this.#store = new RunStore(kv, keys);
     this.#slots = new Slots(max);
     this.#maxInputBytes = options.maxInputBytes ?? 256 * 1024;
     this.#graceMs = options.shutdownGraceMs ?? 10_000;
     this.#useQueue = options.useQueue ?? true;
-    this.#batcher = new CommitBatcher(kv, { onFenced: (fence) => this.#onFenced(fence) });
+    this.#batcher = new CommitBatcher(kv, {
+      onFenced: (fence) => this.#onFenced(fence),
+      activity: this.#activity,
+    });
     this.#dispatcher = new Dispatcher({
       kv,
       keys,
@@ -419,6 +458,7 @@ class WeftEngine implements Engine {
       claimed: (claims) => this.#claimed(claims),
       onPoll: () => this.#poll(),
       pollIntervalMs,
+      activity: this.#activity,
     });
     this.#membership = new Membership({
       kv,
@@ -429,6 +469,7 @@ class WeftEngine implements Engine {
       workerTimeoutMs,
       onFenced: (fence) => this.#onFenced(fence),
       onReaped: () => this.#dispatcher.wake(),
+      activity: this.#activity,
       ...(options.detectDeadProcesses === false ? { process: undefined } : {}),
     });
     this.#scheduler = new Scheduler({
@@ -462,14 +503,24 @@ class WeftEngine implements Engine {
             }
           }),
       },
+      activity: this.#activity,
+      tracing: this.#tracing,
     });
     this.#events.subscribe((e) => this.#countRetries(e));
+    this.#events.subscribe((e) => this.#traceRunEnd(e));
   }
 
   #countRetries(e: EngineEvent): void {
     if (e.event.type !== "step") return;
     if (e.event.to === "waiting") this.#retriesWaiting++;
     if (e.event.from === "waiting") this.#retriesWaiting = Math.max(0, this.#retriesWaiting - 1);
+  }
+
+  /** A run's span, once it has ended: its record is still held while the end is announced. */
+  #traceRunEnd(e: EngineEvent): void {
+    if (e.event.type !== "run" || !isTerminalRun(e.event.to)) return;
+    const live = this.#scheduler.runs.get(e.runId);
+    if (live) this.#tracing.runEnded(live.record);
   }
 
   get workerId(): string {
@@ -489,12 +540,14 @@ class WeftEngine implements Engine {
     this.#membership.start();
     this.#dispatcher.start();
     // In the background: createEngine reads nothing of the backlog.
-    this.#upgrading = new Promise<void>((resolve) => setTimeout(resolve, 0))
-      .then(() => upgradeLayout(this.#kv, this.#keys, this.#batcher, () => this.#clock.now()))
-      .then((moved) => {
-        if (moved > 0) this.#dispatcher.wake();
-      })
-      .catch((error) => log.error("Could not upgrade the KV layout: {error}", { error }));
+    this.#upgrading = this.#activity.track(
+      new Promise<void>((resolve) => setTimeout(resolve, 0))
+        .then(() => upgradeLayout(this.#kv, this.#keys, this.#batcher, () => this.#clock.now()))
+        .then((moved) => {
+          if (moved > 0) this.#dispatcher.wake();
+        })
+        .catch((error) => log.error("Could not upgrade the KV layout: {error}", { error })),
+    );
   }
 
   // ---------------------------------------------------------------- public API
@@ -532,8 +585,17 @@ class WeftEngine implements Engine {
     if (size > this.#maxInputBytes) {
       return Promise.reject(new InputTooLargeError(workflow, size, this.#maxInputBytes));
     }
+    if (options.traceparent !== undefined && !isTraceparent(options.traceparent)) {
+      return Promise.reject(
+        new InvalidArgumentError(
+          `Cannot start run as 'traceparent' is not a W3C traceparent: current value is ${
+            JSON.stringify(String(options.traceparent).slice(0, 80))
+          }`,
+        ),
+      );
+    }
     const key = options.idempotencyKey;
-    if (key === undefined) return this.#create(def, json, undefined);
+    if (key === undefined) return this.#create(def, json, undefined, options);
     if (typeof key !== "string" || key.length === 0 || key.length > 512) {
       return Promise.reject(
         new InvalidArgumentError(
@@ -547,7 +609,7 @@ class WeftEngine implements Engine {
     const promise = (async () => {
       const existing = await this.#store.getIdempotent(workflow, key);
       if (existing) return await this.#existing(existing);
-      return await this.#create(def, json, key);
+      return await this.#create(def, json, key, options);
     })().finally(() => this.#pendingStarts.delete(slot));
     this.#pendingStarts.set(slot, promise);
     return promise;
@@ -803,6 +865,17 @@ class WeftEngine implements Engine {
     };
   }
 
+  async idle(): Promise<void> {
+    for (;;) {
+      await this.#activity.settled();
+      const begun = this.#activity.begun;
+      // What just settled carries on in promise callbacks, which may begin
+      // more work; they have all run by the next macrotask.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      if (this.#activity.busy === 0 && this.#activity.begun === begun) return;
+    }
+  }
+
   async close(options: CloseOptions = {}): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
@@ -941,15 +1014,25 @@ class WeftEngine implements Engine {
     def: AnyWorkflow,
     inputJson: string,
     idempotencyKey: string | undefined,
+    traceOptions: Pick<StartOptions, "traceparent" | "tracestate">,
   ): Promise<StartResult> {
     // Backpressure: a flood of starts waits for earlier writes to commit
     // instead of holding thousands of uncommitted runs in memory.
     await this.#batcher.room(START_BACKLOG);
     await this.#registering;
     if (this.#closing) throw new EngineClosedError();
-    const summary: RunSummary | undefined = await this.#scheduler.create(def, inputJson, {
-      idempotencyKey,
-    });
+    const started = this.#tracing.startRun(def.name, traceOptions);
+    let summary: RunSummary | undefined;
+    try {
+      summary = await this.#scheduler.create(def, inputJson, {
+        idempotencyKey,
+        trace: started.trace,
+      });
+    } catch (error) {
+      started.end(undefined, error);
+      throw error;
+    }
+    started.end(summary?.id);
     if (summary) return { ...summary, created: true };
     // Another writer took the idempotency key first: return its run.
     const existing = await this.#store.getIdempotent(def.name, idempotencyKey!);

@@ -18,7 +18,17 @@ export interface ErrorData {
   details?: Record<string, unknown>;
   /** The error that caused this one, if any. */
   cause?: ErrorData;
+  /**
+   * Where it was thrown: the JavaScript stack, cut to
+   * {@linkcode MAX_STACK_BYTES} (shared with its causes). Absent for the
+   * engine's own timeouts and interruptions, whose stack says nothing of
+   * the step.
+   */
+  stack?: string;
 }
+
+/** The most bytes of stack trace stored with one error, its causes included. */
+export const MAX_STACK_BYTES = 4_096;
 
 /**
  * The base class of every error Weft raises.
@@ -40,7 +50,9 @@ export class WeftError extends Error {
 }
 
 /**
- * Thrown from a step to fail it at once, with no further attempts.
+ * Thrown from a step to fail it at once, with no further attempts. Any other
+ * error, a `TypeError` from a bug included, is retried by the step's
+ * policy; wrap it to stop retries: `throw new NonRetryableError("bug", { cause })`.
  *
  * @example
  * ```ts
@@ -444,19 +456,39 @@ export class FencedError extends WeftError {
   }
 }
 
+/** Errors the engine raises itself, whose stack is the engine's own. */
+const ENGINE_MADE = [StepTimeoutError, AttemptInterruptedError, StepCancelledError];
+
+/** `text` cut to at most `maxBytes` bytes of UTF-8, on a character boundary. */
+function cutToBytes(text: string, maxBytes: number): string {
+  const bytes = new TextEncoder().encode(text);
+  if (bytes.byteLength <= maxBytes) return text;
+  return new TextDecoder().decode(bytes.subarray(0, maxBytes)).replace(/\uFFFD$/, "");
+}
+
 /**
  * Turns anything thrown into {@linkcode ErrorData} that can be stored as JSON.
- * Messages are cut to 2,000 characters; stacks are never stored.
+ * Messages are cut to 2,000 characters; stacks to {@linkcode MAX_STACK_BYTES}
+ * in all (the error's first, then its causes').
+ *
+ * A programming error such as a `TypeError` is stored like any other and is
+ * retried by the step's policy: only {@linkcode NonRetryableError} (or a
+ * subclass) and an {@linkcode OutputError} end a step at once.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
  * import { toErrorData } from "./errors.ts";
- * assert.ok(toErrorData(new TypeError("x")).name === "TypeError");
+ * const data = toErrorData(new TypeError("x"));
+ * assert.ok(data.name === "TypeError" && data.stack?.startsWith("TypeError: x"));
  * assert.ok(toErrorData("plain").message === "plain");
  * ```
  */
 export function toErrorData(error: unknown, depth = 0): ErrorData {
+  return errorData(error, depth, { bytes: MAX_STACK_BYTES });
+}
+
+function errorData(error: unknown, depth: number, budget: { bytes: number }): ErrorData {
   if (!(error instanceof Error)) {
     let message: string;
     try {
@@ -481,6 +513,13 @@ export function toErrorData(error: unknown, depth = 0): ErrorData {
   }
   if (error instanceof RetryAfterError) details.delayMs = error.delayMs;
   if (Object.keys(details).length > 0) data.details = details;
-  if (error.cause !== undefined && depth < 3) data.cause = toErrorData(error.cause, depth + 1);
+  const stack = typeof error.stack === "string" ? error.stack : undefined;
+  if (stack && budget.bytes > 0 && !ENGINE_MADE.some((type) => error instanceof type)) {
+    data.stack = cutToBytes(stack, budget.bytes);
+    budget.bytes -= new TextEncoder().encode(data.stack).byteLength;
+  }
+  if (error.cause !== undefined && depth < 3) {
+    data.cause = errorData(error.cause, depth + 1, budget);
+  }
   return data;
 }

@@ -8,6 +8,7 @@ import { getLogger } from "@logtape/logtape";
 import { AttemptInterruptedError, StepTimeoutError } from "./errors.ts";
 import type { HistoryEvent, RunHistoryEvent, StepHistoryEvent } from "./records.ts";
 import type { RunStatus } from "./states.ts";
+import { type RunTrace, traceIdsOf } from "./tracing.ts";
 
 const log = getLogger(["weft", "engine"]);
 
@@ -48,9 +49,12 @@ export class EventHub {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Announces one committed transition. */
-  emit(e: EngineEvent): void {
-    logEvent(e);
+  /**
+   * Announces one committed transition; its log record carries the ids of
+   * the run's `trace`, when it has one.
+   */
+  emit(e: EngineEvent, options: { trace?: RunTrace } = {}): void {
+    logEvent(e, traceIdsOf(options.trace));
     for (const listener of this.#listeners) {
       try {
         listener(e);
@@ -71,9 +75,13 @@ const RUN_MESSAGES: Record<RunStatus, string> = {
 };
 
 /** One structured record per committed transition. */
-function logEvent({ runId, workflow, event }: EngineEvent): void {
+function logEvent(
+  { runId, workflow, event }: EngineEvent,
+  ids: { traceId: string; spanId: string } | undefined,
+): void {
   if (event.type === "run") {
     const props = {
+      ...ids,
       workflow,
       runId,
       status: event.to,
@@ -85,6 +93,7 @@ function logEvent({ runId, workflow, event }: EngineEvent): void {
     return;
   }
   const props = {
+    ...ids,
     workflow,
     runId,
     step: event.step,

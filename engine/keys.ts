@@ -16,6 +16,8 @@
  * | `[p, "hb", owner]` | {@linkcode Heartbeat}: the worker's heartbeat |
  * | `[p, "meta", "layout"]` | the layout version written (2); set once a Weft 1 file is upgraded |
  * | `[p, "inbox", owner, runId]` | {@linkcode InboxMessage}: a request for the run's holder (cancel) |
+ * | `[p, "item", runId, step, index]` | {@linkcode StepRecord} of one item of a map step (in memory: step `step[index]`) |
+ * | `[p, "mapin", runId, step, chunk]` | `Uint8Array`, a slice of a map step's items' JSON |
  * | `[p, "evt", runId, eventId]` | {@linkcode RunEvent}: an event delivered to the run, not yet taken by a wait step |
  * | `[p, "evkey", runId, key]` | the event id delivered with that idempotency key |
  * | `[p, "idem", workflow, key]` | the run id started with that idempotency key |
@@ -42,6 +44,28 @@
  */
 export const PARKED_MS = 8_640_000_000_000_000;
 
+/**
+ * The name of item `index` of map step `map`, as the engine holds it.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { itemName, parseItemName } from "./keys.ts";
+ * assert.equal(itemName("fanout", 3), "fanout[3]");
+ * assert.deepEqual(parseItemName("fanout[3]"), { map: "fanout", index: 3 });
+ * assert.equal(parseItemName("fanout"), undefined);
+ * ```
+ */
+export function itemName(map: string, index: number): string {
+  return `${map}[${index}]`;
+}
+
+/** The map step and index of an item's name, or `undefined` for a step's name. */
+export function parseItemName(name: string): { map: string; index: number } | undefined {
+  const m = /^(.+)\[(\d+)\]$/.exec(name);
+  return m ? { map: m[1], index: Number(m[2]) } : undefined;
+}
+
 /** A KV key prefix. */
 export type KeyPrefix = readonly Deno.KvKeyPart[];
 
@@ -62,7 +86,27 @@ export function keyLayout(prefix: KeyPrefix = ["weft"]) {
     prefix: p,
     run: (runId: string): Deno.KvKey => [...p, "run", runId],
     runs: (): Deno.KvKey => [...p, "run"],
-    step: (runId: string, step: string): Deno.KvKey => [...p, "step", runId, step],
+    /** A step's record; an item of a map (`name[index]`) lives under `item`. */
+    step: (runId: string, step: string): Deno.KvKey => {
+      const item = parseItemName(step);
+      return item ? [...p, "item", runId, item.map, item.index] : [...p, "step", runId, step];
+    },
+    item: (runId: string, step: string, index: number): Deno.KvKey => [
+      ...p,
+      "item",
+      runId,
+      step,
+      index,
+    ],
+    items: (runId: string, step: string): Deno.KvKey => [...p, "item", runId, step],
+    mapInput: (runId: string, step: string, chunk: number): Deno.KvKey => [
+      ...p,
+      "mapin",
+      runId,
+      step,
+      chunk,
+    ],
+    mapInputs: (runId: string, step: string): Deno.KvKey => [...p, "mapin", runId, step],
     steps: (runId: string): Deno.KvKey => [...p, "step", runId],
     inputChunk: (runId: string, chunk: number): Deno.KvKey => [...p, "in", runId, chunk],
     inputChunks: (runId: string): Deno.KvKey => [...p, "in", runId],

@@ -43,6 +43,8 @@ export interface StoredRun {
   nextSeq: number;
   /** Events delivered to it that no wait step has taken yet, oldest first. */
   mailbox?: RunEvent[];
+  /** The items of its running map steps, by step (their records are in `steps`). */
+  mapItems?: Map<string, readonly unknown[]>;
 }
 
 /** An unfinished run in memory. */
@@ -81,6 +83,10 @@ export interface LiveRun {
   taken: Set<string>;
   /** Compensation steps that failed for good, while it is compensating. */
   failedCompensations: Set<string>;
+  /** The items of its map steps that started, by step. */
+  mapItems: Map<string, readonly unknown[]>;
+  /** The definitions the engine runs its map items as, by item name (`step[index]`). */
+  itemDefs: Map<string, StepDefinition>;
 }
 
 /**
@@ -125,6 +131,8 @@ export function newLiveRun(def: AnyWorkflow, stored: StoredRun): LiveRun {
     mailbox: stored.mailbox ?? [],
     taken: new Set(),
     failedCompensations: new Set(),
+    mapItems: stored.mapItems ?? new Map(),
+    itemDefs: new Map(),
   };
 }
 

@@ -12,6 +12,7 @@
 import process from "node:process";
 import { getLogger } from "@logtape/logtape";
 import { monotonicFactory } from "ulid";
+import type { Activity } from "./activity.ts";
 import type { Clock, TimerHandle } from "./clock.ts";
 import { type CommitBatcher, commitRetryingLocked, type Fence } from "./commit_batcher.ts";
 import type { KeyLayout } from "./keys.ts";
@@ -45,6 +46,8 @@ export interface MembershipOptions {
   onReaped(count: number): void;
   /** Where this process runs; `undefined` turns off the same-host process check. @default {thisProcess()} */
   process?: ProcessIdentity | undefined;
+  /** Counts a tick in progress as work in flight. @default {undefined} */
+  activity?: Activity;
 }
 
 /** Which process a worker is, to tell at once that it died on this host. */
@@ -105,6 +108,8 @@ export class Membership {
   readonly #onFenced: (fence: Fence) => void;
   readonly #onReaped: (count: number) => void;
   readonly #process: ProcessIdentity | undefined;
+  readonly #activity: Activity | undefined;
+  #endFirst: (() => void) | undefined;
   readonly #ulid = monotonicFactory();
   /** Other workers' heartbeats as last seen: versionstamp, and when it was first seen. */
   readonly #seen = new Map<string, { versionstamp: string | null; sinceMs: number }>();
@@ -133,6 +138,7 @@ export class Membership {
     this.#onFenced = options.onFenced;
     this.#onReaped = options.onReaped;
     this.#process = "process" in options ? options.process : thisProcess();
+    this.#activity = options.activity;
   }
 
   /** This worker's id; a new one after each registration. */
@@ -170,15 +176,22 @@ export class Membership {
   /** Starts beating and watching: the first tick runs on the next turn of the event loop. */
   start(): void {
     this.#stopped = false;
+    const end = this.#activity?.begin();
+    this.#endFirst = end;
     this.#first = setTimeout(() => {
       this.#first = undefined;
       this.tick().finally(() => this.#schedule(this.#heartbeatMs));
+      end?.();
     }, 0);
   }
 
   /** One heartbeat and one look at the other workers; exposed for tests. */
   tick(): Promise<void> {
-    this.#ticking ??= this.#tick().finally(() => this.#ticking = undefined);
+    if (!this.#ticking) {
+      const ticking = this.#tick();
+      this.#activity?.track(ticking);
+      this.#ticking = ticking.finally(() => this.#ticking = undefined);
+    }
     return this.#ticking;
   }
 
@@ -186,6 +199,7 @@ export class Membership {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#first);
+    this.#endFirst?.();
     if (this.#timer) this.#clock.clearTimeout(this.#timer);
     this.#timer = undefined;
     await this.#ticking;

@@ -170,6 +170,7 @@ export function joinJson(chunks: Uint8Array[]): any {
 // deno-lint-ignore no-explicit-any
 export function decodeOutput(ref: OutputRef, chunks: Uint8Array[]): any {
   if (ref.kind === "inline") return JSON.parse(ref.json);
+  if (ref.kind === "items") throw new Error("A map step's output is read from its items");
   if (chunks.length !== ref.chunks) {
     throw new Error(`Output is missing chunks: found ${chunks.length} of ${ref.chunks}`);
   }

@@ -20,6 +20,7 @@ export const errorDataSchema: z.ZodType<ErrorData> = z.lazy(() =>
     nonRetryable: z.boolean().optional(),
     details: z.record(z.string(), z.unknown()).optional(),
     cause: errorDataSchema.optional(),
+    stack: z.string().optional(),
   })
 );
 
@@ -43,6 +44,8 @@ export const runRecordSchema = z.object({
   endsAs: z.enum(["failed", "cancelled"]).optional(),
   /** For a child run: the run and step that started it. */
   parent: z.object({ runId: z.string(), step: z.string() }).optional(),
+  /** The W3C trace context of the run's start span; absent in records older than tracing. */
+  trace: z.object({ traceparent: z.string(), tracestate: z.string().optional() }).optional(),
 });
 /** A stored run. */
 export type RunRecord = z.infer<typeof runRecordSchema>;
@@ -56,6 +59,8 @@ export const outputRefSchema = z.discriminatedUnion("kind", [
     chunks: z.number(),
     bytes: z.number(),
   }),
+  /** A map step's output: its items' outputs, in item order, read from their records. */
+  z.object({ kind: z.literal("items"), count: z.number(), tolerant: z.boolean() }),
 ]);
 /** A reference to a committed output. */
 export type OutputRef = z.infer<typeof outputRefSchema>;
@@ -88,6 +93,13 @@ export const stepRecordSchema = z.object({
   skipReason: z.string().optional(),
   /** For a child step: the child run it started. */
   childRunId: z.string().optional(),
+  /** For a map step: how many items it has, and how many started, succeeded, failed. */
+  map: z.object({
+    total: z.number(),
+    started: z.number(),
+    succeeded: z.number(),
+    failed: z.number(),
+  }).optional(),
 });
 /** A stored step. */
 export type StepRecord = z.infer<typeof stepRecordSchema>;

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { itemName } from "./keys.ts";
 import { type LiveRun, newLiveRun } from "./live_run.ts";
 import type { RunRecord } from "./records.ts";
 import { isTerminalRun } from "./states.ts";
@@ -76,6 +77,13 @@ export async function loadRun(runId: string, options: LoadRunOptions): Promise<L
   const def = options.workflows.get(record.workflow);
   if (!def) return { kind: "unserved", record };
   const steps = first && def === known ? first.steps : await store.getSteps(runId);
+  // A running map's items and their records: each carries on as a step of its own.
+  const mapItems = new Map<string, readonly unknown[]>();
+  for (const s of def.steps) {
+    if (s.kind !== "map" || steps.get(s.name)?.status !== "running") continue;
+    mapItems.set(s.name, await store.getMapInput(runId, s.name));
+    for (const [i, rec] of await store.getItems(runId, s.name)) steps.set(itemName(s.name, i), rec);
+  }
   const results = await store.getOutputs(runId, steps);
   const input = await store.getInput(record);
   // Only a run that may wait for an event (or a child) reads its mailbox.
@@ -89,6 +97,7 @@ export async function loadRun(runId: string, options: LoadRunOptions): Promise<L
     results,
     nextSeq: options.nextSeq ?? await store.nextHistorySeq(runId),
     mailbox,
+    mapItems,
   });
   for (const s of def.steps) {
     if (!steps.has(s.name)) steps.set(s.name, { status: "pending", attempts: 0, errors: [] });

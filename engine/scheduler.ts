@@ -10,6 +10,8 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { monotonicFactory } from "ulid";
+import type { Activity } from "./activity.ts";
+import type { RunTrace, Tracing } from "./tracing.ts";
 import type { Clock, TimerHandle } from "./clock.ts";
 import type { CommitBatcher } from "./commit_batcher.ts";
 import {
@@ -23,13 +25,13 @@ import {
 import type { EventHub } from "./events.ts";
 import type { KeyLayout } from "./keys.ts";
 import { type LiveRun, liveSnapshot, newLiveRun, type RunningAttempt } from "./live_run.ts";
-import { PARKED_MS } from "./keys.ts";
+import { itemName, PARKED_MS } from "./keys.ts";
 import { encodeOutput, INLINE_OUTPUT_BYTES, splitJson } from "./output.ts";
 import { readiness, runOutcome } from "./readiness.ts";
 import { queueMessageSchema, type RunEvent, type RunRecord, type StepRecord } from "./records.ts";
 import { loadRun } from "./recovery.ts";
 import type { WaiterRegistry } from "./waiters.ts";
-import type { StepKind, StepKindContext } from "./step_kind.ts";
+import type { MapItemsContext, StepKind, StepKindContext } from "./step_kind.ts";
 import type { Slots } from "./slots.ts";
 import { type RunSnapshot, type RunSummary, summarize } from "./snapshot.ts";
 import { isTerminalRun, isTerminalStep, type StepStatus, transitionStep } from "./states.ts";
@@ -92,6 +94,10 @@ export interface SchedulerOptions {
    * goes back to the due index instead (its steps wait on disk only).
    */
   maxIdleRuns: number;
+  /** Counts step bodies and reloads as work in flight. @default {undefined} */
+  activity?: Activity;
+  /** Spans of step attempts. @default {undefined} (none) */
+  tracing?: Tracing;
 }
 
 /** A run with nothing in flight that is due again within this stays held, on its timer. */
@@ -137,11 +143,14 @@ export class Scheduler {
   readonly #resyncing = new Set<string>();
   /** Runs whose reload must go again: a write failed while it ran. */
   readonly #reloadAgain = new Set<string>();
+  /** Map items whose attempts the reload in progress abandoned, by run. */
+  readonly #reloadedItems = new Map<string, ReadonlySet<string>>();
   /** Steps whose attempts a reload abandoned, not charged to `maxAttempts`. */
   readonly #abandoned = new Map<string, Set<string>>();
   readonly #commitFailures = new Map<string, number>();
   /** When the earliest sweep message still on the queue is due, if any. */
   #sweepDueAt: number | undefined;
+  readonly #activity: Activity | undefined;
 
   /** Creates a scheduler holding no run yet. */
   constructor(options: SchedulerOptions) {
@@ -167,7 +176,10 @@ export class Scheduler {
       maxOutputBytes: options.maxOutputBytes,
       stopped: () => this.#stopped,
       settle: (t, result) => this.#settle(t.live, t.step, t.running, result),
+      activity: options.activity,
+      tracing: options.tracing,
     };
+    this.#activity = options.activity;
   }
 
   /** The unfinished runs held, by id. */
@@ -195,11 +207,10 @@ export class Scheduler {
   async create(
     def: AnyWorkflow,
     inputJson: string,
-    options: { idempotencyKey?: string } = {},
+    options: { idempotencyKey?: string; trace?: RunTrace } = {},
   ): Promise<RunSummary | undefined> {
-    const { idempotencyKey } = options;
     const txn = new Txn();
-    const live = this.#newRun(txn, def, inputJson, { idempotencyKey });
+    const live = this.#newRun(txn, def, inputJson, options);
     const summary = summarize(live.record);
     const ok = await this.#commit(txn);
     if (!ok) {
@@ -215,7 +226,7 @@ export class Scheduler {
     txn: Txn,
     def: AnyWorkflow,
     inputJson: string,
-    options: { idempotencyKey?: string; parent?: RunRecord["parent"] },
+    options: { idempotencyKey?: string; parent?: RunRecord["parent"]; trace?: RunTrace },
   ): LiveRun {
     const { idempotencyKey } = options;
     const now = this.#clock.now();
@@ -232,6 +243,7 @@ export class Scheduler {
       chunks.forEach((c, i) => txn.extraSets.push([this.#keys.inputChunk(id, i), c]));
     }
     if (idempotencyKey !== undefined) record.idempotencyKey = idempotencyKey;
+    if (options.trace) record.trace = options.trace;
     const live = newLiveRun(def, {
       record,
       input,
@@ -417,7 +429,12 @@ export class Scheduler {
       if (rec.status === "pending") {
         this.#evaluate(txn, live, s);
       } else if (!isTerminalStep(rec.status)) {
-        this.#kindOf(s).recover(this.#ctx(txn, live, s), { reloaded: abandoned.has(s.name) });
+        this.#reloadedItems.set(runId, abandoned);
+        try {
+          this.#kindOf(s).recover(this.#ctx(txn, live, s), { reloaded: abandoned.has(s.name) });
+        } finally {
+          this.#reloadedItems.delete(runId);
+        }
       }
     }
     this.#checkComplete(txn, live);
@@ -483,7 +500,8 @@ export class Scheduler {
   #tryStart(txn: Txn, live: LiveRun, step: StepDefinition): void {
     if (this.#closing || isTerminalRun(live.record.status)) return;
     if (live.running.has(step.name) || live.queued.has(step.name)) return;
-    const capKey = `${live.def.name}/${step.name}`;
+    // A map's items share their step's cap.
+    const capKey = `${live.def.name}/${step.itemOf?.map ?? step.name}`;
     if (this.#slots.waiting === 0 && this.#slots.tryAcquire(capKey, step.concurrency)) {
       this.#beginAttempt(txn, live, step, capKey);
       return;
@@ -578,12 +596,16 @@ export class Scheduler {
         live.steps.set(step.name, next);
         txn.touchStep(live, step.name);
       },
-      startChild: (def, input) => {
-        if (this.#defs.get(def.name) !== def) {
-          throw new Error(`this engine does not serve the child's workflow '${def.name}'`);
+      startChild: (childDef, input) => {
+        // The served definition of that name (a test may serve a stubbed copy).
+        const def = this.#defs.get(childDef.name);
+        if (!def) {
+          throw new Error(`this engine does not serve the child's workflow '${childDef.name}'`);
         }
         const child = this.#newRun(txn, def, JSON.stringify(input) ?? "null", {
           parent: { runId: live.record.id, step: step.name },
+          // A child's spans belong to its parent's trace.
+          ...(live.record.trace ? { trace: live.record.trace } : {}),
         });
         return child.record.id;
       },
@@ -599,9 +621,12 @@ export class Scheduler {
       },
       succeeded: (value) => {
         live.results.set(step.name, value);
+        if (step.itemOf) return this.#itemEnded(txn, live, step, { ok: true });
         this.#resolved(txn, live, step);
       },
+      items: () => this.#itemsCtx(txn, live, step),
       failRun: (error) => {
+        if (step.itemOf) return this.#itemEnded(txn, live, step, { ok: false, error });
         if (step.phase === "compensation") {
           // One failed compensation does not stop the others; the run's
           // error names it once they have all ended.
@@ -609,6 +634,81 @@ export class Scheduler {
           return this.#resolved(txn, live, step);
         }
         this.#endRun(txn, live, "failed", error, step.name);
+      },
+    };
+  }
+
+  /** A step's definition, or a map item's, by name. */
+  #stepDef(live: LiveRun, name: string): StepDefinition | undefined {
+    return live.def.getStep(name) ?? live.itemDefs.get(name);
+  }
+
+  /** The run's steps, and the items of its maps that started. */
+  *#stepsOf(live: LiveRun): Iterable<StepDefinition> {
+    yield* live.def.steps;
+    yield* live.itemDefs.values();
+  }
+
+  /** An item of a map step ended for good: its map step decides what follows. */
+  #itemEnded(
+    txn: Txn,
+    live: LiveRun,
+    item: StepDefinition,
+    outcome: { ok: true } | { ok: false; error: ErrorData },
+  ): void {
+    const map = live.def.getStep(item.itemOf!.map)!;
+    this.#kindOf(map).itemEnded?.(this.#ctx(txn, live, map), item.itemOf!.index, outcome);
+  }
+
+  /** The definition item `index` of map step `map` runs as: a task whose body gets the item. */
+  #itemDef(live: LiveRun, map: StepDefinition, index: number): StepDefinition {
+    const name = itemName(map.name, index);
+    const known = live.itemDefs.get(name);
+    if (known) return known;
+    const item = live.mapItems.get(map.name)?.[index];
+    const def: StepDefinition = Object.freeze({
+      name,
+      kind: "task" as const,
+      phase: "forward" as const,
+      needs: Object.freeze([]),
+      reads: map.needs,
+      skippedNeeds: "run" as const,
+      timeoutMs: map.timeoutMs,
+      retry: map.retry,
+      concurrency: Infinity,
+      itemOf: Object.freeze({ map: map.name, index }),
+      // deno-lint-ignore no-explicit-any
+      fn: (ctx: any) => map.fn({ ...ctx, item, index, step: map.name }),
+    });
+    live.itemDefs.set(name, def);
+    return def;
+  }
+
+  /** What a map step may do with its items, in `txn`. */
+  #itemsCtx(txn: Txn, live: LiveRun, map: StepDefinition): MapItemsContext {
+    if (map.kind !== "map") throw new Error(`Step '${map.name}' is not a map step`);
+    const runId = live.record.id;
+    return {
+      store: (items) => {
+        live.mapItems.set(map.name, items);
+        splitJson(JSON.stringify(items)).forEach((chunk, i) =>
+          txn.extraSets.push([this.#keys.mapInput(runId, map.name, i), chunk])
+        );
+      },
+      count: () => live.mapItems.get(map.name)?.length ?? 0,
+      record: (index) => live.steps.get(itemName(map.name, index)),
+      value: (index) => live.results.get(itemName(map.name, index)),
+      start: (index) => {
+        const def = this.#itemDef(live, map, index);
+        const rec: StepRecord = { status: "pending", attempts: 0, errors: [] };
+        live.steps.set(def.name, rec);
+        this.#kindOf(def).ready(this.#ctx(txn, live, def));
+      },
+      recover: (index) => {
+        const def = this.#itemDef(live, map, index);
+        this.#kindOf(def).recover(this.#ctx(txn, live, def), {
+          reloaded: this.#reloadedItems.get(runId)?.has(def.name) ?? false,
+        });
       },
     };
   }
@@ -787,7 +887,7 @@ export class Scheduler {
     // A compensating run is ending already: its compensations carry on.
     if (live.record.status === "compensating") return;
     const now = this.#clock.now();
-    for (const s of live.def.steps) {
+    for (const s of this.#stepsOf(live)) {
       const rec = live.steps.get(s.name)!;
       if (isTerminalStep(rec.status) || s.phase === "compensation") continue;
       const running = live.running.get(s.name);
@@ -847,7 +947,7 @@ export class Scheduler {
       const txn = new Txn();
       for (const g of granted) {
         const live = this.#live.get(g.runId);
-        const step = live?.def.getStep(g.step);
+        const step = live && this.#stepDef(live, g.step);
         if (!live || !step || !live.queued.delete(g.step) || isTerminalRun(live.record.status)) {
           this.#slots.release(g.capKey);
           continue;
@@ -885,7 +985,8 @@ export class Scheduler {
     // Held runs' timers may be lost too: fire those that are due.
     for (const live of [...this.#live.values()]) {
       for (const [name, timer] of [...live.retryTimers]) {
-        const step = live.def.getStep(name)!;
+        const step = this.#stepDef(live, name);
+        if (!step) continue;
         const due = this.#kindOf(step).dueAt(live.steps.get(name)!);
         if (due === undefined || due > now) continue;
         this.#clock.clearTimeout(timer);
@@ -932,7 +1033,7 @@ export class Scheduler {
     const now = this.#clock.now();
     let dueAt = Infinity;
     let parked = false;
-    for (const s of live.def.steps) {
+    for (const s of this.#stepsOf(live)) {
       const rec = live.steps.get(s.name)!;
       if (
         live.queued.has(s.name) || (rec.status === "pending" && readiness(live, s).kind !== "wait")
@@ -1023,7 +1124,9 @@ export class Scheduler {
     for (const fn of txn.after) fn();
     for (const [live, events] of txn.history) {
       for (const event of events) {
-        this.#events.emit({ runId: live.record.id, workflow: live.def.name, event });
+        this.#events.emit({ runId: live.record.id, workflow: live.def.name, event }, {
+          trace: live.record.trace,
+        });
       }
     }
     for (const live of terminal) {
@@ -1113,6 +1216,7 @@ export class Scheduler {
       return;
     }
     this.#resyncing.add(runId);
+    const end = this.#activity?.begin();
     (async () => {
       let lastWrite = live.lastCommit;
       do {
@@ -1130,7 +1234,10 @@ export class Scheduler {
     })().catch((e) => {
       log.error("Run {runId} could not be reloaded: {error}", { runId, error: e });
       giveUp(e);
-    }).finally(() => this.#resyncing.delete(runId));
+    }).finally(() => {
+      this.#resyncing.delete(runId);
+      end?.();
+    });
   }
 
   /** Drops a run from memory without writing anything. */

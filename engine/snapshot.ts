@@ -8,6 +8,7 @@ import type { ErrorData } from "./errors.ts";
 import type { RunStatus, StepStatus } from "./states.ts";
 import type { AttemptError, RunRecord, StepRecord } from "./records.ts";
 import type { AnyWorkflow, StepKindName } from "../steps/workflow.ts";
+import { parseItemName } from "./keys.ts";
 
 /** One failed attempt of a step. */
 export interface AttemptErrorSnapshot {
@@ -39,6 +40,8 @@ export interface StepSnapshot {
   event?: string;
   /** For a child step: the child run. */
   childRunId?: string;
+  /** For a map step that started: its items, and how many succeeded, failed, are running. */
+  map?: { total: number; succeeded: number; failed: number; running: number };
   /** Attempts started so far. */
   attempts: number;
   /** The steps it waits for. */
@@ -149,7 +152,10 @@ export function snapshotOf(
   def: AnyWorkflow | undefined,
 ): RunSnapshot {
   const names = def ? def.steps.map((s) => s.name) : [];
-  for (const name of steps.keys()) if (!names.includes(name)) names.push(name);
+  // A map's items are counted on their step, not shown one by one.
+  for (const name of steps.keys()) {
+    if (!names.includes(name) && !parseItemName(name)) names.push(name);
+  }
   const stepViews: Record<string, StepSnapshot> = {};
   for (const name of names) {
     const rec = steps.get(name);
@@ -173,6 +179,14 @@ export function snapshotOf(
         ? iso(rec.resumeAt)
         : undefined,
       childRunId: rec.childRunId,
+      map: rec.map
+        ? {
+          total: rec.map.total,
+          succeeded: rec.map.succeeded,
+          failed: rec.map.failed,
+          running: rec.map.started - rec.map.succeeded - rec.map.failed,
+        }
+        : undefined,
       attempts: rec.attempts,
       needs,
       startedAt: iso(rec.startedAt),

@@ -8,12 +8,15 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { context } from "@opentelemetry/api";
+import { type Activity, BodyActivity } from "./activity.ts";
 import { runAttempt } from "./attempt.ts";
-import type { Clock } from "./clock.ts";
+import { type Clock, sleepOn } from "./clock.ts";
 import type { CommitBatcher } from "./commit_batcher.ts";
 import type { KeyLayout } from "./keys.ts";
 import type { LiveRun, RunningAttempt } from "./live_run.ts";
 import { type EncodedOutput, encodeOutput } from "./output.ts";
+import type { Tracing } from "./tracing.ts";
 import type { StepDefinition } from "../steps/workflow.ts";
 
 /** Output chunks of 60 KB per write keep each write well under KV's 800 KiB commit limit. */
@@ -48,6 +51,10 @@ export interface LaunchOptions {
   stopped(): boolean;
   /** Commits how the attempt ended; not called for an attempt that was superseded. */
   settle(target: AttemptTarget, result: AttemptResult): void;
+  /** Counts the body as work in flight while it runs, not while it sleeps. @default {undefined} */
+  activity?: Activity;
+  /** Gives each attempt a span. @default {undefined} (none) */
+  tracing?: Tracing;
 }
 
 /**
@@ -92,11 +99,16 @@ export function launchAttempt(target: AttemptTarget, options: LaunchOptions): vo
   const { live, step, running } = target;
   if (live.dead || options.stopped() || live.running.get(step.name) !== running) return;
   const { attempt, controller } = running;
+  const traced = options.tracing?.startAttempt(live.record, step.name, attempt);
+  const spanContext = traced?.span.spanContext();
   const stepLog = getLogger(["weft", "step"]).with({
     workflow: live.def.name,
     runId: live.record.id,
     step: step.name,
     attempt,
+    ...(traced && traced.span.isRecording()
+      ? { traceId: spanContext!.traceId, spanId: spanContext!.spanId }
+      : {}),
   });
   const results: Record<string, unknown> = {};
   // A skipped step's result is absent, not `undefined`.
@@ -109,22 +121,44 @@ export function launchAttempt(target: AttemptTarget, options: LaunchOptions): vo
     timeoutMs: step.timeoutMs,
     controller,
     clock: options.clock,
-    body: () =>
-      step.fn({
-        input: live.input,
-        results,
-        signal: controller.signal,
-        attempt,
-        runId: live.record.id,
-        workflow: live.def.name,
-        step: step.name,
-        log: stepLog,
-        // A compensation and `onFailure` learn why the run is ending.
-        ...(step.phase === "compensation"
-          ? { failedStep: live.record.failedStep, error: live.record.error }
-          : {}),
-      }),
+    body: () => {
+      const { clock, activity } = options;
+      const busy = activity && new BodyActivity(activity);
+      const sleep = (ms: number, signal: AbortSignal = controller.signal) => {
+        busy?.park();
+        const slept = sleepOn(clock, ms, signal);
+        slept.then(() => busy?.unpark(), () => busy?.unpark());
+        return slept;
+      };
+      try {
+        const call = () =>
+          step.fn({
+            input: live.input,
+            results,
+            signal: controller.signal,
+            attempt,
+            runId: live.record.id,
+            workflow: live.def.name,
+            step: step.name,
+            log: stepLog,
+            now: () => clock.now(),
+            sleep,
+            // A compensation and `onFailure` learn why the run is ending.
+            ...(step.phase === "compensation"
+              ? { failedStep: live.record.failedStep, error: live.record.error }
+              : {}),
+          });
+        // The body's own spans (a fetch, say) are children of the attempt's.
+        const value = traced ? context.with(traced.context, call) : call();
+        Promise.resolve(value).then(() => busy?.done(), () => busy?.done());
+        return value;
+      } catch (error) {
+        busy?.done();
+        throw error;
+      }
+    },
   }).then((outcome) => {
+    if (traced) options.tracing!.endAttempt(traced.span, outcome);
     // A late result of an abandoned or superseded attempt never touches state.
     if (options.stopped() || live.running.get(step.name) !== running) return;
     if (!outcome.ok) return options.settle(target, outcome);

@@ -19,6 +19,25 @@ export type AttemptOutcome =
   | { ok: true; output: StepRecord["output"]; value: unknown }
   | { ok: false; error: unknown };
 
+/** How one item of a map step ended, after its retries. */
+export type ItemOutcome = { ok: true } | { ok: false; error: ErrorData };
+
+/** What a map step may do with its items, within the write being built. */
+export interface MapItemsContext {
+  /** Stores the items with the write: from now on they are the step's. */
+  store(items: readonly unknown[]): void;
+  /** How many items were stored. */
+  count(): number;
+  /** An item's record, once it started. */
+  record(index: number): StepRecord | undefined;
+  /** An item's committed output, once it succeeded. */
+  value(index: number): unknown;
+  /** Starts item `index`: its first attempt, under the engine's caps. */
+  start(index: number): void;
+  /** Carries on an item loaded from KV that had not ended, as a task's recovery does. */
+  recover(index: number): void;
+}
+
 /** What a step kind may do to its step, within the write being built. */
 export interface StepKindContext {
   /** The step's definition. */
@@ -63,6 +82,8 @@ export interface StepKindContext {
   succeeded(value: unknown): void;
   /** Ends the run as failed because of this step. */
   failRun(error: ErrorData): void;
+  /** For a map step: its items. */
+  items(): MapItemsContext;
 }
 
 /** One kind of step: what its events mean. */
@@ -77,6 +98,8 @@ export interface StepKind {
   timerDue(ctx: StepKindContext): void;
   /** Events arrived in the run's mailbox (for a step that waits for one). */
   eventArrived?(ctx: StepKindContext): void;
+  /** One of its items ended for good (for a map step). */
+  itemEnded?(ctx: StepKindContext, index: number, outcome: ItemOutcome): void;
   /**
    * A worker loaded the run from KV and holds it now. `reloaded` tells an
    * attempt this worker abandoned itself (to reload after a failed write)

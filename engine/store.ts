@@ -4,10 +4,11 @@
  *
  * @module
  */
-import type { KeyLayout } from "./keys.ts";
+import { itemName, type KeyLayout } from "./keys.ts";
 import {
   type HistoryEvent,
   historyEventSchema,
+  type OutputRef,
   type RunEvent,
   runEventSchema,
   type RunRecord,
@@ -116,17 +117,50 @@ export class RunStore {
     const outputs = new Map<string, unknown>();
     for (const [name, rec] of steps) {
       if (rec.status !== "succeeded" || !rec.output) continue;
-      const ref = rec.output;
-      if (ref.kind === "inline") {
-        outputs.set(name, decodeOutput(ref, []));
-        continue;
-      }
-      const chunks: Uint8Array[] = [];
-      const prefix = this.#keys.outputChunks(runId, name, ref.attempt);
-      for await (const entry of this.#kv.list<Uint8Array>({ prefix })) chunks.push(entry.value);
-      outputs.set(name, decodeOutput(ref, chunks));
+      outputs.set(name, await this.#output(runId, name, rec.output));
     }
     return outputs;
+  }
+
+  async #output(runId: string, name: string, ref: OutputRef): Promise<unknown> {
+    if (ref.kind === "inline") return decodeOutput(ref, []);
+    if (ref.kind === "items") {
+      // A map's output is its items' outputs, in item order.
+      const items = await this.getItems(runId, name);
+      const values: unknown[] = [];
+      for (let i = 0; i < ref.count; i++) {
+        const item = items.get(i);
+        const value = item?.status === "succeeded" && item.output
+          ? await this.#output(runId, itemName(name, i), item.output)
+          : null;
+        if (!ref.tolerant) values.push(value);
+        else if (item?.status === "succeeded") values.push({ ok: true, value });
+        else values.push({ ok: false, error: item?.errors.at(-1)?.error ?? null });
+      }
+      return values;
+    }
+    const chunks: Uint8Array[] = [];
+    const prefix = this.#keys.outputChunks(runId, name, ref.attempt);
+    for await (const entry of this.#kv.list<Uint8Array>({ prefix })) chunks.push(entry.value);
+    return decodeOutput(ref, chunks);
+  }
+
+  /** The records of a map step's items, by index. */
+  async getItems(runId: string, step: string): Promise<Map<number, StepRecord>> {
+    const items = new Map<number, StepRecord>();
+    for await (const entry of this.#kv.list({ prefix: this.#keys.items(runId, step) })) {
+      items.set(Number(entry.key.at(-1)), parseOrThrow(stepRecordSchema, entry.value, entry.key));
+    }
+    return items;
+  }
+
+  /** A map step's items, as stored when it started. */
+  async getMapInput(runId: string, step: string): Promise<unknown[]> {
+    const chunks: Uint8Array[] = [];
+    for await (
+      const entry of this.#kv.list<Uint8Array>({ prefix: this.#keys.mapInputs(runId, step) })
+    ) chunks.push(entry.value);
+    return chunks.length === 0 ? [] : joinJson(chunks);
   }
 
   /** A run's input, from the record or from its chunks. */

@@ -6,7 +6,13 @@
  */
 import type { Hono } from "hono";
 import { z } from "zod";
-import { type AnyWorkflow, type Engine, isTerminalRun, type RunSnapshot } from "../mod.ts";
+import {
+  type AnyWorkflow,
+  type Engine,
+  isTerminalRun,
+  isTraceparent,
+  type RunSnapshot,
+} from "../mod.ts";
 import { readJsonBody } from "./body.ts";
 import { ApiError, ErrorCode } from "./errors.ts";
 import { addRoute, type ResponseSpec, type RouteSpec } from "./route.ts";
@@ -197,8 +203,13 @@ export function addApiRoutes(app: Hono, deps: RouteDeps): RouteSpec[] {
       throw new ApiError(404, ErrorCode.NotFound, `Unknown workflow '${params.name}'`);
     }
     const input = await readJsonBody(c);
+    // A malformed trace context is ignored, as W3C Trace Context asks.
+    const traceparent = c.req.header("traceparent");
     const { created, ...summary } = await engine.start(params.name, input, {
       idempotencyKey: headers["Idempotency-Key"],
+      ...(isTraceparent(traceparent)
+        ? { traceparent, tracestate: c.req.header("tracestate")?.slice(0, 512) }
+        : {}),
     });
     c.header("Location", `/runs/${summary.id}`);
     return c.json(summary, created ? 201 : 200);

@@ -158,7 +158,7 @@ export const RunInput = meta(z.unknown(), {
     "The run's input: any JSON value, validated against the workflow's `inputSchema` (see GET /workflows/{name})",
 });
 
-/** An error stored by the engine: data, never a stack trace. */
+/** An error stored by the engine, as data, with where it was thrown. */
 export const ErrorDataSchema = meta(
   z.object({
     name: z.string(),
@@ -168,6 +168,10 @@ export const ErrorDataSchema = meta(
     get cause(): z.ZodOptional<typeof ErrorDataSchema> {
       return ErrorDataSchema.optional();
     },
+    stack: z.string().optional().meta({
+      description:
+        "Where it was thrown (at most 4 KB with its causes'). The API is only open to authenticated clients when a token is set.",
+    }),
   }),
   { id: "ErrorData", description: "An error of a step or run, as data" },
 );
@@ -192,6 +196,15 @@ export const StepSnapshotSchema = meta(
     }),
     event: meta(z.string().optional(), { description: "The event a wait step waits for" }),
     childRunId: meta(RunId.optional(), { description: "The child run a child step started" }),
+    map: meta(
+      z.object({
+        total: z.number().int(),
+        succeeded: z.number().int(),
+        failed: z.number().int(),
+        running: z.number().int(),
+      }).optional(),
+      { description: "A map step's items: how many in all, succeeded, failed, in flight" },
+    ),
     attempts: z.number().int(),
     needs: z.array(z.string()),
     startedAt: isoTime.optional(),

@@ -254,7 +254,8 @@ export function createMetrics(engine: MetricsEngine, options: MetricsOptions = {
       return;
     }
     const t = track(runId);
-    const { step } = event;
+    // A map's items (`step[3]`) count under their step: one series per step, not per item.
+    const step = event.step.replace(/\[\d+\]$/, "");
     if (event.to === "running") {
       const readyAt = event.from === "waiting"
         ? t.dueAt.get(step)

@@ -70,6 +70,17 @@ export interface StepContext<I, R> {
   step: string;
   /** A logger whose records carry `workflow`, `runId`, `step` and `attempt`. */
   log: StepLogger;
+  /**
+   * The engine's clock in epoch milliseconds: `Date.now()` in production,
+   * the fake clock under `weft/testing`.
+   */
+  now(): number;
+  /**
+   * Waits `ms` milliseconds of the engine's clock, so that a test can skip
+   * the wait; rejects with the signal's reason when `signal` (by default
+   * this attempt's `signal`) aborts. The wait counts against `timeoutMs`.
+   */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
 /** A step's body. Its return value must be JSON-serializable. */
@@ -219,6 +230,49 @@ export interface ChildSpec {
   input(ctx: ConditionContext<unknown, unknown>): unknown;
 }
 
+/** What a map step's body receives: a step's context, and its item. */
+export interface MapItemContext<I, R, T> extends StepContext<I, R> {
+  /** The item. */
+  item: T;
+  /** Its position among the items, from 0. */
+  index: number;
+}
+
+/** Options of a map step: where its items come from, and how they run. */
+export interface MapOptions<I, R, Needs extends readonly string[], T>
+  extends CommonStepOptions<I, R, Needs> {
+  /** The items, from the run's input and results: one durable child attempt each. */
+  items: (ctx: ConditionContext<I, R>) => readonly T[];
+  /** Most items of this step running at once in one run. @default {10} */
+  concurrency?: number;
+  /** Limit of one item's attempt, in milliseconds. @default {30000} (or the workflow's) */
+  timeoutMs?: number;
+  /** How an item's failed attempts are retried. */
+  retry?: RetryPolicy;
+  /**
+   * When `true`, an item that fails after its retries does not fail the step:
+   * the output holds `{ ok: false, error }` in its place and `{ ok: true,
+   * value }` for the others. @default {false}
+   */
+  tolerateFailures?: boolean;
+}
+
+/** One item's outcome in the output of a map step that tolerates failures. */
+export type MapItemResult<O> = { ok: true; value: O } | { ok: false; error: ErrorData | null };
+
+/** The most items a map step may have. */
+export const MAX_MAP_ITEMS = 100_000;
+
+/** What a map step is, resolved. */
+export interface MapSpec {
+  /** Its items. */
+  items(ctx: ConditionContext<unknown, unknown>): readonly unknown[];
+  /** Most items running at once per run. */
+  readonly concurrency: number;
+  /** Whether failed items leave the step succeeding. */
+  readonly tolerateFailures: boolean;
+}
+
 /** The kinds of step: what a step does (see `steps/kinds/`). */
 export const STEP_KINDS = ["task", "sleep", "wait", "child", "map"] as const;
 /** One of {@linkcode STEP_KINDS}. */
@@ -269,6 +323,10 @@ export interface StepDefinition {
   readonly wait?: WaitSpec;
   /** For a child step. */
   readonly child?: ChildSpec;
+  /** For a map step. */
+  readonly map?: MapSpec;
+  /** For one item of a map step, as the engine runs it: the map and the index. */
+  readonly itemOf?: { readonly map: string; readonly index: number };
   /** Limit of one attempt. */
   readonly timeoutMs: number;
   /** The full retry policy. */
@@ -530,6 +588,86 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
     return this.#add(name, options, { kind: "child", child }) as never;
   }
 
+  /**
+   * Adds a map step: a dynamic fan-out. Its items come from the run's input
+   * and results when it starts; each item runs `fn` as a durable attempt of
+   * its own, with the step's timeout and retry policy, at most `concurrency`
+   * at once in the run. Its result is the items' outputs in item order. An
+   * item that fails after its retries fails the step, unless it sets
+   * `tolerateFailures`.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { z } from "zod";
+   * import { workflow } from "./workflow.ts";
+   * const batch = workflow("batch", { input: z.object({ ids: z.array(z.string()) }) })
+   *   .map("charge", { items: ({ input }) => input.ids, concurrency: 5 }, ({ item }) => ({
+   *     id: item,
+   *     ok: true,
+   *   }))
+   *   .step("total", { needs: ["charge"] }, ({ results }) => results.charge.length);
+   * assert.equal(batch.getStep("charge")?.map?.concurrency, 5);
+   * ```
+   */
+  map<const N extends string, T, O, const Needs extends readonly (keyof R & string)[] = []>(
+    name: N,
+    options: MapOptions<I, Pick<R, Needs[number]>, Needs, T> & { tolerateFailures: true },
+    fn: (ctx: MapItemContext<I, Pick<R, Needs[number]>, T>) => Promise<O> | O,
+  ): Workflow<I, R & { [K in N]: MapItemResult<Awaited<O>>[] }>;
+  /** Adds a map step whose result is its items' outputs, in item order. */
+  map<const N extends string, T, O, const Needs extends readonly (keyof R & string)[] = []>(
+    name: N,
+    options: MapOptions<I, Pick<R, Needs[number]>, Needs, T>,
+    fn: (ctx: MapItemContext<I, Pick<R, Needs[number]>, T>) => Promise<O> | O,
+  ): Workflow<I, R & { [K in N]: Awaited<O>[] }>;
+  map(
+    name: string,
+    // deno-lint-ignore no-explicit-any
+    options: MapOptions<any, any, readonly string[], unknown>,
+    // deno-lint-ignore no-explicit-any
+    fn: (ctx: MapItemContext<any, any, unknown>) => unknown,
+  ): Workflow<I, Record<string, unknown>> {
+    const fail = (problem: string): never => {
+      throw new WorkflowDefinitionError(this.name, String(name), problem);
+    };
+    if (typeof options !== "object" || options === null) fail("map options are missing");
+    const optionProblem = kindOptionProblems("map", options).join("; ");
+    if (optionProblem) fail(optionProblem);
+    const common = this.#checkCommon(name, options, fail, () => []);
+    if (typeof options.items !== "function") {
+      fail("'items' must be a function of { input, results } returning an array");
+    }
+    if (typeof fn !== "function") fail("the step function is missing");
+    const concurrency = options.concurrency ?? 10;
+    if (!Number.isInteger(concurrency) || concurrency < 1) {
+      fail(`'concurrency' must be an integer >= 1: current value is ${concurrency}`);
+    }
+    const timeoutMs = options.timeoutMs ?? this.defaults.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+      fail(`'timeoutMs' must be a finite number > 0: current value is ${timeoutMs}`);
+    }
+    const problem = retryPolicyProblem(options.retry ?? {});
+    if (problem) fail(problem);
+    const map: MapSpec = Object.freeze({
+      items: options.items as MapSpec["items"],
+      concurrency,
+      tolerateFailures: options.tolerateFailures === true,
+    });
+    const step: StepDefinition = Object.freeze({
+      name,
+      kind: "map" as const,
+      phase: "forward" as const,
+      ...common,
+      timeoutMs,
+      retry: Object.freeze({ ...DEFAULT_RETRY, ...this.defaults.retry, ...options.retry }),
+      concurrency: Infinity,
+      map,
+      fn: fn as StepFn<unknown, unknown, unknown>,
+    });
+    return this.#with(step);
+  }
+
   /** Checks and adds a sleep, wait or child step. */
   #add(
     name: string,
@@ -674,6 +812,35 @@ export class Workflow<I = unknown, R extends Record<string, unknown> = EmptyResu
       ...(options.compensate ? { compensate: options.compensate } : {}),
     });
     return this.#with(step);
+  }
+
+  /**
+   * A copy of this workflow whose named steps run other bodies, for tests
+   * (see `weft/testing`); everything else, compensations included, stays.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { workflow } from "./workflow.ts";
+   * const wf = workflow("w").step("a", () => 1);
+   * const stubbed = wf.withBodies(new Map([["a", () => 2]]));
+   * assert.equal(stubbed.getStep("a")?.fn({} as never), 2);
+   * ```
+   */
+  // deno-lint-ignore no-explicit-any
+  withBodies(bodies: ReadonlyMap<string, StepFn<I, any, unknown>>): Workflow<I, R> {
+    const steps = this.forwardSteps.map((s) => {
+      const fn = bodies.get(s.name);
+      return fn ? Object.freeze({ ...s, fn }) : s;
+    });
+    return new Workflow(
+      this.name,
+      this.input,
+      this.defaults,
+      steps,
+      this.description,
+      this.#onFailure,
+    );
   }
 
   /** The step of that name, or `undefined`. */

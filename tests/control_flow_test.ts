@@ -455,3 +455,128 @@ Deno.test("sub-workflows: a child workflow the engine is not given is refused at
     kv.close();
   }
 });
+
+Deno.test("dynamic fan-out: a map runs one durable attempt per item, in order, with its concurrency", async () => {
+  let inFlight = 0;
+  let most = 0;
+  const wf = workflow("fanout", { input: z.object({ n: z.number() }) })
+    .step("list", ({ input }) => ({ items: Array.from({ length: input.n }, (_, i) => i) }))
+    .map("square", {
+      needs: ["list"],
+      items: ({ results }) => results.list.items,
+      concurrency: 3,
+      retry: { maxAttempts: 3, initialDelayMs: 10 },
+    }, async ({ item, attempt, index }) => {
+      inFlight++;
+      most = Math.max(most, inFlight);
+      await new Promise((r) => setTimeout(r, 1));
+      inFlight--;
+      if (item === 4 && attempt === 1) throw new Error("flaky");
+      return { index, square: item * item };
+    })
+    .step(
+      "sum",
+      { needs: ["square"] },
+      ({ results }) => results.square.reduce((n, r) => n + r.square, 0),
+    );
+  await using t = await testEngine([wf]);
+  const run = await t.engine.start("fanout", { n: 20 });
+  await waitFor(async () =>
+    (await t.engine.get(run.id)).steps.square.map?.failed === 0 &&
+    t.clock.pendingTimers > 0
+  );
+  for (let i = 0; i < 5; i++) await t.clock.advance(10);
+  const done = await t.engine.result(run.id);
+  assert.equal(done.status, "succeeded");
+  assert.equal(done.output, Array.from({ length: 20 }, (_, i) => i * i).reduce((a, b) => a + b));
+  assert.equal(most, 3);
+  const square = done.steps.square;
+  assert.deepEqual(square.map, { total: 20, succeeded: 20, failed: 0, running: 0 });
+  assert.deepEqual(
+    (square.output as { index: number }[]).map((o) => o.index),
+    Array.from({ length: 20 }, (_, i) => i),
+  );
+  // The page shows the map's counts, not one entry per item.
+  assert.deepEqual(Object.keys(done.steps), ["list", "square", "sum"]);
+  const history = await t.engine.history(run.id);
+  const item4 = history.filter((e) => e.type === "step" && e.step === "square[4]").map((e) =>
+    e.type === "step" ? e.to : ""
+  );
+  assert.deepEqual(item4, ["running", "waiting", "running", "succeeded"]);
+});
+
+Deno.test("dynamic fan-out: a failed item fails the map, unless it tolerates failures", async (t) => {
+  const make = (tolerate: boolean) =>
+    workflow(tolerate ? "tolerant" : "strict")
+      .map(
+        "check",
+        {
+          items: () => ["a", "b", "c"],
+          retry: { maxAttempts: 1 },
+          ...(tolerate ? { tolerateFailures: true as const } : {}),
+        },
+        ({ item }) => {
+          if (item === "b") throw new Error(`bad item ${item}`);
+          return item.toUpperCase();
+        },
+      );
+  await using te = await testEngine([make(false), make(true)]);
+  await t.step("strict", async () => {
+    const done = await te.engine.result((await te.engine.start("strict", {})).id);
+    assert.equal(done.status, "failed");
+    assert.equal(done.failedStep, "check");
+    assert.match(
+      done.error!.message,
+      /Step 'check' failed: item 1 failed after 1 attempt: bad item b/,
+    );
+  });
+  await t.step("tolerant", async () => {
+    const done = await te.engine.result((await te.engine.start("tolerant", {})).id);
+    assert.equal(done.status, "succeeded");
+    const out = done.output as { ok: boolean; value?: string; error?: { message: string } }[];
+    assert.deepEqual(out.map((o) => o.ok), [true, false, true]);
+    assert.equal(out[0].value, "A");
+    assert.match(out[1].error!.message, /bad item b/);
+    assert.deepEqual(done.steps.check.map, { total: 3, succeeded: 2, failed: 1, running: 0 });
+  });
+});
+
+Deno.test("dynamic fan-out: 10,000 items complete, across a restart mid-way, none redone", async () => {
+  const ran = new Map<number, number>();
+  const wf = workflow("big-map")
+    .map(
+      "touch",
+      { items: () => Array.from({ length: 10_000 }, (_, i) => i), concurrency: 50 },
+      ({ item }) => {
+        ran.set(item, (ran.get(item) ?? 0) + 1);
+        return item % 7;
+      },
+    )
+    .step("count", { needs: ["touch"] }, ({ results }) => results.touch.length);
+  await using t = await testEngine([wf], { maxConcurrentSteps: 100 });
+  const run = await t.engine.start("big-map", {});
+  await waitFor(
+    async () => ((await t.engine.get(run.id)).steps.touch.map?.succeeded ?? 0) > 2_000,
+    "2,000 items",
+    20_000,
+  );
+  await t.restart();
+  const done = await t.engine.result(run.id);
+  assert.equal(done.status, "succeeded");
+  assert.equal(done.output, 10_000);
+  assert.deepEqual(done.steps.touch.map, {
+    total: 10_000,
+    succeeded: 10_000,
+    failed: 0,
+    running: 0,
+  });
+  // Finished items were not redone; at most the ones in flight at the restart ran twice.
+  const twice = [...ran.values()].filter((n) => n > 1).length;
+  assert.ok(twice <= 50, `${twice} items ran twice`);
+  assert.equal(ran.size, 10_000);
+  const committed = (await t.engine.history(run.id)).filter((e) =>
+    e.type === "step" && e.to === "succeeded" && e.step.startsWith("touch[")
+  );
+  assert.equal(committed.length, 10_000);
+  assert.equal(new Set(committed.map((e) => e.type === "step" && e.step)).size, 10_000);
+});

@@ -5,6 +5,7 @@ import { type AnyWorkflow, type RunSnapshot, workflow } from "../mod.ts";
 import { dashboardRoutes } from "../dashboard/routes.tsx";
 import { mountObservability } from "../observability/mod.ts";
 import { order } from "../workflows/order.ts";
+import { createTestEngine } from "../testing.ts";
 import { deferred, testEngine, waitFor } from "./_helpers.ts";
 
 const ORIGIN = "http://localhost";
@@ -18,7 +19,7 @@ function form(fields: Record<string, string>): RequestInit {
 }
 
 async function setup(workflows: AnyWorkflow[] = [order, quick()], pageSize = 25) {
-  const te = await testEngine(workflows);
+  const te = await createTestEngine({ workflows });
   const app = new Hono();
   const observability = mountObservability(app, {
     engine: te.engine,
@@ -29,7 +30,7 @@ async function setup(workflows: AnyWorkflow[] = [order, quick()], pageSize = 25)
     app,
     async [Symbol.asyncDispose]() {
       observability.close();
-      await te[Symbol.asyncDispose]();
+      await te.close();
     },
   };
 }
@@ -75,7 +76,7 @@ Deno.test("dashboard lists runs with status, workflow and age, filtered and page
 
   await t.step("filters by workflow and status", async () => {
     const orderRun = await te.engine.start("order", { orderId: "x", amount: 99_999 });
-    await te.engine.result(orderRun.id);
+    await te.runToEnd(orderRun.id);
     const byWorkflow = await (await app.request("/?workflow=order")).text();
     assert.deepEqual(attrs(byWorkflow, /<tr data-run-id="([^"]+)"/g), [orderRun.id]);
     assert.match(byWorkflow, /<option value="order" selected>order<\/option>/);
@@ -99,15 +100,9 @@ Deno.test("dashboard run page draws the DAG coloured by step state, with details
   await using s = await setup();
   const { te, app } = s;
   // payment fails its first attempt and retries after a backoff on the fake clock.
-  const retrying = deferred();
-  const off = te.engine.subscribe(({ event }) => {
-    if (event.type === "step" && event.to === "waiting") retrying.resolve();
-  });
   const run = await te.engine.start("order", { orderId: "flaky-7", amount: 12 });
-  await retrying.promise;
-  off();
-  te.clock.tick(1_000);
-  const done = await te.engine.result(run.id);
+  const done = await te.runToEnd(run.id);
+  assert.equal(done.steps.payment.attempts, 2);
   assert.equal(done.status, "succeeded");
   const res = await app.request(`/ui/runs/${run.id}`);
   assert.equal(res.status, 200);
@@ -263,7 +258,7 @@ Deno.test("dashboard escapes run data", async () => {
   const { te, app } = s;
   const evil = "<script>alert(1)</script><img src=x onerror=alert(1)>";
   const run = await te.engine.start("order", { orderId: evil, amount: 99_999 });
-  await te.engine.result(run.id);
+  await te.runToEnd(run.id);
   for (const path of [`/ui/runs/${run.id}`, "/"]) {
     const html = await (await app.request(path)).text();
     assert.doesNotMatch(html, /<script>alert/);

@@ -603,6 +603,7 @@ function withOverrides(engine: Engine, overrides: Partial<Engine>): Engine {
     history: (runId) => engine.history(runId),
     subscribe: (listener) => engine.subscribe(listener),
     stats: () => engine.stats(),
+    idle: () => engine.idle(),
     close: (options) => engine.close(options),
     ...overrides,
   };

@@ -5,6 +5,7 @@
  */
 import type { StepKind } from "../../engine/step_kind.ts";
 import { childKind } from "./child.ts";
+import { mapKind } from "./map.ts";
 import { sleepKind } from "./sleep.ts";
 import { taskKind } from "./task.ts";
 import { waitKind } from "./wait.ts";
@@ -20,5 +21,5 @@ import { waitKind } from "./wait.ts";
  * ```
  */
 export function builtinKinds(): ReadonlyMap<string, StepKind> {
-  return new Map([taskKind, sleepKind, waitKind, childKind].map((k) => [k.name, k]));
+  return new Map([taskKind, sleepKind, waitKind, childKind, mapKind].map((k) => [k.name, k]));
 }
