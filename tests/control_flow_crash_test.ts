@@ -2,7 +2,8 @@
  * The control-flow kinds across kill -9, proven with real processes: a
  * worker (`fixtures/control_flow_worker.ts`) runs the workflows of
  * `fixtures/control_flow_workflows.ts` on a KV file and is killed with
- * SIGKILL while its runs sleep, wait for an event, or undo their steps; fresh
+ * SIGKILL while its runs sleep, wait for an event, undo their steps, fan out
+ * over items or start child runs; fresh
  * workers on the same file finish the work; then this test reads the file and
  * the side log every body start and end went to, and checks what the engine
  * promises:
@@ -15,6 +16,10 @@
  * - a compensation chain interrupted by a kill carries on in reverse order,
  *   each compensation's result committed once, then `onFailure`, and the run
  *   ends failed with `failedStep` set;
+ * - a map cut by a kill never starts an item that committed again, commits
+ *   each item's result once, and outputs them in item order;
+ * - a child start cut by a kill leaves exactly one child run per parent,
+ *   linked both ways, whose results reach the parent;
  * - every task result is committed once, and a body ran again only for an
  *   attempt recorded as interrupted, in a killed process.
  *
@@ -31,6 +36,10 @@ import {
   type BodyEntry,
   type BodyOutput,
   CHILD_WORKFLOW,
+  MAP_CONCURRENCY,
+  MAP_STEP,
+  MAP_WORKFLOW,
+  type MapItem,
   PARENT_WORKFLOW,
   SAGA_FAILURE,
   SAGA_STEPS,
@@ -1009,6 +1018,158 @@ Deno.test("control flow: a compensation chain cut by kill -9 carries on in order
     const passed = await t.step(
       `kill ${kill}${kill === "early" ? ", then kill the resumer" : ""}`,
       async () => console.log(`  ${await sagaScenario({ kill }, random)}`),
+    );
+    if (!passed) break;
+  }
+});
+
+// ------------------------------------------------------------------ dynamic fan-out
+
+const MAP_RUNS = 4;
+const MAP_ITEMS = 30;
+
+/**
+ * Runs of a task that lists {@linkcode MAP_ITEMS} items, a map over them
+ * ({@linkcode MAP_CONCURRENCY} at once, 40-120 ms each) and a task that sees
+ * the map's output. The worker is killed once a share of all items has
+ * committed, with items in flight; with `killResumer`, the resumer is killed
+ * the same way; the last worker finishes.
+ */
+async function mapScenario(plan: { killResumer: boolean }, random: () => number) {
+  return await inTempDir("weft_cf_map_", async (dir) => {
+    const notes: string[] = [];
+    const killed = new Set<number>();
+    const workers: WorkerProcess[] = [];
+    let ids: Map<number, string>;
+    const total = MAP_RUNS * MAP_ITEMS;
+    const isItem = (step: string) => step.startsWith(`${MAP_STEP}[`);
+    const committed = (w: WorkerProcess) =>
+      w.all("step").filter((e) => isItem(e.step) && e.to === "succeeded").length;
+    const inFlight = (w: WorkerProcess) => {
+      const open = new Set<string>();
+      for (const b of w.all("body")) {
+        if (!isItem(b.step)) continue;
+        const key = `${b.runId}/${b.step}/${b.attempt}`;
+        if (b.phase === "start") open.add(key);
+        else open.delete(key);
+      }
+      return open.size;
+    };
+    /** Kills `w` once `share` of the items left have committed in it, with some in flight. */
+    const killMidway = async (w: WorkerProcess, share: number, left: number) => {
+      const k = Math.max(1, Math.floor(share * left));
+      await w.until(`${k} items committed`, () => committed(w) >= k && inFlight(w) > 0);
+      const flying = inFlight(w);
+      await w.kill();
+      killed.add(w.pid);
+      notes.push(`${w.role} killed after ${committed(w)} items committed, ${flying} in flight`);
+    };
+    try {
+      const a = new WorkerProcess("A", dir);
+      workers.push(a);
+      await a.until("ready", () => a.count("ready") > 0);
+      const inputs = Array.from({ length: MAP_RUNS }, (_, n) => ({ n, count: MAP_ITEMS }));
+      ids = await startRuns(a, MAP_WORKFLOW, inputs);
+      await killMidway(a, 0.2 + random() * 0.4, total);
+      if (plan.killResumer) {
+        const b = new WorkerProcess("B", dir);
+        workers.push(b);
+        await killMidway(b, 0.2 + random() * 0.4, total - committed(a));
+      }
+      const last = new WorkerProcess("last", dir);
+      workers.push(last);
+      await last.finish([...ids.values()], () => describeUnfinished(dir, workers));
+    } finally {
+      for (const w of workers) await w[Symbol.asyncDispose]();
+    }
+
+    const ev = await readEvidence(dir);
+    const problems: string[] = [];
+    checkRunSet(ev, MAP_WORKFLOW, ids.values(), problems);
+    const tally: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
+    let keptAcrossKill = 0;
+    for (const [n, id] of ids) {
+      const run = ev.runs.find((r) => r.id === id);
+      if (!run) continue;
+      const where = `run ${id} (n=${n})`;
+      if (run.status !== "succeeded") {
+        problems.push(`${where} is ${run.status}: ${JSON.stringify(run.error)}`);
+        continue;
+      }
+      const history = ev.history.get(id)!;
+      checkTask(ev, run, "list", killed, tally, problems);
+      const map = ev.steps.get(id)!.get(MAP_STEP);
+      const mapPath = history.filter((e) => e.type === "step" && e.step === MAP_STEP)
+        .map((e) => (e as { to: string }).to).join(">");
+      if (mapPath !== "running>succeeded") problems.push(`${where}: the map went ${mapPath}`);
+      const counts = { total: MAP_ITEMS, started: MAP_ITEMS, succeeded: MAP_ITEMS, failed: 0 };
+      if (JSON.stringify(map?.map) !== JSON.stringify(counts)) {
+        problems.push(`${where}: map counts ${JSON.stringify(map?.map)}`);
+      }
+      const output = ev.outputs.get(id)?.get(MAP_STEP) as
+        | (BodyOutput & { item: MapItem })[]
+        | undefined;
+      if (output?.length !== MAP_ITEMS) {
+        problems.push(`${where}: the map's output has ${output?.length} items`);
+      }
+      for (let i = 0; i < MAP_ITEMS; i++) {
+        const name = `${MAP_STEP}[${i}]`;
+        // One committed result per item, as a task's: history, record and side log agree.
+        const winner = checkTask(ev, run, name, killed, tally, problems);
+        const item = output?.[i];
+        if (item?.item.i !== i || item.step !== name || item.attempt !== winner?.attempt) {
+          problems.push(`${where}: output[${i}] is ${JSON.stringify(item)}`);
+        }
+        // An item committed before a kill is never started again.
+        const lines = ev.bodies.filter((b) => b.runId === id && b.step === name);
+        const doneBy = workers.findIndex((w) =>
+          w.all("step").some((e) => e.runId === id && e.step === name && e.to === "succeeded")
+        );
+        if (doneBy >= 0 && doneBy < killed.size) {
+          keptAcrossKill++;
+          const later = new Set(workers.slice(doneBy + 1).map((w) => w.pid));
+          if (lines.some((l) => later.has(l.pid))) {
+            problems.push(`${where} ${name}: committed in ${workers[doneBy].role}, redone later`);
+          }
+        }
+      }
+      // Items start in index order, at most MAP_CONCURRENCY at once per process.
+      for (const w of workers) {
+        let open = 0;
+        let most = 0;
+        for (const b of ev.bodies) {
+          if (b.runId !== id || b.pid !== w.pid || !isItem(b.step)) continue;
+          open += b.phase === "start" ? 1 : -1;
+          most = Math.max(most, open);
+        }
+        if (most > MAP_CONCURRENCY) {
+          problems.push(`${where}: ${most} items ran at once in ${w.role}`);
+        }
+      }
+      const sum = checkTask(ev, run, "sum", killed, tally, problems);
+      const want = output?.map((o) => `${o.step}@${o.attempt}/${o.pid}`);
+      if (sum && JSON.stringify(sum.seen?.fan) !== JSON.stringify(want)) {
+        problems.push(`${where}: 'sum' saw ${JSON.stringify(sum.seen?.fan)}`);
+      }
+    }
+    if (tally.interruptedStarted === 0) {
+      problems.push(`no item's body was interrupted by a kill: nothing was tested`);
+    }
+    notes.push(
+      `${keptAcrossKill} items committed before a kill, none redone; item bodies interrupted ` +
+        `${tally.interruptedStarted}, before the body ${tally.interruptedUnstarted}`,
+    );
+    if (problems.length > 0) fail(problems, notes.join("; "));
+    return notes.join("; ");
+  });
+}
+
+Deno.test("control flow: a map cut by kill -9 redoes no finished item and commits each once", async (t) => {
+  const random = seeded(SEED + 4);
+  for (const killResumer of [false, true]) {
+    const passed = await t.step(
+      `kill mid-way${killResumer ? ", then kill the resumer mid-way" : ""}`,
+      async () => console.log(`  ${await mapScenario({ killResumer }, random)}`),
     );
     if (!passed) break;
   }
