@@ -3,7 +3,7 @@
  * a side log and a finished KV file, and the check of a step's history.
  */
 import type { HistoryEvent } from "../mod.ts";
-import { keyLayout } from "../engine/keys.ts";
+import { itemName, keyLayout } from "../engine/keys.ts";
 import type { RunRecord, StepRecord } from "../engine/records.ts";
 import { RunStore } from "../engine/store.ts";
 
@@ -40,6 +40,27 @@ export function checkCommittedOnce(
   return events;
 }
 
+/**
+ * The history events of a step that runs no body (a sleep, a wait), after
+ * checking that it entered `parked` once (a restart did not start it again)
+ * and then succeeded once, and did nothing else. Problems are pushed to
+ * `problems`, prefixed with `at`.
+ */
+export function checkParkedOnce(
+  history: readonly HistoryEvent[],
+  step: string,
+  parked: "sleeping" | "awaiting",
+  at: string,
+  problems: string[],
+): StepEvent[] {
+  const events = history.filter((e): e is StepEvent => e.type === "step" && e.step === step);
+  const path = events.map((e) => `${e.from}>${e.to}`).join(",");
+  if (path !== `pending>${parked},${parked}>succeeded`) {
+    problems.push(`${at}: transitions ${path}, expected pending>${parked},${parked}>succeeded`);
+  }
+  return events;
+}
+
 /** mulberry32: a small seeded generator, enough to vary kill and stop moments. */
 export function seeded(seed: number): () => number {
   let a = seed >>> 0;
@@ -72,7 +93,10 @@ export async function readSideLog<T extends { runId: string; step: string }>(
   return byStep;
 }
 
-/** Every run of a KV file with its steps, outputs and history, as stored. */
+/**
+ * Every run of a KV file with its steps (a map step's items among them, as
+ * `map[index]`), outputs and history, as stored.
+ */
 export interface StoredRuns {
   runs: RunRecord[];
   /** Ids in the `active` index. */
@@ -97,6 +121,13 @@ export async function readStoredRuns(kv: Deno.Kv): Promise<StoredRuns> {
   };
   for (const run of runs) {
     const steps = await store.getSteps(run.id);
+    // A map step's items are steps too, named `map[index]` as in history.
+    for (const [name, rec] of [...steps]) {
+      if (!rec.map) continue;
+      for (const [i, item] of await store.getItems(run.id, name)) {
+        steps.set(itemName(name, i), item);
+      }
+    }
     stored.steps.set(run.id, steps);
     stored.outputs.set(run.id, await store.getOutputs(run.id, steps));
     stored.history.set(run.id, await store.getHistory(run.id));

@@ -1,0 +1,1482 @@
+/**
+ * The control-flow kinds across kill -9, proven with real processes: a
+ * worker (`fixtures/control_flow_worker.ts`) runs the workflows of
+ * `fixtures/control_flow_workflows.ts` on a KV file and is killed with
+ * SIGKILL while its runs sleep, wait for an event, undo their steps, fan out
+ * over items or start child runs; fresh
+ * workers on the same file finish the work; then this test reads the file and
+ * the side log every body start and end went to, and checks what the engine
+ * promises:
+ *
+ * - a durable sleep ends at or after its stored time, never earlier and not
+ *   restarted by a restart, and each sleep is entered and ended once;
+ * - an event acknowledged by `engine.signal` is never lost, an event sent
+ *   before the wait starts is kept for it, each run takes one event, the
+ *   one its idempotency key stored first, and its mailbox is empty after;
+ * - a compensation chain interrupted by a kill carries on in reverse order,
+ *   each compensation's result committed once, then `onFailure`, and the run
+ *   ends failed with `failedStep` set;
+ * - a map cut by a kill never starts an item that committed again, commits
+ *   each item's result once, and outputs them in item order;
+ * - a child start cut by a kill leaves exactly one child run per parent,
+ *   linked both ways, whose results reach the parent;
+ * - every task result is committed once, and a body ran again only for an
+ *   attempt recorded as interrupted, in a killed process.
+ *
+ * The kill moments come from a seeded generator. Set `CF_CRASH_SEED` to
+ * replay one; the seed in use is printed and is part of every failure message.
+ *
+ * @module
+ */
+import { checkCommittedOnce, checkParkedOnce, readStoredRuns, seeded } from "./_history_checks.ts";
+import type { HistoryEvent } from "../mod.ts";
+import { keyLayout } from "../engine/keys.ts";
+import type { RunRecord, StepRecord } from "../engine/records.ts";
+import {
+  type BodyEntry,
+  type BodyOutput,
+  CHILD_WORKFLOW,
+  MAP_CONCURRENCY,
+  MAP_STEP,
+  MAP_WORKFLOW,
+  type MapItem,
+  PARENT_WORKFLOW,
+  SAGA_FAILURE,
+  SAGA_STEPS,
+  SAGA_UNDO_ORDER,
+  SAGA_WORKFLOW,
+  SLEEP_WORKFLOW,
+  WAIT_WORKFLOW,
+} from "./fixtures/control_flow_workflows.ts";
+
+const ROOT = `${import.meta.dirname}/..`;
+const WORKER = `${import.meta.dirname}/fixtures/control_flow_worker.ts`;
+/**
+ * How long a worker may take to finish what is left before the test calls it
+ * a hang. It needs 1-4 s; the margin is for a loaded CI machine.
+ */
+const FINISH_TIMEOUT_MS = 20_000;
+/** How long the test waits for a worker to reach a point it needs (boot included). */
+const REACH_TIMEOUT_MS = 20_000;
+
+const seedFromEnv = Deno.env.get("CF_CRASH_SEED");
+const SEED = seedFromEnv ? Number(seedFromEnv) : Date.now() % 2 ** 31;
+console.log(`control_flow_crash_test seed=${SEED} (replay with CF_CRASH_SEED=${SEED})`);
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+
+// ------------------------------------------------------------------ workers
+
+type WorkerEvent =
+  | { type: "boot"; pid: number; at: number }
+  | { type: "recovering"; at: number }
+  | { type: "ready"; at: number }
+  | { type: "ack"; runId: string; key: string; at: number }
+  | {
+    type: "signaled";
+    runId: string;
+    key: string;
+    eventId: string;
+    duplicate: boolean;
+    at: number;
+  }
+  | { type: "signal-error"; runId: string; key: string; error: string }
+  | ({ type: "body" } & BodyEntry)
+  | {
+    type: "step";
+    runId: string;
+    step: string;
+    to: string;
+    attempt: number;
+    at: number;
+    nextAttemptAt?: number;
+  }
+  | { type: "armed"; dieAfter: string }
+  | { type: "finished"; runs: number; statuses: string[] };
+
+type EventOf<T extends WorkerEvent["type"]> = Extract<WorkerEvent, { type: T }>;
+
+/** One worker process: its parsed stdout, its stderr, and its stdin for commands. */
+class WorkerProcess implements AsyncDisposable {
+  readonly events: WorkerEvent[] = [];
+  readonly #child: Deno.ChildProcess;
+  readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #reading: Promise<void>;
+  readonly #stderr: Promise<string>;
+  readonly #waiters = new Set<() => void>();
+  #ended = false;
+
+  constructor(readonly role: string, dir: string) {
+    this.#child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--config",
+        `${ROOT}/deno.json`,
+        WORKER,
+        `${dir}/weft.kv`,
+        `${dir}/side.log`,
+      ],
+      cwd: ROOT,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#stdin = this.#child.stdin.getWriter();
+    this.#stderr = new Response(this.#child.stderr).text();
+    this.#reading = this.#read();
+  }
+
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  all<T extends WorkerEvent["type"]>(type: T): EventOf<T>[] {
+    return this.events.filter((e): e is EventOf<T> => e.type === type);
+  }
+
+  count(type: WorkerEvent["type"]): number {
+    return this.all(type).length;
+  }
+
+  /** Writes one command line; a worker that is gone ignores it. */
+  async send(command: Record<string, unknown>): Promise<void> {
+    const line = new TextEncoder().encode(JSON.stringify(command) + "\n");
+    await this.#stdin.write(line).catch(() => {});
+  }
+
+  async #read(): Promise<void> {
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for await (const chunk of this.#child.stdout) {
+      buffer += decoder.decode(chunk, { stream: true });
+      for (let i = buffer.indexOf("\n"); i >= 0; i = buffer.indexOf("\n")) {
+        const line = buffer.slice(0, i);
+        buffer = buffer.slice(i + 1);
+        if (line.trim()) this.events.push(JSON.parse(line));
+      }
+      for (const w of this.#waiters) w();
+    }
+    this.#ended = true;
+    for (const w of this.#waiters) w();
+  }
+
+  /**
+   * Resolves once `condition` holds; throws (naming `what`) if stdout ends
+   * first or it takes longer than {@linkcode REACH_TIMEOUT_MS}.
+   */
+  async until(what: string, condition: () => boolean): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const reached = await new Promise<boolean | "timeout">((resolve) => {
+      const check = () => {
+        if (condition()) resolve(true);
+        else if (this.#ended) resolve(false);
+        else return;
+        this.#waiters.delete(check);
+      };
+      timer = setTimeout(() => {
+        this.#waiters.delete(check);
+        resolve("timeout");
+      }, REACH_TIMEOUT_MS);
+      this.#waiters.add(check);
+      check();
+    });
+    clearTimeout(timer);
+    if (reached !== true) {
+      throw new Error(
+        `The ${this.role} worker (pid ${this.pid}) ${
+          reached === "timeout"
+            ? `did not reach ${what} within ${REACH_TIMEOUT_MS} ms`
+            : `ended before ${what}`
+        } (seed ${SEED})\n${reached === "timeout" ? "" : await this.#stderr}`,
+      );
+    }
+  }
+
+  /** Sends SIGKILL and waits until the process is gone; throws if it had exited first. */
+  async kill(): Promise<void> {
+    const status = await this.#stop();
+    if (status.signal !== "SIGKILL") {
+      throw new Error(
+        `The ${this.role} worker ended before its kill (seed ${SEED}): ${
+          JSON.stringify(status)
+        }\n${await this.#stderr}`,
+      );
+    }
+  }
+
+  /** Waits until the process has exited by itself, and returns how. */
+  async stopped(): Promise<Deno.CommandStatus> {
+    const status = await this.#child.status;
+    return await this.#stop().then(() => status);
+  }
+
+  async #stop(): Promise<Deno.CommandStatus> {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch {
+      // Already exited: the status says how.
+    }
+    await this.#stdin.close().catch(() => {});
+    const status = await this.#child.status;
+    await this.#reading;
+    await this.#stderr;
+    return status;
+  }
+
+  /** Asks the worker to finish `runIds` and waits for its normal exit. */
+  async finish(
+    runIds: readonly string[],
+    describe: () => Promise<string>,
+    timeoutMs = FINISH_TIMEOUT_MS,
+  ): Promise<void> {
+    await this.send({ cmd: "finish", runIds });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), timeoutMs);
+    });
+    const status = await Promise.race([this.#child.status, timedOut]);
+    clearTimeout(timer);
+    if (status === "timeout") {
+      await this.#stop();
+      throw new Error(
+        `The ${this.role} worker did not finish within ${timeoutMs} ms (a hang or a ` +
+          `lost run; seed ${SEED})\n${await describe()}\n${(await this.#stderr).slice(-3000)}`,
+      );
+    }
+    await this.#stop();
+    if (!status.success || this.count("finished") !== 1) {
+      throw new Error(
+        `The ${this.role} worker failed (seed ${SEED}): ${JSON.stringify(status)}\n${await this
+          .#stderr}`,
+      );
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#stop();
+  }
+}
+
+/** Starts runs through `worker` and waits for their acknowledgements; returns their ids by key. */
+async function startRuns(
+  worker: WorkerProcess,
+  workflow: string,
+  inputs: readonly Record<string, unknown>[],
+): Promise<Map<number, string>> {
+  const keyOf = (n: number) => `${workflow}-${n}`;
+  for (const input of inputs) {
+    await worker.send({ cmd: "start", workflow, input, key: keyOf(input.n as number) });
+  }
+  const acked = () => new Map(worker.all("ack").map((a) => [a.key, a.runId]));
+  await worker.until(`${inputs.length} acks`, () => acked().size >= inputs.length);
+  const byKey = acked();
+  return new Map(inputs.map((i) => [i.n as number, byKey.get(keyOf(i.n as number))!]));
+}
+
+// ------------------------------------------------------------------ reading the evidence
+
+interface Evidence {
+  runs: RunRecord[];
+  active: string[];
+  steps: Map<string, Map<string, StepRecord>>;
+  outputs: Map<string, Map<string, unknown>>;
+  history: Map<string, HistoryEvent[]>;
+  /** Events left in each run's mailbox (not taken), by run. */
+  mailbox: Map<string, unknown[]>;
+  /** Every side-log line, in file order. */
+  bodies: BodyEntry[];
+}
+
+async function readEvidence(dir: string): Promise<Evidence> {
+  let text = "";
+  try {
+    text = await Deno.readTextFile(`${dir}/side.log`);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const bodies = text.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as BodyEntry);
+  // Every worker has exited: this process is the only one on the file.
+  const kv = await Deno.openKv(`${dir}/weft.kv`);
+  try {
+    const stored = await readStoredRuns(kv);
+    const mailbox = new Map<string, unknown[]>();
+    for (const run of stored.runs) {
+      const left = await Array.fromAsync(kv.list({ prefix: keyLayout().events(run.id) }));
+      mailbox.set(run.id, left.map((e) => e.value));
+    }
+    return { ...stored, mailbox, bodies };
+  } finally {
+    kv.close();
+  }
+}
+
+/**
+ * The runs a hung worker left unfinished, for the failure message: their
+ * steps, mailbox, history, and what each worker said about them.
+ */
+async function describeUnfinished(dir: string, workers: readonly WorkerProcess[]): Promise<string> {
+  const ev = await readEvidence(dir);
+  const lines = ev.active.slice(0, 4).map((id) => {
+    const run = ev.runs.find((r) => r.id === id);
+    const steps = [...(ev.steps.get(id) ?? new Map()).entries()]
+      .map(([name, rec]) => `${name}:${rec.status}/${rec.attempts}`).join(" ");
+    const history = (ev.history.get(id) ?? []).map((e) =>
+      e.type === "run" ? `run>${e.to}@${e.at}` : `${e.step}>${e.to}#${e.attempt}@${e.at}`
+    );
+    const said = workers.map((w) =>
+      `    ${w.role} (pid ${w.pid}): ${
+        w.events.filter((e) => "runId" in e && e.runId === id && e.type !== "body")
+          .map((e) => JSON.stringify(e)).join(" ")
+      }`
+    );
+    return [
+      `  ${id} ${run?.workflow} ${run?.status}: ${steps || "no step records"}`,
+      `    mailbox: ${JSON.stringify(ev.mailbox.get(id))}`,
+      `    history: ${history.join(" ")}`,
+      ...said,
+    ].join("\n");
+  });
+  return `${ev.active.length} runs left unfinished:\n${lines.join("\n")}`;
+}
+
+/** What {@linkcode checkTask} counted. */
+interface TaskTally {
+  /** Attempts interrupted by a kill after their body started. */
+  interruptedStarted: number;
+  /** Attempts recorded as running whose body never started before the kill. */
+  interruptedUnstarted: number;
+}
+
+/**
+ * Checks a task step that succeeded: one committed result (history and
+ * record agree), no attempt's body started twice, the output is the
+ * committed attempt's, and every earlier attempt was interrupted by a kill
+ * (its body, if it started, ran in a killed process). Returns the committed
+ * attempt's start line.
+ */
+function checkTask(
+  ev: Evidence,
+  run: RunRecord,
+  step: string,
+  killed: ReadonlySet<number>,
+  tally: TaskTally,
+  problems: string[],
+): BodyEntry | undefined {
+  const at = `run ${run.id} (${run.workflow}) step ${step}`;
+  const rec = ev.steps.get(run.id)?.get(step);
+  if (!rec || rec.status !== "succeeded") {
+    problems.push(`${at} is ${rec?.status ?? "missing"}`);
+    return undefined;
+  }
+  const committed = rec.attempts;
+  checkCommittedOnce(ev.history.get(run.id)!, step, committed, at, problems);
+  const lines = ev.bodies.filter((b) => b.runId === run.id && b.step === step);
+  const starts = lines.filter((l) => l.phase === "start");
+  const attempts = starts.map((l) => l.attempt);
+  if (new Set(attempts).size !== attempts.length) {
+    problems.push(
+      `${at}: an attempt's body started twice (attempt@pid: ${
+        starts.map((l) => `${l.attempt}@${l.pid}`)
+      }); the first was never recorded as interrupted`,
+    );
+  }
+  const winner = starts.find((l) => l.attempt === committed);
+  if (!winner || attempts.some((a) => a > committed)) {
+    problems.push(
+      `${at}: bodies started for attempts ${attempts}, but attempt ${committed} committed`,
+    );
+  }
+  if (!lines.some((l) => l.phase === "end" && l.attempt === committed && l.pid === winner?.pid)) {
+    problems.push(`${at}: the committed attempt ${committed} never reached its end`);
+  }
+  const out = ev.outputs.get(run.id)?.get(step) as BodyOutput | undefined;
+  if (out?.attempt !== committed || out.pid !== winner?.pid) {
+    problems.push(
+      `${at}: output ${JSON.stringify(out)}, but attempt ${committed} committed and ran in ` +
+        `${winner?.pid}`,
+    );
+  }
+  for (let k = 1; k < committed; k++) {
+    const errors = rec.errors.filter((e) => e.attempt === k);
+    const line = starts.find((l) => l.attempt === k);
+    if (errors.length !== 1 || errors[0].error.name !== "AttemptInterruptedError") {
+      problems.push(
+        `${at}: attempt ${k} ended with ${
+          errors.map((e) => `${e.error.name}: ${e.error.message}`).join("; ") || "no error"
+        }, not one AttemptInterruptedError`,
+      );
+    } else if (!line) {
+      tally.interruptedUnstarted++;
+    } else if (!killed.has(line.pid)) {
+      problems.push(
+        `${at}: attempt ${k} ran in ${line.pid}, which was not killed, yet was interrupted`,
+      );
+    } else {
+      tally.interruptedStarted++;
+    }
+  }
+  return winner;
+}
+
+/** Problems common to every scenario: what is still active, and runs that were not acknowledged. */
+function checkRunSet(ev: Evidence, workflow: string, acked: Iterable<string>, problems: string[]) {
+  if (ev.active.length > 0) problems.push(`runs still active: ${ev.active.join(", ")}`);
+  const ids = new Set(ev.runs.filter((r) => r.workflow === workflow).map((r) => r.id));
+  const expected = new Set(acked);
+  for (const id of expected) if (!ids.has(id)) problems.push(`acknowledged run ${id} is lost`);
+  for (const id of ids) if (!expected.has(id)) problems.push(`run ${id} was never acknowledged`);
+  for (const run of ev.runs) {
+    const seqs = ev.history.get(run.id)!.map((e) => e.seq);
+    if (seqs.some((s, i) => s !== i)) problems.push(`run ${run.id}: history seqs ${seqs}`);
+  }
+}
+
+function fail(problems: string[], context: string): never {
+  throw new Error(
+    `${problems.length} violation(s) (seed ${SEED}, ${context}):\n` +
+      problems.slice(0, 40).join("\n"),
+  );
+}
+
+async function inTempDir<T>(prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix });
+  try {
+    return await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+// ------------------------------------------------------------------ sleep
+
+const SLEEP_RUNS = 12;
+
+type SleepKill = "all-asleep" | "some-awake";
+
+/**
+ * Runs of a task, a sleep of `durationMs` (even `n`) or until an epoch time
+ * (odd `n`), and a task; the worker is killed while they sleep, maybe the
+ * resumer too, and the last worker finishes them.
+ */
+async function sleepScenario(
+  plan: { kill: SleepKill; killResumer: boolean },
+  random: () => number,
+): Promise<string> {
+  return await inTempDir("weft_cf_sleep_", async (dir) => {
+    const notes = [`kill when ${plan.kill}`];
+    const killed = new Set<number>();
+    const workers: WorkerProcess[] = [];
+    let ids: Map<number, string>;
+    const describe = () => describeUnfinished(dir, workers);
+    try {
+      const first = new WorkerProcess("first", dir);
+      workers.push(first);
+      await first.until("ready", () => first.count("ready") > 0);
+      const now = Date.now();
+      // Sleeps of 0.3 to 3.1 s: the short ones are overdue at the restart, the long ones are not.
+      const inputs = Array.from(
+        { length: SLEEP_RUNS },
+        (_, n) =>
+          n % 2 === 0 ? { n, durationMs: 300 + 250 * n } : { n, untilMs: now + 400 + 250 * n },
+      );
+      ids = await startRuns(first, SLEEP_WORKFLOW, inputs);
+      // The long sleep of each run: `nap` for a duration, `until` for a time.
+      const longSleep = new Map([...ids].map(([n, id]) => [id, n % 2 === 0 ? "nap" : "until"]));
+      const asleep = (w: WorkerProcess) =>
+        new Set(
+          w.all("step").filter((e) => e.to === "sleeping" && longSleep.get(e.runId) === e.step)
+            .map((e) => e.runId),
+        );
+      if (plan.kill === "all-asleep") {
+        await first.until("every run asleep", () => asleep(first).size === SLEEP_RUNS);
+        const extra = Math.floor(random() * 100);
+        await sleep(extra);
+        notes.push(`${extra} ms after the last run fell asleep`);
+      } else {
+        const k = 1 + Math.floor(random() * 4);
+        await first.until(
+          `${k} runs past their sleep`,
+          () =>
+            first.all("step").filter((e) => e.step === "after" && e.to === "succeeded").length >= k,
+        );
+        notes.push(`after ${k} runs woke`);
+      }
+      await first.kill();
+      killed.add(first.pid);
+
+      if (plan.killResumer) {
+        const second = new WorkerProcess("second", dir);
+        workers.push(second);
+        await second.until("ready", () => second.count("ready") > 0);
+        const delay = 100 + Math.floor(random() * 500);
+        await sleep(delay);
+        await second.kill();
+        killed.add(second.pid);
+        notes.push(`resumer killed ${delay} ms after ready`);
+      }
+
+      const last = new WorkerProcess("last", dir);
+      workers.push(last);
+      await last.finish([...ids.values()], describe);
+    } finally {
+      for (const w of workers) await w[Symbol.asyncDispose]();
+    }
+
+    const ev = await readEvidence(dir);
+    const problems: string[] = [];
+    checkRunSet(ev, SLEEP_WORKFLOW, ids.values(), problems);
+    const tally: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
+    let futureAtRestart = 0;
+    let sleepsEndedByResumers = 0;
+    const lateness: number[] = [];
+    for (const [n, id] of ids) {
+      const run = ev.runs.find((r) => r.id === id);
+      if (!run) continue;
+      const where = `run ${id} (n=${n})`;
+      if (run.status !== "succeeded") {
+        problems.push(`${where} is ${run.status}: ${JSON.stringify(run.error)}`);
+        continue;
+      }
+      const input = run.input as { durationMs?: number; untilMs?: number };
+      const history = ev.history.get(id)!;
+      const steps = ev.steps.get(id)!;
+      checkTask(ev, run, "before", killed, tally, problems);
+      let dueAt = 0;
+      for (const name of ["nap", "until"]) {
+        const at = `${where} sleep ${name}`;
+        const [enter, end] = checkParkedOnce(history, name, "sleeping", at, problems);
+        const rec = steps.get(name)!;
+        if (!enter || !end) continue;
+        // The stored wake-up time is the one recorded when the sleep began.
+        if (enter.nextAttemptAt !== rec.resumeAt) {
+          problems.push(`${at}: began due ${enter.nextAttemptAt}, record says ${rec.resumeAt}`);
+        }
+        const resumeAt = rec.resumeAt!;
+        if (name === "nap" && resumeAt - rec.startedAt! !== (input.durationMs ?? 0)) {
+          problems.push(`${at}: sleeps ${resumeAt - rec.startedAt!} ms, asked ${input.durationMs}`);
+        }
+        if (name === "until" && input.untilMs !== undefined && resumeAt !== input.untilMs) {
+          problems.push(`${at}: sleeps until ${resumeAt}, asked ${input.untilMs}`);
+        }
+        if (end.at < resumeAt) {
+          problems.push(`${at}: ended at ${end.at}, ${resumeAt - end.at} ms early`);
+        }
+        const output = ev.outputs.get(id)?.get(name) as { until?: string } | undefined;
+        if (output?.until !== new Date(resumeAt).toISOString()) {
+          problems.push(`${at}: output ${JSON.stringify(output)} for a sleep until ${resumeAt}`);
+        }
+        dueAt = Math.max(dueAt, resumeAt);
+        // A sleep still in the future when a resumer began must keep its
+        // time, not start again from the restart.
+        const waker = workers.find((w) =>
+          w.all("step").some((e) => e.runId === id && e.step === name && e.to === "succeeded")
+        );
+        if (waker && waker !== workers[0]) {
+          sleepsEndedByResumers++;
+          const recoveringAt = waker.all("recovering")[0]?.at ?? 0;
+          const lengthMs = resumeAt - rec.startedAt!;
+          if (resumeAt > recoveringAt) {
+            futureAtRestart++;
+            lateness.push(end.at - resumeAt);
+            if (end.at >= recoveringAt + lengthMs && lengthMs - (resumeAt - recoveringAt) >= 400) {
+              problems.push(
+                `${at}: ended at ${end.at}, on a sleep restarted at the restart (due ${resumeAt}, ` +
+                  `recovery began ${recoveringAt})`,
+              );
+            }
+          }
+        }
+      }
+      const after = checkTask(ev, run, "after", killed, tally, problems);
+      if (after && after.at < dueAt) {
+        problems.push(
+          `${where}: 'after' started at ${after.at}, ${dueAt - after.at} ms before the sleep's end`,
+        );
+      }
+      const seen = after?.seen as { nap?: { until: string } } | undefined;
+      if (after && seen?.nap?.until !== new Date(steps.get("nap")!.resumeAt!).toISOString()) {
+        problems.push(`${where}: 'after' saw nap ${JSON.stringify(seen?.nap)}`);
+      }
+    }
+    if (futureAtRestart === 0) {
+      problems.push(
+        `no sleep was still in the future when a resumer began: nothing about a sleep across ` +
+          `a restart was tested`,
+      );
+    }
+    const sorted = [...lateness].sort((a, b) => a - b);
+    notes.push(
+      `${sleepsEndedByResumers} sleeps ended by a resumer, ${futureAtRestart} of them due after ` +
+        `it began (woke ${sorted[0] ?? "-"}..${sorted.at(-1) ?? "-"} ms after due); ` +
+        `interrupted bodies ${tally.interruptedStarted}, before the body ${tally.interruptedUnstarted}`,
+    );
+    if (problems.length > 0) fail(problems, notes.join("; "));
+    return notes.join("; ");
+  });
+}
+
+Deno.test("control flow: durable sleeps survive kill -9 and end on time, once", async (t) => {
+  const random = seeded(SEED);
+  const plans = [
+    { kill: "all-asleep" as const, killResumer: false },
+    { kill: "some-awake" as const, killResumer: true },
+  ];
+  for (const plan of plans) {
+    const passed = await t.step(
+      `kill when ${plan.kill}${plan.killResumer ? ", then kill the resumer" : ""}`,
+      async () => console.log(`  ${await sleepScenario(plan, random)}`),
+    );
+    if (!passed) break;
+  }
+});
+
+// ------------------------------------------------------------------ wait for an event
+
+const WAIT_RUNS = 16;
+/** Runs whose event is sent at once, while their first step (1.5 s) still runs. */
+const EARLY = [0, 1, 2, 3];
+/** Runs whose event is sent while they wait, just before the first kill. */
+const BEFORE_KILL = [4, 5, 6, 7];
+/** Runs whose event is sent only after the first kill. */
+const AFTER_KILL = [8, 9, 10, 11, 12, 13, 14, 15];
+
+/** What one `signaled` answer said, and which worker gave it. */
+interface SignalAck {
+  from: string;
+  eventId: string;
+  duplicate: boolean;
+  at: number;
+}
+
+/**
+ * Runs of a task, a wait for an event and a task. The first worker sends the
+ * events of {@linkcode EARLY} and {@linkcode BEFORE_KILL} and is killed; a
+ * second sends those of {@linkcode AFTER_KILL} and is killed after a few of
+ * its acknowledgements; a third sends every run's event again, with the same
+ * idempotency keys (a client retrying after the crashes), and finishes.
+ */
+async function waitScenario(random: () => number): Promise<string> {
+  return await inTempDir("weft_cf_wait_", async (dir) => {
+    const notes: string[] = [];
+    const killed = new Set<number>();
+    const workers: WorkerProcess[] = [];
+    const keyOf = (n: number) => `approve-${n}`;
+    const signal = (w: WorkerProcess, runId: string, n: number) =>
+      w.send({ cmd: "signal", runId, payload: { n, from: w.role }, key: keyOf(n) });
+    let ids: Map<number, string>;
+    const describe = () => describeUnfinished(dir, workers);
+    try {
+      const a = new WorkerProcess("A", dir);
+      workers.push(a);
+      await a.until("ready", () => a.count("ready") > 0);
+      const inputs = Array.from({ length: WAIT_RUNS }, (_, n) => ({
+        n,
+        prepMs: EARLY.includes(n) ? 1_500 : 0,
+      }));
+      ids = await startRuns(a, WAIT_WORKFLOW, inputs);
+      for (const n of EARLY) await signal(a, ids.get(n)!, n);
+      const awaiting = (w: WorkerProcess, ns: number[]) =>
+        ns.every((n) =>
+          w.all("step").some((e) =>
+            e.runId === ids.get(n) && e.step === "approval" && e.to === "awaiting"
+          )
+        );
+      await a.until(
+        "every run but the early ones awaiting",
+        () => awaiting(a, [...BEFORE_KILL, ...AFTER_KILL]),
+      );
+      for (const n of BEFORE_KILL) await signal(a, ids.get(n)!, n);
+      await a.until(
+        "the events acknowledged",
+        () => a.count("signaled") === EARLY.length + BEFORE_KILL.length,
+      );
+      const extra = Math.floor(random() * 40);
+      await sleep(extra);
+      await a.kill();
+      killed.add(a.pid);
+      const doneByA = a.all("step").filter((e) => e.step === "after" && e.to === "succeeded");
+      notes.push(`A killed ${extra} ms after its last event (${doneByA.length} runs done by then)`);
+
+      const b = new WorkerProcess("B", dir);
+      workers.push(b);
+      await b.until("ready", () => b.count("ready") > 0);
+      // One at a time, each acknowledged before the next is sent, so the
+      // kill lands with some events taken or being taken and the others
+      // never sent. (An event stored but not yet handed to its run when the
+      // process dies is the case of the ignored test below: see there.)
+      const k = 1 + Math.floor(random() * (AFTER_KILL.length - 3));
+      for (const n of AFTER_KILL.slice(0, k)) {
+        await signal(b, ids.get(n)!, n);
+        await b.until(
+          `the event of n=${n} acknowledged`,
+          () => b.all("signaled").some((e) => e.runId === ids.get(n)),
+        );
+      }
+      await sleep(Math.floor(random() * 25));
+      await b.kill();
+      killed.add(b.pid);
+      notes.push(`B killed after ${b.count("signaled")} of ${AFTER_KILL.length} acks`);
+
+      const c = new WorkerProcess("C", dir);
+      workers.push(c);
+      await c.until("ready", () => c.count("ready") > 0);
+      for (const [n, id] of ids) await signal(c, id, n);
+      await c.finish([...ids.values()], describe);
+    } finally {
+      for (const w of workers) await w[Symbol.asyncDispose]();
+    }
+
+    const ev = await readEvidence(dir);
+    const problems: string[] = [];
+    checkRunSet(ev, WAIT_WORKFLOW, ids.values(), problems);
+    const tally: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
+    const acks = new Map<string, SignalAck[]>();
+    for (const w of workers) {
+      for (const e of w.all("signal-error")) {
+        problems.push(`${w.role} could not send ${e.key} to ${e.runId}: ${e.error}`);
+      }
+      for (const e of w.all("signaled")) {
+        acks.set(e.runId, [...(acks.get(e.runId) ?? []), { from: w.role, ...e }]);
+      }
+    }
+    let keptBeforeWait = 0;
+    const tookBy = new Map(workers.map((w) => [w.role, 0]));
+    for (const [n, id] of ids) {
+      const run = ev.runs.find((r) => r.id === id);
+      if (!run) continue;
+      const where = `run ${id} (n=${n})`;
+      if (run.status !== "succeeded") {
+        problems.push(`${where} is ${run.status}: ${JSON.stringify(run.error)}`);
+        continue;
+      }
+      const history = ev.history.get(id)!;
+      checkTask(ev, run, "prep", killed, tally, problems);
+      const [enter] = checkParkedOnce(
+        history,
+        "approval",
+        "awaiting",
+        `${where} approval`,
+        problems,
+      );
+      const after = checkTask(ev, run, "after", killed, tally, problems);
+      const got = ev.outputs.get(id)?.get("approval") as
+        | { timedOut: boolean; payload?: { n: number; from: string } }
+        | undefined;
+      // Each event was acknowledged as new once, by the worker that sent it
+      // first; every later send with its key was answered as a duplicate.
+      const runAcks = acks.get(id) ?? [];
+      const fresh = runAcks.filter((s) => !s.duplicate);
+      if (fresh.length !== 1) {
+        problems.push(
+          `${where}: one key, ${fresh.length} events acknowledged as new (${
+            fresh.map((s) => s.from)
+          })`,
+        );
+      }
+      const expectedFrom = fresh[0]?.from;
+      if (got?.timedOut !== false || got.payload?.n !== n || got.payload.from !== expectedFrom) {
+        problems.push(
+          `${where}: the wait ended with ${JSON.stringify(got)}, expected the event from ` +
+            `${expectedFrom} (acks: ${
+              runAcks.map((s) => `${s.from}${s.duplicate ? " dup" : ""}`)
+            })`,
+        );
+      }
+      if (
+        JSON.stringify((after?.seen as { payload?: unknown })?.payload) !==
+          JSON.stringify(got?.payload)
+      ) {
+        problems.push(
+          `${where}: 'after' saw ${JSON.stringify(after?.seen)}, the wait ended with ${
+            JSON.stringify(got)
+          }`,
+        );
+      }
+      const eventIds = new Set(runAcks.map((s) => s.eventId));
+      if (eventIds.size > 1) problems.push(`${where}: one key answered event ids ${[...eventIds]}`);
+      const fromC = runAcks.filter((s) => s.from === "C");
+      if (fromC.length !== 1) problems.push(`${where}: C got ${fromC.length} answers`);
+      else if (runAcks.length > 1 && !fromC[0].duplicate) {
+        problems.push(`${where}: C's resend of an acknowledged event was delivered again`);
+      }
+      const left = ev.mailbox.get(id) ?? [];
+      if (left.length > 0) problems.push(`${where}: ${left.length} events left in its mailbox`);
+      if (EARLY.includes(n) && enter && fresh[0] && fresh[0].at < enter.at) keptBeforeWait++;
+      const taker = workers.find((w) =>
+        w.all("step").some((e) => e.runId === id && e.step === "approval" && e.to === "succeeded")
+      );
+      if (taker) tookBy.set(taker.role, tookBy.get(taker.role)! + 1);
+    }
+    if (keptBeforeWait === 0) {
+      problems.push(`no event was stored before its wait began: that case was not tested`);
+    }
+    notes.push(
+      `${keptBeforeWait} events kept for a wait that began after them; waits ended by ${
+        [...tookBy].map(([role, count]) => `${role} ${count}`).join(", ")
+      }; bodies interrupted ${tally.interruptedStarted}`,
+    );
+    if (problems.length > 0) fail(problems, notes.join("; "));
+    return notes.join("; ");
+  });
+}
+
+Deno.test("control flow: events sent around kill -9 are each taken once, none lost", async (t) => {
+  const random = seeded(SEED + 1);
+  for (let i = 1; i <= 2; i++) {
+    const passed = await t.step(`iteration ${i}`, async () => {
+      console.log(`  ${await waitScenario(random)}`);
+    });
+    if (!passed) break;
+  }
+});
+
+// ------------------------------------------------------------------ compensation
+
+const SAGA_RUNS = 10;
+/** How long the slow handler of each run lasts: a kill lands inside it. */
+const SLOW_MS = 900;
+
+type SagaKill = "mid-chain" | "early";
+
+/**
+ * Runs of four compensated steps and one that fails, so each run undoes
+ * `s4` to `s1`, then runs `onFailure`; in run `n` the handler
+ * `SAGA_UNDO_ORDER[n % 5]` is slow, so a kill finds the runs at different
+ * points of their chains. The worker is killed while those handlers run
+ * (`mid-chain`), or soon after the first one starts (`early`: the steps of
+ * run `n` last `40 n` ms, so other runs are still running their steps; then
+ * the resumer is killed too, while slow handlers run again).
+ */
+async function sagaScenario(plan: { kill: SagaKill }, random: () => number): Promise<string> {
+  return await inTempDir("weft_cf_saga_", async (dir) => {
+    const notes = [`kill ${plan.kill}`];
+    const killed = new Set<number>();
+    const killAt: number[] = [];
+    const workers: WorkerProcess[] = [];
+    let ids: Map<number, string>;
+    const slowStarted = (w: WorkerProcess) =>
+      new Set(
+        w.all("body").filter((b) =>
+          b.phase === "start" &&
+          b.step === SAGA_UNDO_ORDER[[...ids].find(([, id]) => id === b.runId)![0] % 5]
+        ).map((b) => b.runId),
+      );
+    try {
+      const first = new WorkerProcess("first", dir);
+      workers.push(first);
+      await first.until("ready", () => first.count("ready") > 0);
+      const inputs = Array.from({ length: SAGA_RUNS }, (_, n) => ({
+        n,
+        slow: SAGA_UNDO_ORDER[n % SAGA_UNDO_ORDER.length],
+        slowMs: SLOW_MS,
+        // Early kills also find runs at different points of their steps.
+        stepMs: plan.kill === "early" ? 40 * n : 0,
+      }));
+      ids = await startRuns(first, SAGA_WORKFLOW, inputs);
+      if (plan.kill === "mid-chain") {
+        await first.until(
+          "every slow handler running",
+          () => slowStarted(first).size === SAGA_RUNS,
+        );
+      } else {
+        await first.until("a slow handler running", () => slowStarted(first).size > 0);
+      }
+      const extra = Math.floor(random() * 300);
+      await sleep(extra);
+      notes.push(`${extra} ms after ${plan.kill === "early" ? "the first" : "every"} slow start`);
+      killAt.push(Date.now());
+      await first.kill();
+      killed.add(first.pid);
+
+      if (plan.kill === "early") {
+        const second = new WorkerProcess("second", dir);
+        workers.push(second);
+        await second.until("a slow handler running", () => slowStarted(second).size > 0);
+        const delay = Math.floor(random() * 400);
+        await sleep(delay);
+        killAt.push(Date.now());
+        await second.kill();
+        killed.add(second.pid);
+        notes.push(`resumer killed ${delay} ms after its first slow start`);
+      }
+
+      const last = new WorkerProcess("last", dir);
+      workers.push(last);
+      await last.finish([...ids.values()], () => describeUnfinished(dir, workers));
+    } finally {
+      for (const w of workers) await w[Symbol.asyncDispose]();
+    }
+
+    const ev = await readEvidence(dir);
+    const problems: string[] = [];
+    checkRunSet(ev, SAGA_WORKFLOW, ids.values(), problems);
+    const forward: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
+    const undo: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
+    const compensatingAtKill = killAt.map(() => 0);
+    for (const [n, id] of ids) {
+      const run = ev.runs.find((r) => r.id === id);
+      if (!run) continue;
+      const where = `run ${id} (n=${n}, slow ${SAGA_UNDO_ORDER[n % 5]})`;
+      const history = ev.history.get(id)!;
+      const runPath = history.filter((e) => e.type === "run").map((e) => e.to).join(">");
+      if (runPath !== "pending>running>compensating>failed") {
+        problems.push(`${where}: run went ${runPath}`);
+      }
+      if (run.status !== "failed" || run.failedStep !== "fail") {
+        problems.push(`${where} is ${run.status}, failed step ${run.failedStep}`);
+      }
+      if (run.error?.name !== "StepFailedError" || run.error.details?.failedCompensations) {
+        problems.push(`${where}: run error ${JSON.stringify(run.error)}`);
+      }
+      const compensating = history.find((e) => e.type === "run" && e.to === "compensating");
+      const ended = history.find((e) => e.type === "run" && e.to === "failed");
+      killAt.forEach((t, i) => {
+        if (compensating && ended && compensating.at < t && t < ended.at) compensatingAtKill[i]++;
+      });
+      const outputs = ev.outputs.get(id)!;
+      for (const step of SAGA_STEPS) checkTask(ev, run, step, killed, forward, problems);
+      const failRec = ev.steps.get(id)!.get("fail");
+      const failError = failRec?.errors.map((e) => `${e.attempt}:${e.error.name}`).join();
+      const failStarts = ev.bodies.filter((b) => b.runId === id && b.step === "fail");
+      // One attempt allowed: it failed on purpose, or a kill interrupted it (and that failed the run).
+      const interruptedFail = failError === "1:AttemptInterruptedError" &&
+        failStarts.every((b) => killed.has(b.pid));
+      if (
+        failRec?.status !== "failed" || (failError !== "1:NonRetryableError" && !interruptedFail)
+      ) {
+        problems.push(`${where}: step fail is ${failRec?.status} with errors ${failError}`);
+      } else if (!interruptedFail && !run.error?.message.includes(SAGA_FAILURE)) {
+        problems.push(`${where}: run error ${run.error?.message}`);
+      }
+      let previous: { succeededSeq: number; endIndex: number; name: string } = {
+        succeededSeq: compensating?.seq ?? Infinity,
+        endIndex: -1,
+        name: "the run's move to compensating",
+      };
+      for (const name of SAGA_UNDO_ORDER) {
+        const at = `${where} ${name}`;
+        const winner = checkTask(ev, run, name, killed, undo, problems);
+        const events = history.filter((e): e is Extract<HistoryEvent, { type: "step" }> =>
+          e.type === "step" && e.step === name
+        );
+        const firstRunning = events.find((e) => e.to === "running");
+        const succeeded = events.find((e) => e.to === "succeeded");
+        if (!firstRunning || !succeeded || !winner) continue;
+        // Reverse order: it began only once the one before it had committed its result.
+        if (firstRunning.seq < previous.succeededSeq) {
+          problems.push(`${at}: began (seq ${firstRunning.seq}) before ${previous.name} ended`);
+        }
+        const starts = ev.bodies.flatMap((b, i) =>
+          b.runId === id && b.step === name && b.phase === "start" ? [i] : []
+        );
+        if (starts.some((i) => i < previous.endIndex)) {
+          problems.push(`${at}: a body started before ${previous.name}'s committed body ended`);
+        }
+        const seen = winner.seen ?? {};
+        if (name === "~onFailure") {
+          const want = { failedStep: "fail", error: "StepFailedError", results: [...SAGA_STEPS] };
+          if (JSON.stringify(seen) !== JSON.stringify(want)) {
+            problems.push(`${at}: saw ${JSON.stringify(seen)}, expected ${JSON.stringify(want)}`);
+          }
+        } else {
+          const target = name.slice(0, -"~compensate".length);
+          const want = { output: outputs.get(target), compensates: target };
+          for (const i of starts) {
+            if (JSON.stringify(ev.bodies[i].seen) !== JSON.stringify(want)) {
+              problems.push(
+                `${at}: attempt ${ev.bodies[i].attempt} saw ${
+                  JSON.stringify(ev.bodies[i].seen)
+                }, committed is ${JSON.stringify(want)}`,
+              );
+            }
+          }
+        }
+        const endIndex = ev.bodies.findIndex((b) =>
+          b.runId === id && b.step === name && b.phase === "end" &&
+          b.attempt === winner.attempt && b.pid === winner.pid
+        );
+        previous = { succeededSeq: succeeded.seq, endIndex, name };
+      }
+    }
+    if (undo.interruptedStarted === 0) {
+      problems.push(`no compensation or onFailure body was interrupted: nothing was tested`);
+    }
+    notes.push(
+      `runs compensating at each kill ${compensatingAtKill.join(", ")}; compensation and ` +
+        `onFailure bodies interrupted ${undo.interruptedStarted} (before the body ` +
+        `${undo.interruptedUnstarted}); forward bodies interrupted ${forward.interruptedStarted}`,
+    );
+    if (problems.length > 0) fail(problems, notes.join("; "));
+    return notes.join("; ");
+  });
+}
+
+Deno.test("control flow: a compensation chain cut by kill -9 carries on in order, each once", async (t) => {
+  const random = seeded(SEED + 2);
+  for (const kill of ["mid-chain", "early"] as const) {
+    const passed = await t.step(
+      `kill ${kill}${kill === "early" ? ", then kill the resumer" : ""}`,
+      async () => console.log(`  ${await sagaScenario({ kill }, random)}`),
+    );
+    if (!passed) break;
+  }
+});
+
+// ------------------------------------------------------------------ dynamic fan-out
+
+const MAP_RUNS = 4;
+const MAP_ITEMS = 30;
+
+/**
+ * Runs of a task that lists {@linkcode MAP_ITEMS} items, a map over them
+ * ({@linkcode MAP_CONCURRENCY} at once, 40-120 ms each) and a task that sees
+ * the map's output. The worker is killed once a share of all items has
+ * committed, with items in flight; with `killResumer`, the resumer is killed
+ * the same way; the last worker finishes.
+ */
+async function mapScenario(plan: { killResumer: boolean }, random: () => number) {
+  return await inTempDir("weft_cf_map_", async (dir) => {
+    const notes: string[] = [];
+    const killed = new Set<number>();
+    const workers: WorkerProcess[] = [];
+    let ids: Map<number, string>;
+    const total = MAP_RUNS * MAP_ITEMS;
+    const isItem = (step: string) => step.startsWith(`${MAP_STEP}[`);
+    const committed = (w: WorkerProcess) =>
+      w.all("step").filter((e) => isItem(e.step) && e.to === "succeeded").length;
+    const inFlight = (w: WorkerProcess) => {
+      const open = new Set<string>();
+      for (const b of w.all("body")) {
+        if (!isItem(b.step)) continue;
+        const key = `${b.runId}/${b.step}/${b.attempt}`;
+        if (b.phase === "start") open.add(key);
+        else open.delete(key);
+      }
+      return open.size;
+    };
+    /** Kills `w` once `share` of the items left have committed in it, with some in flight. */
+    const killMidway = async (w: WorkerProcess, share: number, left: number) => {
+      const k = Math.max(1, Math.floor(share * left));
+      await w.until(`${k} items committed`, () => committed(w) >= k && inFlight(w) > 0);
+      const flying = inFlight(w);
+      await w.kill();
+      killed.add(w.pid);
+      notes.push(`${w.role} killed after ${committed(w)} items committed, ${flying} in flight`);
+    };
+    try {
+      const a = new WorkerProcess("A", dir);
+      workers.push(a);
+      await a.until("ready", () => a.count("ready") > 0);
+      const inputs = Array.from({ length: MAP_RUNS }, (_, n) => ({ n, count: MAP_ITEMS }));
+      ids = await startRuns(a, MAP_WORKFLOW, inputs);
+      await killMidway(a, 0.2 + random() * 0.4, total);
+      if (plan.killResumer) {
+        const b = new WorkerProcess("B", dir);
+        workers.push(b);
+        await killMidway(b, 0.2 + random() * 0.4, total - committed(a));
+      }
+      const last = new WorkerProcess("last", dir);
+      workers.push(last);
+      await last.finish([...ids.values()], () => describeUnfinished(dir, workers));
+    } finally {
+      for (const w of workers) await w[Symbol.asyncDispose]();
+    }
+
+    const ev = await readEvidence(dir);
+    const problems: string[] = [];
+    checkRunSet(ev, MAP_WORKFLOW, ids.values(), problems);
+    const tally: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
+    let keptAcrossKill = 0;
+    for (const [n, id] of ids) {
+      const run = ev.runs.find((r) => r.id === id);
+      if (!run) continue;
+      const where = `run ${id} (n=${n})`;
+      if (run.status !== "succeeded") {
+        problems.push(`${where} is ${run.status}: ${JSON.stringify(run.error)}`);
+        continue;
+      }
+      const history = ev.history.get(id)!;
+      checkTask(ev, run, "list", killed, tally, problems);
+      const map = ev.steps.get(id)!.get(MAP_STEP);
+      const mapPath = history.filter((e) => e.type === "step" && e.step === MAP_STEP)
+        .map((e) => (e as { to: string }).to).join(">");
+      if (mapPath !== "running>succeeded") problems.push(`${where}: the map went ${mapPath}`);
+      const counts = { total: MAP_ITEMS, started: MAP_ITEMS, succeeded: MAP_ITEMS, failed: 0 };
+      if (JSON.stringify(map?.map) !== JSON.stringify(counts)) {
+        problems.push(`${where}: map counts ${JSON.stringify(map?.map)}`);
+      }
+      const output = ev.outputs.get(id)?.get(MAP_STEP) as
+        | (BodyOutput & { item: MapItem })[]
+        | undefined;
+      if (output?.length !== MAP_ITEMS) {
+        problems.push(`${where}: the map's output has ${output?.length} items`);
+      }
+      for (let i = 0; i < MAP_ITEMS; i++) {
+        const name = `${MAP_STEP}[${i}]`;
+        // One committed result per item, as a task's: history, record and side log agree.
+        const winner = checkTask(ev, run, name, killed, tally, problems);
+        const item = output?.[i];
+        if (item?.item.i !== i || item.step !== name || item.attempt !== winner?.attempt) {
+          problems.push(`${where}: output[${i}] is ${JSON.stringify(item)}`);
+        }
+        // An item committed before a kill is never started again.
+        const lines = ev.bodies.filter((b) => b.runId === id && b.step === name);
+        const doneBy = workers.findIndex((w) =>
+          w.all("step").some((e) => e.runId === id && e.step === name && e.to === "succeeded")
+        );
+        if (doneBy >= 0 && doneBy < killed.size) {
+          keptAcrossKill++;
+          const later = new Set(workers.slice(doneBy + 1).map((w) => w.pid));
+          if (lines.some((l) => later.has(l.pid))) {
+            problems.push(`${where} ${name}: committed in ${workers[doneBy].role}, redone later`);
+          }
+        }
+      }
+      // Items start in index order, at most MAP_CONCURRENCY at once per process.
+      for (const w of workers) {
+        let open = 0;
+        let most = 0;
+        for (const b of ev.bodies) {
+          if (b.runId !== id || b.pid !== w.pid || !isItem(b.step)) continue;
+          open += b.phase === "start" ? 1 : -1;
+          most = Math.max(most, open);
+        }
+        if (most > MAP_CONCURRENCY) {
+          problems.push(`${where}: ${most} items ran at once in ${w.role}`);
+        }
+      }
+      const sum = checkTask(ev, run, "sum", killed, tally, problems);
+      const want = output?.map((o) => `${o.step}@${o.attempt}/${o.pid}`);
+      if (sum && JSON.stringify(sum.seen?.fan) !== JSON.stringify(want)) {
+        problems.push(`${where}: 'sum' saw ${JSON.stringify(sum.seen?.fan)}`);
+      }
+    }
+    if (tally.interruptedStarted === 0) {
+      problems.push(`no item's body was interrupted by a kill: nothing was tested`);
+    }
+    notes.push(
+      `${keptAcrossKill} items committed before a kill, none redone; item bodies interrupted ` +
+        `${tally.interruptedStarted}, before the body ${tally.interruptedUnstarted}`,
+    );
+    if (problems.length > 0) fail(problems, notes.join("; "));
+    return notes.join("; ");
+  });
+}
+
+Deno.test("control flow: a map cut by kill -9 redoes no finished item and commits each once", async (t) => {
+  const random = seeded(SEED + 4);
+  for (const killResumer of [false, true]) {
+    const passed = await t.step(
+      `kill mid-way${killResumer ? ", then kill the resumer mid-way" : ""}`,
+      async () => console.log(`  ${await mapScenario({ killResumer }, random)}`),
+    );
+    if (!passed) break;
+  }
+});
+
+// ------------------------------------------------------------------ sub-workflows
+
+const PARENT_RUNS = 10;
+/** How long each child's one step lasts: longer than any kill delay below. */
+const CHILD_WORK_MS = 1_200;
+/**
+ * A child's end wakes its parent after the write that ends it; a process
+ * killed between the two leaves the parent to look at its mailbox on its
+ * own, 30 s after its child step began (`steps/kinds/child.ts`). A kill can
+ * land there only by chance here, so the last worker may take that long.
+ */
+const CHILD_FINISH_TIMEOUT_MS = 45_000;
+
+/**
+ * Checks parent runs and their children: one child per parent, linked both
+ * ways, succeeded, its result committed once and handed to the parent.
+ * Returns the child of each parent.
+ */
+function checkChildren(
+  ev: Evidence,
+  ids: ReadonlyMap<number, string>,
+  killed: ReadonlySet<number>,
+  tally: TaskTally,
+  problems: string[],
+): Map<string, RunRecord> {
+  checkRunSet(ev, PARENT_WORKFLOW, ids.values(), problems);
+  const childOf = new Map<string, RunRecord>();
+  const parentIds = new Set(ids.values());
+  for (const child of ev.runs.filter((r) => r.workflow === CHILD_WORKFLOW)) {
+    const parentId = child.parent?.runId ?? "";
+    const stepRec = ev.steps.get(parentId)?.get("sub");
+    if (!parentIds.has(parentId) || child.parent?.step !== "sub") {
+      problems.push(`child run ${child.id} has parent ${JSON.stringify(child.parent)}`);
+    } else if (childOf.has(parentId)) {
+      problems.push(
+        `run ${parentId} has two child runs: ${childOf.get(parentId)!.id}, ${child.id}`,
+      );
+    } else if (stepRec?.childRunId !== child.id) {
+      problems.push(`child run ${child.id}: its parent's step names ${stepRec?.childRunId}`);
+    }
+    childOf.set(parentId, child);
+  }
+  for (const [n, id] of ids) {
+    const run = ev.runs.find((r) => r.id === id);
+    if (!run) continue;
+    const where = `run ${id} (n=${n})`;
+    if (run.status !== "succeeded") {
+      problems.push(`${where} is ${run.status}: ${JSON.stringify(run.error)}`);
+      continue;
+    }
+    checkTask(ev, run, "prep", killed, tally, problems);
+    checkParkedOnce(ev.history.get(id)!, "sub", "awaiting", `${where} sub`, problems);
+    const child = childOf.get(id);
+    if (!child) {
+      problems.push(`${where} has no child run`);
+      continue;
+    }
+    if (child.status !== "succeeded") problems.push(`${where}: its child is ${child.status}`);
+    if (JSON.stringify(child.input) !== JSON.stringify({ n, workMs: CHILD_WORK_MS })) {
+      problems.push(`${where}: its child's input is ${JSON.stringify(child.input)}`);
+    }
+    checkTask(ev, child, "work", killed, tally, problems);
+    const want = { runId: child.id, results: { work: ev.outputs.get(child.id)?.get("work") } };
+    const got = ev.outputs.get(id)?.get("sub");
+    if (JSON.stringify(got) !== JSON.stringify(want)) {
+      problems.push(
+        `${where}: sub ended with ${JSON.stringify(got)}, the child committed ${
+          JSON.stringify(want)
+        }`,
+      );
+    }
+    const after = checkTask(ev, run, "after", killed, tally, problems);
+    if (after && JSON.stringify(after.seen?.sub) !== JSON.stringify(want)) {
+      problems.push(`${where}: 'after' saw ${JSON.stringify(after.seen?.sub)}`);
+    }
+    if ((ev.mailbox.get(id) ?? []).length > 0) {
+      problems.push(`${where}: events left in its mailbox`);
+    }
+  }
+  return childOf;
+}
+
+/**
+ * Parent runs whose first step lasts `80 n` ms, then start a child whose one
+ * step lasts {@linkcode CHILD_WORK_MS}. The worker is killed soon after the
+ * first child begins, so some parents have started their child and others
+ * have not; with `killResumer`, the resumer is killed too, once it has
+ * started children of its own.
+ */
+async function childScenario(plan: { killResumer: boolean }, random: () => number) {
+  return await inTempDir("weft_cf_child_", async (dir) => {
+    const notes: string[] = [];
+    const killed = new Set<number>();
+    const workers: WorkerProcess[] = [];
+    let ids: Map<number, string>;
+    const started = (w: WorkerProcess) =>
+      w.all("step").filter((e) => e.step === "sub" && e.to === "awaiting").length;
+    const childEnded = (w: WorkerProcess) =>
+      w.all("body").some((b) => b.step === "work" && b.phase === "end");
+    try {
+      const a = new WorkerProcess("A", dir);
+      workers.push(a);
+      await a.until("ready", () => a.count("ready") > 0);
+      const inputs = Array.from(
+        { length: PARENT_RUNS },
+        (_, n) => ({ n, prepMs: 80 * n, workMs: CHILD_WORK_MS }),
+      );
+      ids = await startRuns(a, PARENT_WORKFLOW, inputs);
+      await a.until(
+        "a child running",
+        () => a.all("body").some((b) => b.step === "work" && b.phase === "start"),
+      );
+      const extra = Math.floor(random() * 400);
+      await sleep(extra);
+      await a.kill();
+      killed.add(a.pid);
+      notes.push(
+        `A killed ${extra} ms after the first child began, with ${started(a)} children started`,
+      );
+
+      if (plan.killResumer) {
+        const b = new WorkerProcess("B", dir);
+        workers.push(b);
+        await b.until("a child started", () => started(b) > 0 || childEnded(b));
+        if (!childEnded(b)) await sleep(Math.floor(random() * 50));
+        await b.kill();
+        killed.add(b.pid);
+        notes.push(`B killed with ${started(b)} children started`);
+      }
+
+      const last = new WorkerProcess("last", dir);
+      workers.push(last);
+      await last.finish(
+        [...ids.values()],
+        () => describeUnfinished(dir, workers),
+        CHILD_FINISH_TIMEOUT_MS,
+      );
+    } finally {
+      for (const w of workers) await w[Symbol.asyncDispose]();
+    }
+
+    const ev = await readEvidence(dir);
+    const problems: string[] = [];
+    const tally: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
+    const childOf = checkChildren(ev, ids, killed, tally, problems);
+    // Which process wrote each child's start, and whether a kill came before it ended.
+    const startedBy = new Map(workers.map((w) => [w.role, 0]));
+    for (const id of ids.values()) {
+      const w = workers.find((w) =>
+        w.all("step").some((e) => e.runId === id && e.step === "sub" && e.to === "awaiting")
+      );
+      if (w) startedBy.set(w.role, startedBy.get(w.role)! + 1);
+    }
+    const crossed = [...childOf.values()].filter((c) =>
+      workers.slice(0, killed.size).some((w) =>
+        w.all("step").some((e) =>
+          e.runId === c.parent?.runId && e.step === "sub" && e.to === "awaiting"
+        )
+      )
+    ).length;
+    if (crossed === 0) {
+      problems.push(`no child was started before a kill: nothing was tested`);
+    }
+    notes.push(
+      `children started by ${
+        [...startedBy].map(([r, k]) => `${r} ${k}`).join(", ")
+      }; ` +
+        `${crossed} started before a kill and finished after it; bodies interrupted ` +
+        `${tally.interruptedStarted}, before the body ${tally.interruptedUnstarted}`,
+    );
+    if (problems.length > 0) fail(problems, notes.join("; "));
+    return notes.join("; ");
+  });
+}
+
+Deno.test("control flow: a child start cut by kill -9 starts one child, and the parent gets its result", async (t) => {
+  const random = seeded(SEED + 3);
+  for (const killResumer of [false, true]) {
+    const passed = await t.step(
+      `kill while children start${killResumer ? ", then kill the resumer" : ""}`,
+      async () => console.log(`  ${await childScenario({ killResumer }, random)}`),
+    );
+    if (!passed) break;
+  }
+});
+
+// The sharpest moment: the process dies right after the write that records
+// the child step's start and creates the child run, before the child's first
+// attempt (recorded running in that write) could begin.
+Deno.test("control flow: a process killed right after it created a child run leaves one child", async () => {
+  await inTempDir("weft_cf_child_write_", async (dir) => {
+    const workers: WorkerProcess[] = [];
+    try {
+      const a = new WorkerProcess("A", dir);
+      workers.push(a);
+      await a.until("ready", () => a.count("ready") > 0);
+      await a.send({ cmd: "arm", dieAfter: "child" });
+      await a.until("armed", () => a.count("armed") > 0);
+      await a.send({
+        cmd: "start",
+        workflow: PARENT_WORKFLOW,
+        input: { n: 0, prepMs: 0, workMs: CHILD_WORK_MS },
+        key: "p0",
+      });
+      // Returns once its stdout ends (it died), or after the reach timeout.
+      await a.until("its own kill", () => false).catch(() => {});
+      const status = await a.stopped();
+      if (status.signal !== "SIGKILL") {
+        throw new Error(`A did not die after creating the child: ${JSON.stringify(status)}`);
+      }
+      const killed = new Set([a.pid]);
+      const b = new WorkerProcess("B", dir);
+      workers.push(b);
+      await b.until("ready", () => b.count("ready") > 0);
+      const kv = await Deno.openKv(`${dir}/weft.kv`);
+      let id: string;
+      try {
+        const parents = await Array.fromAsync(kv.list<RunRecord>({ prefix: keyLayout().runs() }));
+        id = parents.find((p) => p.value.workflow === PARENT_WORKFLOW)!.value.id;
+      } finally {
+        kv.close();
+      }
+      await b.finish([id], () => describeUnfinished(dir, workers));
+      const ev = await readEvidence(dir);
+      const problems: string[] = [];
+      const tally: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
+      const childOf = checkChildren(ev, new Map([[0, id]]), killed, tally, problems);
+      const child = childOf.get(id);
+      const work = child && ev.steps.get(child.id)?.get("work");
+      const starts = ev.bodies.filter((e) => e.step === "work" && e.phase === "start");
+      if (a.all("body").some((e) => e.step === "work")) {
+        problems.push(`the child's body began in A before the kill`);
+      }
+      if (work?.attempts !== 2 || tally.interruptedUnstarted !== 1 || starts.length !== 1) {
+        problems.push(
+          `the child's step has ${work?.attempts} attempts, ${tally.interruptedUnstarted} ` +
+            `interrupted before its body, ${starts.length} bodies; expected 2, 1 and 1`,
+        );
+      }
+      if (problems.length > 0) fail(problems, "killed after the child's creation");
+    } finally {
+      for (const w of workers) await w[Symbol.asyncDispose]();
+    }
+  });
+});
+
+// An event is acknowledged once `engine.signal` has stored it in the run's
+// mailbox and handed it to the run (claimed it, or told its holder). A
+// process that dies between the two leaves the event stored and the run
+// parked in the due index, where only a delivery wakes it: no restart, poll
+// or sweep reads the mailboxes of parked runs. The client's retry with the
+// same idempotency key is answered `duplicate: true` without a delivery, so
+// the event is acknowledged and never taken, and the run waits for ever.
+// Here the process kills itself right after the commit that stores the event.
+//
+// Ignored: it fails on the engine as it is (found by this file; see the
+// report on branch cf-crash). Fix in engine/engine.ts, then remove `ignore`:
+// make the event's write also make the run due (or deliver on the duplicate
+// path too).
+Deno.test({
+  name:
+    "control flow: an event stored by a process killed before delivering it still ends the wait",
+  ignore: true,
+}, async () => {
+  await inTempDir("weft_cf_stored_", async (dir) => {
+    const workers: WorkerProcess[] = [];
+    try {
+      const a = new WorkerProcess("A", dir);
+      workers.push(a);
+      await a.until("ready", () => a.count("ready") > 0);
+      const ids = await startRuns(a, WAIT_WORKFLOW, [{ n: 0, prepMs: 0 }]);
+      const id = ids.get(0)!;
+      await a.until(
+        "the run awaiting",
+        () => a.all("step").some((e) => e.step === "approval" && e.to === "awaiting"),
+      );
+      await a.send({ cmd: "arm", dieAfter: "event" });
+      await a.send({ cmd: "signal", runId: id, payload: { n: 0, from: "A" }, key: "approve-0" });
+      // Returns once its stdout ends (it died), or after the reach timeout.
+      await a.until("its own kill", () => false).catch(() => {});
+      const status = await a.stopped();
+      if (status.signal !== "SIGKILL" || a.count("signaled") > 0) {
+        throw new Error(`A did not die after storing the event: ${JSON.stringify(status)}`);
+      }
+      const b = new WorkerProcess("B", dir);
+      workers.push(b);
+      await b.until("ready", () => b.count("ready") > 0);
+      // The client retries the send it got no answer to, with the same key.
+      await b.send({ cmd: "signal", runId: id, payload: { n: 0, from: "B" }, key: "approve-0" });
+      await b.until("the resend answered", () => b.count("signaled") > 0);
+      await b.finish([id], () => describeUnfinished(dir, workers));
+      const ev = await readEvidence(dir);
+      const run = ev.runs.find((r) => r.id === id);
+      const got = ev.outputs.get(id)?.get("approval") as { payload?: { from: string } };
+      const problems: string[] = [];
+      if (run?.status !== "succeeded") problems.push(`the run is ${run?.status}`);
+      if (!b.all("signaled")[0].duplicate) problems.push(`the resend was not a duplicate`);
+      if (got?.payload?.from !== "A") problems.push(`the wait took ${JSON.stringify(got)}`);
+      if ((ev.mailbox.get(id) ?? []).length > 0) problems.push(`events left in the mailbox`);
+      if (problems.length > 0) fail(problems, "event stored, then kill -9");
+    } finally {
+      for (const w of workers) await w[Symbol.asyncDispose]();
+    }
+  });
+});
