@@ -1422,22 +1422,14 @@ Deno.test("control flow: a process killed right after it created a child run lea
 });
 
 // An event is acknowledged once `engine.signal` has stored it in the run's
-// mailbox and handed it to the run (claimed it, or told its holder). A
-// process that dies between the two leaves the event stored and the run
-// parked in the due index, where only a delivery wakes it: no restart, poll
-// or sweep reads the mailboxes of parked runs. The client's retry with the
-// same idempotency key is answered `duplicate: true` without a delivery, so
-// the event is acknowledged and never taken, and the run waits for ever.
-// Here the process kills itself right after the commit that stores the event.
-//
-// Ignored: it fails on the engine as it is (found by this file; see the
-// report on branch cf-crash). Fix in engine/engine.ts, then remove `ignore`:
-// make the event's write also make the run due (or deliver on the duplicate
-// path too).
+// mailbox. Here the process kills itself right after the commit that stores
+// the event, before it can hand the event over: the same commit made the run
+// due (or left a note in its holder's inbox), so a new process claims the run
+// and its wait takes the event. (Found by this file when the store and the
+// wake were two writes: the run then stayed parked for ever.)
 Deno.test({
   name:
     "control flow: an event stored by a process killed before delivering it still ends the wait",
-  ignore: true,
 }, async () => {
   await inTempDir("weft_cf_stored_", async (dir) => {
     const workers: WorkerProcess[] = [];
