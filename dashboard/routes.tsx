@@ -18,6 +18,7 @@ import {
   RunFinishedError,
   RunNotFoundError,
   RunStatus,
+  StorageFullError,
   UnknownWorkflowError,
 } from "../mod.ts";
 import { SESSION_COOKIE } from "../http/auth.ts";
@@ -56,7 +57,7 @@ export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
   "Cache-Control": "no-store",
 };
 
-type Status = 200 | 400 | 404 | 409 | 413 | 422;
+type Status = 200 | 400 | 404 | 409 | 413 | 422 | 503;
 
 async function page(
   c: Context,
@@ -174,6 +175,10 @@ export function dashboardRoutes(engine: DashboardEngine, options: DashboardOptio
         const run = await engine.get(runId);
         return page(c, <RunPage run={run} nowMs={now()} notice={error.message} />, 409);
       }
+      if (error instanceof StorageFullError) {
+        const run = await engine.get(runId);
+        return page(c, <RunPage run={run} nowMs={now()} notice={error.message} />, 503);
+      }
       return notFound(c, error);
     }
   });
@@ -246,6 +251,7 @@ export function dashboardRoutes(engine: DashboardEngine, options: DashboardOptio
         }
         if (error instanceof UnknownWorkflowError) return again(404, error.message);
         if (error instanceof InvalidArgumentError) return again(400, error.message);
+        if (error instanceof StorageFullError) return again(503, error.message);
         throw error;
       }
     },

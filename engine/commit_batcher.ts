@@ -7,7 +7,8 @@
  *
  * @module
  */
-import { FencedError } from "./errors.ts";
+import { FencedError, StorageFullError } from "./errors.ts";
+import { isDiskFullError } from "./storage.ts";
 
 /** One caller's write: applied all-or-nothing. */
 export interface WriteOp {
@@ -43,6 +44,11 @@ export interface CommitBatcherOptions {
   maxChecks?: number;
   /** Called once per fence when a commit finds it broken. */
   onFenced?: (fence: Fence) => void;
+  /**
+   * Called when a commit fails because the disk is full; the batch's writes
+   * are rejected with a {@linkcode StorageFullError}.
+   */
+  onDiskFull?: (error: unknown) => void;
 }
 
 interface Pending {
@@ -153,6 +159,7 @@ export class CommitBatcher {
   #fence: Fence | undefined;
   readonly #broken = new WeakSet<Fence>();
   readonly #onFenced: (fence: Fence) => void;
+  readonly #onDiskFull: (error: unknown) => void;
   /** Atomic commits made so far. */
   commits = 0;
   /** Writes acknowledged so far. */
@@ -165,6 +172,7 @@ export class CommitBatcher {
     this.#maxBytes = options.maxBytes ?? 700_000;
     this.#maxChecks = options.maxChecks ?? 90;
     this.#onFenced = options.onFenced ?? (() => {});
+    this.#onDiskFull = options.onDiskFull ?? (() => {});
   }
 
   /**
@@ -257,6 +265,13 @@ export class CommitBatcher {
     try {
       result = await this.#commitWithRetry(batch.map((p) => p.op), fence);
     } catch (error) {
+      if (isDiskFullError(error)) {
+        // No write of the batch fits: splitting it would only fail again.
+        this.#onDiskFull(error);
+        const full = new StorageFullError("the disk holding the KV is full", { cause: error });
+        for (const p of batch) p.reject(full);
+        return;
+      }
       if (batch.length === 1) return batch[0].reject(error);
       // Find the write KV refuses; the others are fine on their own.
       for (const p of batch) await this.#commitBatch([p]);

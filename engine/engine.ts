@@ -35,6 +35,7 @@ import {
   InvalidInputError,
   RunFinishedError,
   RunNotFoundError,
+  StorageFullError,
   UnknownWorkflowError,
   WorkflowDefinitionError,
   WorkflowNotServedError,
@@ -46,6 +47,7 @@ import { DEFAULT_MAX_OUTPUT_BYTES } from "./output.ts";
 import type { HistoryEvent } from "./records.ts";
 import { Scheduler } from "./scheduler.ts";
 import { Slots } from "./slots.ts";
+import { type StatFs, StorageGuard, type StorageState } from "./storage.ts";
 import { attachQueueHandler } from "./queue_listener.ts";
 import { isTerminalRun, type RunStatus } from "./states.ts";
 import { type RunSnapshot, type RunSummary, snapshotOf, summarize } from "./snapshot.ts";
@@ -117,6 +119,26 @@ export interface EngineOptions {
    * @default {10 * maxConcurrentSteps}
    */
   maxIdleRuns?: number;
+  /**
+   * The free space kept on the KV's disk. Below `minFreeBytes` the engine
+   * takes no new work: `start` and `cancel` reject with
+   * {@linkcode StorageFullError}, nothing is claimed or enqueued, and the
+   * queue listener is not started; work carries on by itself once space
+   * returns. A write that fails because the disk is full has the same
+   * effect until a look finds the reserve free. Without `path` (an
+   * in-memory or remote KV) only failed writes are noticed.
+   * @default {{ minFreeBytes: 67108864, checkIntervalMs: 1000 }}
+   */
+  storage?: {
+    /** The KV file (or its folder): free space of its filesystem is watched. */
+    path?: string;
+    /** The reserve, in bytes. @default {67108864} (64 MiB) */
+    minFreeBytes?: number;
+    /** Time between two looks at the free space, on the engine's clock. @default {1000} */
+    checkIntervalMs?: number;
+    /** Reads free space, for tests. @default {statfs of node:fs/promises} */
+    statfs?: StatFs;
+  };
 }
 
 /** Options of {@linkcode Engine.start}. */
@@ -160,11 +182,17 @@ export interface EngineStats {
   fencedOthers: number;
   /** Runs of dead workers this one moved back to the due index. */
   reaped: number;
+  /** The free space of the KV's disk as last seen, and whether new work is taken. */
+  storage: StorageState;
 }
 
 /** Options of {@linkcode Engine.close}. */
 export interface CloseOptions {
-  /** Overrides the engine's `shutdownGraceMs`. */
+  /**
+   * Overrides the engine's `shutdownGraceMs`. Calling `close({ graceMs: 0 })`
+   * while an earlier `close()` waits for its grace period ends that wait at
+   * once; the attempts cut short are still written back, uncharged.
+   */
   graceMs?: number;
 }
 
@@ -298,6 +326,8 @@ class WeftEngine implements Engine {
   #registering: Promise<unknown> | undefined;
   #fencedCount = 0;
   #closing = false;
+  #closed: Promise<void> | undefined;
+  readonly #storage: StorageGuard;
   /** Retries this worker scheduled, less those it started or ended (see `stats`). */
   #retriesWaiting = 0;
   #polls = 0;
@@ -348,7 +378,11 @@ class WeftEngine implements Engine {
     this.#maxInputBytes = options.maxInputBytes ?? 256 * 1024;
     this.#graceMs = options.shutdownGraceMs ?? 10_000;
     this.#useQueue = options.useQueue ?? true;
-    this.#batcher = new CommitBatcher(kv, { onFenced: (fence) => this.#onFenced(fence) });
+    this.#storage = new StorageGuard({ ...options.storage, clock });
+    this.#batcher = new CommitBatcher(kv, {
+      onFenced: (fence) => this.#onFenced(fence),
+      onDiskFull: (error) => this.#storage.reportWriteError(error),
+    });
     this.#dispatcher = new Dispatcher({
       kv,
       keys,
@@ -359,7 +393,7 @@ class WeftEngine implements Engine {
       // behind them, so claims come in batches. A claimed run that waits for
       // a slot stays held: the pool may exceed maxIdleRuns by one batch.
       capacity: () =>
-        this.#scheduler.closing
+        this.#scheduler.closing || !this.#storage.writable
           ? 0
           : this.#slots.max + maxIdleRuns - this.#slots.inUse - this.#scheduler.queuedRuns,
       claimed: (claims) => this.#claimed(claims),
@@ -396,8 +430,13 @@ class WeftEngine implements Engine {
         nudge: () => this.#dispatcher.nudge(),
       },
       maxIdleRuns,
+      whenWritable: () => this.#storage.whenWritable(),
+      queueAllowed: () => this.#storage.writable,
     });
     this.#events.subscribe((e) => this.#countRetries(e));
+    this.#storage.onChange((state) => {
+      if (state.status === "ok") this.#dispatcher.wake();
+    });
   }
 
   #countRetries(e: EngineEvent): void {
@@ -412,13 +451,21 @@ class WeftEngine implements Engine {
 
   /** Registers the worker and starts its heartbeat, claims and queue listener; reads nothing else. */
   async open(): Promise<void> {
+    await this.#storage.start();
     await this.#membership.register();
     if (this.#useQueue) {
-      this.#detachQueue = attachQueueHandler(
-        this.#kv,
-        (message) => this.#scheduler.onQueueMessage(message),
-        (error) => log.error("Queue listener stopped: {error}", { error }),
-      );
+      // On a full disk, Deno's queue thread panics as soon as it has a
+      // message to move: the listener starts only with the reserve free.
+      const attach = () => {
+        if (this.#closing) return;
+        this.#detachQueue = attachQueueHandler(
+          this.#kv,
+          (message) => this.#scheduler.onQueueMessage(message),
+          (error) => log.error("Queue listener stopped: {error}", { error }),
+        );
+      };
+      if (this.#storage.writable) attach();
+      else this.#storage.whenWritable().then(attach);
     }
     this.#membership.start();
     this.#dispatcher.start();
@@ -559,6 +606,7 @@ class WeftEngine implements Engine {
     checkRunId(runId);
     const reason = options.reason ?? "cancelled by request";
     if (this.#closing) throw new EngineClosedError();
+    if (!this.#storage.writable) throw this.#storageError();
     // A run is acted on by the worker that holds it: claim it if nobody
     // does, or leave the request in its holder's inbox.
     for (let tries = 0; tries < 8; tries++) {
@@ -646,14 +694,24 @@ class WeftEngine implements Engine {
       claims: this.#dispatcher.claims,
       fencedOthers: this.#membership.fencedOthers,
       reaped: this.#membership.reaped,
+      storage: this.#storage.state,
     };
   }
 
-  async close(options: CloseOptions = {}): Promise<void> {
-    if (this.#closing) return;
+  close(options: CloseOptions = {}): Promise<void> {
+    if (this.#closed) {
+      if (options.graceMs === 0) this.#scheduler.endGrace();
+      return this.#closed;
+    }
+    this.#closed = this.#close(options.graceMs ?? this.#graceMs);
+    return this.#closed;
+  }
+
+  async #close(graceMs: number): Promise<void> {
     this.#closing = true;
     await this.#dispatcher.stop();
-    await this.#scheduler.shutdown(options.graceMs ?? this.#graceMs);
+    await this.#scheduler.shutdown(graceMs);
+    this.#storage.stop();
     await this.#membership.stop();
     await this.#registering?.catch(() => {});
     await this.#upgrading;
@@ -688,7 +746,7 @@ class WeftEngine implements Engine {
         holds: (id) => this.#scheduler.runs.has(id),
       });
     }
-    if (this.#scheduler.closing) return;
+    if (this.#scheduler.closing || !this.#storage.writable) return;
     const me = this.#membership.id;
     for await (const entry of this.#kv.list({ prefix: this.#keys.inboxOf(me) }, { limit: 100 })) {
       const runId = String(entry.key.at(-1));
@@ -726,6 +784,17 @@ class WeftEngine implements Engine {
     );
   }
 
+  /** Why nothing can be written now. */
+  #storageError(): StorageFullError {
+    const { status, freeBytes, minFreeBytes } = this.#storage.state;
+    return new StorageFullError(
+      status === "full" || freeBytes === null
+        ? "the disk holding the KV is full; reads still work, and writes resume once space is freed"
+        : `${freeBytes} bytes are free on the KV's disk, below the reserve of ${minFreeBytes}; ` +
+          "reads still work, and writes resume once space is freed",
+    );
+  }
+
   // ---------------------------------------------------------------- creating runs
 
   async #existing(runId: string): Promise<StartResult> {
@@ -745,6 +814,7 @@ class WeftEngine implements Engine {
     await this.#batcher.room(START_BACKLOG);
     await this.#registering;
     if (this.#closing) throw new EngineClosedError();
+    if (!this.#storage.writable) throw this.#storageError();
     const summary: RunSummary | undefined = await this.#scheduler.create(def, inputJson, {
       idempotencyKey,
     });

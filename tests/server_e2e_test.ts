@@ -372,6 +372,10 @@ Deno.test("parseConfig takes flags over environment variables over defaults", ()
     graceMs: 10_000,
     debug: false,
     worker: false,
+    minFreeBytes: 64 * 1024 * 1024,
+    allowedHosts: [],
+    headerTimeoutMs: 10_000,
+    bodyTimeoutMs: 30_000,
   });
   assert.equal((parseConfig(["--worker"], {}) as { worker: boolean }).worker, true);
   assert.equal((parseConfig([], { WEFT_WORKER: "1" }) as { worker: boolean }).worker, true);
@@ -384,6 +388,10 @@ Deno.test("parseConfig takes flags over environment variables over defaults", ()
     WEFT_MAX_BODY_BYTES: "2048",
     WEFT_GRACE_MS: "500",
     WEFT_DEBUG: "true",
+    WEFT_MIN_FREE_BYTES: "1048576",
+    WEFT_ALLOWED_HOSTS: "weft.internal, 10.0.0.5",
+    WEFT_HEADER_TIMEOUT_MS: "2000",
+    WEFT_BODY_TIMEOUT_MS: "3000",
   };
   assert.deepEqual(parseConfig([], env), {
     port: 9000,
@@ -395,6 +403,10 @@ Deno.test("parseConfig takes flags over environment variables over defaults", ()
     graceMs: 500,
     debug: true,
     worker: false,
+    minFreeBytes: 1024 * 1024,
+    allowedHosts: ["weft.internal", "10.0.0.5"],
+    headerTimeoutMs: 2_000,
+    bodyTimeoutMs: 3_000,
   });
   const flags = parseConfig(
     ["--port", "0", "--workflows", "x.ts", "--workflows", "y/", "--token", "flag", "--kv", "k"],
