@@ -633,8 +633,17 @@ class WeftEngine implements Engine {
         continue;
       }
       if (sched.owner === me) {
-        // Being loaded by this worker right now.
-        await new Promise((resolve) => setTimeout(resolve, 5));
+        // Being loaded by this worker right now, or left leased after its
+        // writes kept failing: after a short wait, load it here (a load in
+        // flight is not duplicated) and cancel it.
+        if (tries < 3) {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          continue;
+        }
+        const held = await this.#scheduler.resume(runId, new Set(), { pin: true });
+        if (held && !isTerminalRun(held.record.status)) {
+          return await this.#scheduler.cancel(held, reason);
+        }
         continue;
       }
       const ok = await this.#batcher.write({
