@@ -120,9 +120,11 @@ export async function readJsonBody(c: Context): Promise<unknown> {
       `Request body must be JSON: content type '${contentType}' is not accepted`,
     );
   }
+  // A body that stalls or is too large fails here with its own error (408, 413).
+  const bytes = await c.req.arrayBuffer();
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(await c.req.arrayBuffer());
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {
     throw invalidJson("Request body is not valid UTF-8");
   }

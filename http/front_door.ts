@@ -110,6 +110,109 @@ export function rewriteHead(head: string, clientAddress: string): string {
 }
 
 /**
+ * Follows the bytes of one HTTP/1.1 response and says when it is complete:
+ * after its `Content-Length`, after the last chunk of a chunked body, at
+ * once for a response without a body, and never for one that ends when the
+ * connection does. Interim (1xx) responses before it are skipped.
+ *
+ * The front needs this because the HTTP server keeps a connection open,
+ * whatever `Connection: close` says, until the request body has arrived in
+ * full: a response to a stalled body would otherwise never reach its end.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ResponseEnd } from "./front_door.ts";
+ * const end = new ResponseEnd("GET");
+ * const bytes = new TextEncoder().encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+ * assert.ok(!end.feed(bytes.subarray(0, 10)) && end.feed(bytes.subarray(10)));
+ * ```
+ */
+export class ResponseEnd {
+  readonly #method: string;
+  #state: "head" | "length" | "size" | "data" | "trailer" | "close" | "done" = "head";
+  #text = "";
+  #remaining = 0;
+
+  /** Follows the response to a request of `method`. */
+  constructor(method: string) {
+    this.#method = method.toUpperCase();
+  }
+
+  /** Takes the next bytes; returns whether the response is complete. */
+  feed(bytes: Uint8Array): boolean {
+    let i = 0;
+    while (i < bytes.length && this.#state !== "done" && this.#state !== "close") {
+      if (this.#state === "length" || this.#state === "data") {
+        const take = Math.min(this.#remaining, bytes.length - i);
+        this.#remaining -= take;
+        i += take;
+        if (this.#remaining === 0) this.#state = this.#state === "length" ? "done" : "size";
+        continue;
+      }
+      // Line-oriented states: collect up to the next LF.
+      const lf = bytes.indexOf(0x0a, i);
+      const upto = lf < 0 ? bytes.length : lf + 1;
+      this.#text += latin1.decode(bytes.subarray(i, upto));
+      i = upto;
+      if (this.#text.length > MAX_HEAD_BYTES) {
+        this.#state = "close"; // not a response this parser follows: wait for the close
+        break;
+      }
+      if (lf < 0) continue;
+      this.#line();
+    }
+    return this.#state === "done";
+  }
+
+  #line(): void {
+    const text = this.#text;
+    if (this.#state === "head") {
+      if (!/\r?\n\r?\n$/.test(text) && text !== "\r\n" && text !== "\n") return;
+      this.#text = "";
+      if (text === "\r\n" || text === "\n") return; // a stray blank line
+      this.#startBody(text);
+    } else if (this.#state === "size") {
+      this.#text = "";
+      const size = parseInt(text.split(";")[0].trim(), 16);
+      if (!Number.isFinite(size) || size < 0) this.#state = "close";
+      else if (size === 0) this.#state = "trailer";
+      else {
+        this.#remaining = size + 2; // the data and its CRLF
+        this.#state = "data";
+      }
+    } else if (this.#state === "trailer") {
+      this.#text = "";
+      if (text === "\r\n" || text === "\n") this.#state = "done";
+    }
+  }
+
+  #startBody(head: string): void {
+    const lines = head.split(/\r?\n/);
+    const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(lines[0])?.[1]);
+    const header = (name: string) =>
+      lines.slice(1).find((l) => l.toLowerCase().startsWith(`${name}:`))?.slice(name.length + 1)
+        .trim().toLowerCase();
+    if (status >= 100 && status < 200 && status !== 101) return; // interim: the real one follows
+    if (this.#method === "HEAD" || status === 204 || status === 304 || status === 101) {
+      this.#state = status === 101 ? "close" : "done";
+      return;
+    }
+    if ((header("transfer-encoding") ?? "").includes("chunked")) {
+      this.#state = "size";
+      return;
+    }
+    const length = header("content-length");
+    if (length !== undefined && /^[0-9]+$/.test(length)) {
+      this.#remaining = Number(length);
+      this.#state = this.#remaining === 0 ? "done" : "length";
+      return;
+    }
+    this.#state = "close";
+  }
+}
+
+/**
  * Listens on `hostname:port` and serves every connection through the HTTP
  * server on `upstreamPath`, with a deadline for the request head.
  *
@@ -196,12 +299,17 @@ export function startFrontDoor(options: FrontDoorOptions): FrontDoor {
     try {
       await writeAll(upstream, encoder.encode(head));
       if (buffered.length > end) await writeAll(upstream, buffered.subarray(end));
-      const toClient = upstream.readable.pipeTo(conn.writable, { preventClose: true })
-        .catch(() => {});
       const toServer = conn.readable.pipeTo(upstream.writable, { preventClose: true })
         .then(() => upstream.closeWrite().catch(() => {}), () => {});
-      // The server closes its side once the response is sent (Connection: close).
-      await toClient;
+      // Until the response is complete, or the server closes its side.
+      const response = new ResponseEnd(head.slice(0, head.indexOf(" ")));
+      const chunk = new Uint8Array(64 * 1024);
+      for (;;) {
+        const n = await upstream.read(chunk);
+        if (n === null) break;
+        await writeAll(conn, chunk.subarray(0, n));
+        if (response.feed(chunk.subarray(0, n))) break;
+      }
       void toServer;
     } catch {
       // Either side went away.
