@@ -9,7 +9,7 @@ import type { HtmlEscapedString } from "hono/utils/html";
 import { raw } from "hono/html";
 import { isTerminalRun, type RunSnapshot, RunStatus, type RunSummary } from "../mod.ts";
 import { Dag } from "./dag.tsx";
-import { formatAge, formatDuration, formatTime, prettyJson } from "./format.ts";
+import { boundedJson, formatAge, formatDuration, formatTime } from "./format.ts";
 
 /** What a component renders to. */
 export type Markup = HtmlEscapedString | Promise<HtmlEscapedString>;
@@ -222,16 +222,37 @@ export function RunsPage(props: RunsPageProps): Markup {
   );
 }
 
+/** Where the raw JSON of a run is: the API's `GET /runs/:id`. */
+const rawHref = (id: string) => `/runs/${encodeURIComponent(id)}`;
+
 /**
- * The live part of the run page, also served alone as a fragment that the
- * page's script swaps in after each transition.
+ * A JSON value in a `<pre>`, bounded (see {@linkcode boundedJson}): levels
+ * past the eighth on one line, and cut past 20,000 characters with a link
+ * to the raw JSON.
  */
-export function RunBody(props: { run: RunSnapshot; nowMs: number }): Markup {
+export function JsonBlock(props: { value: unknown; class: string; rawHref: string }): Markup {
+  const shown = boundedJson(props.value);
+  return (
+    <>
+      <pre class={props.class}>{shown.text}</pre>
+      {(shown.truncated || shown.collapsed) && (
+        <p class="muted json-note">
+          {shown.truncated ? "Cut short here" : "Deep levels are shown on one line"}: see the{" "}
+          <a href={props.rawHref}>raw JSON</a>.
+        </p>
+      )}
+    </>
+  );
+}
+
+type StepView = RunSnapshot["steps"][string];
+
+/** A run's status line, its error and, once it ended, its output: what a run transition changes. */
+export function RunHead(props: { run: RunSnapshot; nowMs: number }): Markup {
   const { run } = props;
   const terminal = isTerminalRun(run.status);
-  const steps = Object.entries(run.steps);
   return (
-    <section id="run-body" data-run-id={run.id}>
+    <div id="run-head">
       <div class="run-head">
         <StatusBadge status={run.status} run />
         <span>
@@ -257,6 +278,91 @@ export function RunBody(props: { run: RunSnapshot; nowMs: number }): Markup {
           }`}
         />
       )}
+    </div>
+  );
+}
+
+/** The run's output, once it has one. */
+export function RunOutput(props: { run: RunSnapshot }): Markup {
+  const { run } = props;
+  return (
+    <div id="run-output">
+      {run.output !== undefined && (
+        <>
+          <h2>Output</h2>
+          <JsonBlock value={run.output} class="run-output" rawHref={rawHref(run.id)} />
+        </>
+      )}
+    </div>
+  );
+}
+
+/** One step's row in the steps table. */
+export function StepRow(props: { name: string; step: StepView }): Markup {
+  const { name, step: s } = props;
+  return (
+    <tr id={`step-${name}`} data-step-row={name}>
+      <td>
+        <strong>{name}</strong>
+      </td>
+      <td>
+        <StatusBadge status={s.status} step={name} />
+        {s.nextAttemptAt && <div class="muted">next attempt at {formatTime(s.nextAttemptAt)}</div>}
+      </td>
+      <td>{s.attempts}</td>
+      <td>{s.needs.length === 0 ? "—" : s.needs.join(", ")}</td>
+      <td>{formatTime(s.startedAt)}</td>
+      <td>{formatTime(s.finishedAt)}</td>
+      <td>{s.durationMs === undefined ? "—" : formatDuration(s.durationMs)}</td>
+    </tr>
+  );
+}
+
+/** One step's failed attempts and output, in a slot that is there even while it is empty. */
+export function StepSlot(props: { runId: string; name: string; step: StepView }): Markup {
+  const { name, step: s } = props;
+  return (
+    <div class="step-slot" data-step-slot={name}>
+      {(s.errors.length > 0 || s.output !== undefined) && (
+        <details class="step-detail" data-step-detail={name} open={s.status !== "succeeded"}>
+          <summary>
+            <strong>{name}</strong> — {[
+              s.errors.length > 0 &&
+              `${s.errors.length} failed attempt${s.errors.length === 1 ? "" : "s"}`,
+              s.output !== undefined && "output",
+            ].filter(Boolean).join(", ")}
+          </summary>
+          {s.errors.length > 0 && (
+            <ol class="step-errors">
+              {s.errors.map((e) => (
+                <li>
+                  attempt {e.attempt} at {formatTime(e.at)}: <code>{e.error.name}</code>{" "}
+                  {e.error.message}
+                </li>
+              ))}
+            </ol>
+          )}
+          {s.output !== undefined && (
+            <JsonBlock value={s.output} class="output" rawHref={rawHref(props.runId)} />
+          )}
+        </details>
+      )}
+    </div>
+  );
+}
+
+/**
+ * The live part of the run page, also served alone as a fragment that the
+ * page's script swaps in on the stream's first and last events; between
+ * them it fetches only the part a transition changed (see
+ * {@linkcode RunPart}). The input, which never changes, is outside it.
+ */
+export function RunBody(props: { run: RunSnapshot; nowMs: number }): Markup {
+  const { run } = props;
+  const steps = Object.entries(run.steps);
+  return (
+    <section id="run-body" data-run-id={run.id}>
+      <RunHead run={run} nowMs={props.nowMs} />
       <figure class="dag">
         <Dag run={run} />
       </figure>
@@ -274,58 +380,41 @@ export function RunBody(props: { run: RunSnapshot; nowMs: number }): Markup {
           </tr>
         </thead>
         <tbody>
-          {steps.map(([name, s]) => (
-            <tr id={`step-${name}`} data-step-row={name}>
-              <td>
-                <strong>{name}</strong>
-              </td>
-              <td>
-                <StatusBadge status={s.status} step={name} />
-                {s.nextAttemptAt && (
-                  <div class="muted">next attempt at {formatTime(s.nextAttemptAt)}</div>
-                )}
-              </td>
-              <td>{s.attempts}</td>
-              <td>{s.needs.length === 0 ? "—" : s.needs.join(", ")}</td>
-              <td>{formatTime(s.startedAt)}</td>
-              <td>{formatTime(s.finishedAt)}</td>
-              <td>{s.durationMs === undefined ? "—" : formatDuration(s.durationMs)}</td>
-            </tr>
-          ))}
+          {steps.map(([name, s]) => <StepRow key={name} name={name} step={s} />)}
         </tbody>
       </table>
-      {steps.map(([name, s]) =>
-        (s.errors.length > 0 || s.output !== undefined) && (
-          <details class="step-detail" data-step-detail={name} open={s.status !== "succeeded"}>
-            <summary>
-              <strong>{name}</strong> — {[
-                s.errors.length > 0 &&
-                `${s.errors.length} failed attempt${s.errors.length === 1 ? "" : "s"}`,
-                s.output !== undefined && "output",
-              ].filter(Boolean).join(", ")}
-            </summary>
-            {s.errors.length > 0 && (
-              <ol class="step-errors">
-                {s.errors.map((e) => (
-                  <li>
-                    attempt {e.attempt} at {formatTime(e.at)}: <code>{e.error.name}</code>{" "}
-                    {e.error.message}
-                  </li>
-                ))}
-              </ol>
-            )}
-            {s.output !== undefined && <pre class="output">{prettyJson(s.output)}</pre>}
-          </details>
+      {steps.map(([name, s]) => <StepSlot key={name} runId={run.id} name={name} step={s} />)}
+      <RunOutput run={run} />
+    </section>
+  );
+}
+
+/**
+ * What one transition changes on the run page: a step's row and slot, or
+ * (`step` undefined) the run's head and output.
+ */
+export function RunPart(props: { run: RunSnapshot; nowMs: number; step?: string }): Markup {
+  const { run, step } = props;
+  const s = step === undefined ? undefined : run.steps[step];
+  return (
+    <section id="run-part" data-run-id={run.id}>
+      {s
+        ? (
+          <>
+            <table>
+              <tbody>
+                <StepRow name={step!} step={s} />
+              </tbody>
+            </table>
+            <StepSlot runId={run.id} name={step!} step={s} />
+          </>
         )
-      )}
-      <h2>Input</h2>
-      <pre class="input">{prettyJson(run.input)}</pre>
-      {run.output !== undefined && (
-        <>
-          <h2>Output</h2>
-          <pre class="run-output">{prettyJson(run.output)}</pre>
-        </>
-      )}
+        : (
+          <>
+            <RunHead run={run} nowMs={props.nowMs} />
+            <RunOutput run={run} />
+          </>
+        )}
     </section>
   );
 }
@@ -339,6 +428,8 @@ export function RunPage(props: { run: RunSnapshot; nowMs: number; notice?: strin
       </h1>
       {props.notice && <Notice title={props.notice} />}
       <RunBody run={props.run} nowMs={props.nowMs} />
+      <h2>Input</h2>
+      <JsonBlock value={props.run.input} class="input" rawHref={rawHref(props.run.id)} />
     </Layout>
   );
 }
@@ -396,7 +487,7 @@ export function StartPage(props: StartPageProps): Markup {
           {props.schema !== undefined && (
             <details>
               <summary>Input schema</summary>
-              <pre class="schema">{prettyJson(props.schema)}</pre>
+              <pre class="schema">{boundedJson(props.schema).text}</pre>
             </details>
           )}
         </form>

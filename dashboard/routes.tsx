@@ -13,6 +13,7 @@ import { csrf } from "hono/csrf";
 import type { HtmlEscapedString } from "hono/utils/html";
 import {
   type Engine,
+  InputTooLargeError,
   InvalidArgumentError,
   InvalidInputError,
   RunFinishedError,
@@ -22,6 +23,7 @@ import {
   UnknownWorkflowError,
 } from "../mod.ts";
 import { SESSION_COOKIE } from "../http/auth.ts";
+import { exceedsDepth, MAX_JSON_DEPTH } from "../http/body.ts";
 import { FAVICON_SVG, RUN_JS, STYLE_CSS } from "./assets.ts";
 import { exampleOf, inputJsonSchema } from "./input_schema.ts";
 import {
@@ -29,6 +31,7 @@ import {
   type FormIssue,
   RunBody,
   RunPage,
+  RunPart,
   RunsPage,
   SignedIn,
   StartPage,
@@ -158,6 +161,13 @@ export function dashboardRoutes(engine: DashboardEngine, options: DashboardOptio
   app.get("/ui/runs/:id/fragment", async (c) => {
     try {
       const run = await engine.get(c.req.param("id"));
+      // What one transition changed: a step's row and details, or the run's head.
+      const step = c.req.query("step");
+      if (step !== undefined && run.steps[step] !== undefined) {
+        return page(c, <RunPart run={run} nowMs={now()} step={step} />);
+      }
+      if (step !== undefined) return c.html("", 404, SECURITY_HEADERS);
+      if (c.req.query("part") === "head") return page(c, <RunPart run={run} nowMs={now()} />);
       return page(c, <RunBody run={run} nowMs={now()} />);
     } catch (error) {
       if (!(error instanceof RunNotFoundError)) throw error;
@@ -230,6 +240,14 @@ export function dashboardRoutes(engine: DashboardEngine, options: DashboardOptio
           startForm(workflow, { inputText, idempotencyKey: keyText, error, issues }),
           status,
         );
+      // The same limits as the API's body: its size (the app's body limit and
+      // this route's) and its nesting, checked before anything is built.
+      if (exceedsDepth(inputText, MAX_JSON_DEPTH)) {
+        return again(
+          400,
+          `The input nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`,
+        );
+      }
       let input: unknown;
       try {
         input = JSON.parse(inputText);
@@ -250,6 +268,7 @@ export function dashboardRoutes(engine: DashboardEngine, options: DashboardOptio
           return again(422, "The input does not match the workflow's schema", error.issues);
         }
         if (error instanceof UnknownWorkflowError) return again(404, error.message);
+        if (error instanceof InputTooLargeError) return again(413, error.message);
         if (error instanceof InvalidArgumentError) return again(400, error.message);
         if (error instanceof StorageFullError) return again(503, error.message);
         throw error;
