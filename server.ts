@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { statfs } from "node:fs/promises";
 import { dirname, isAbsolute, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
@@ -511,6 +512,21 @@ async function openKvRetrying(path: string): Promise<Deno.Kv> {
   }
 }
 
+/** Why opening the KV may have failed, when its disk is short of space; else "". */
+async function lowSpaceHint(config: ServerConfig): Promise<string> {
+  if (config.kvPath === ":memory:") return "";
+  try {
+    const s = await statfs(dirname(resolve(config.kvPath)));
+    const free = Number(s.bavail) * Number(s.bsize);
+    const min = config.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES;
+    return free < min
+      ? ` (its disk has ${free} bytes free, below --min-free-bytes ${min}: free some space)`
+      : "";
+  } catch {
+    return "";
+  }
+}
+
 /** Opens the KV (creating its folder) and starts an engine on it. */
 async function openEngine(
   config: ServerConfig,
@@ -524,7 +540,9 @@ async function openEngine(
     kv = await openKvRetrying(config.kvPath);
   } catch (error) {
     throw new StartupError(
-      `Cannot open the KV file ${config.kvPath}: ${(error as Error).message}`,
+      `Cannot open the KV file ${config.kvPath}: ${(error as Error).message}${await lowSpaceHint(
+        config,
+      )}`,
       { cause: error },
     );
   }
@@ -538,9 +556,10 @@ async function openEngine(
     };
   } catch (error) {
     kv.close();
-    throw new StartupError(`Cannot start the engine: ${(error as Error).message}`, {
-      cause: error,
-    });
+    throw new StartupError(
+      `Cannot start the engine: ${(error as Error).message}${await lowSpaceHint(config)}`,
+      { cause: error },
+    );
   }
 }
 
