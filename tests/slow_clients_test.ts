@@ -96,17 +96,47 @@ Deno.test("slow clients: stalled heads and bodies are closed with 408, streams a
       assert.match(answer, /"code":"request_timeout"/);
       assert.match(answer, /x-content-type-options: nosniff/i);
       assert.equal((await server.engine.list()).runs.length, 0, "no run was started");
+      assert.match(answer, /connection: close/i, "the rest of its body is on the connection");
     });
 
-    await t.step("a prompt request is served, one per connection", async () => {
-      const res = await fetch(new URL("/workflows/quick/runs", server.url), {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ n: 2 }),
-      });
-      assert.equal(res.status, 201);
-      assert.equal(res.headers.get("connection"), "close");
-      await res.body?.cancel();
+    await t.step("a kept-alive connection serves requests in turn, pipelined too", async () => {
+      const conn = await connect(server);
+      const get = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+      const post = "POST /workflows/quick/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" +
+        '4\r\n{"n"\r\n3\r\n:4}\r\n0\r\n\r\n';
+      await conn.write(encoder.encode(get + post + get));
+      // The connection stays open after the third answer, until it idles past the head timeout.
+      const text = await readToEnd(conn);
+      conn.close();
+      const statuses = [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]);
+      assert.deepEqual(statuses, ["200", "201", "200"], text);
+      assert.doesNotMatch(text, /connection: close/i);
+      assert.doesNotMatch(text, / 408 /, "an idle kept-alive connection is closed quietly");
+      const runs = (await server.engine.list()).runs;
+      assert.equal(runs.length, 1);
+      assert.equal((await server.engine.result(runs[0].id)).output, 8);
+    });
+
+    await t.step("a slow second head on a kept-alive connection gets 408", async () => {
+      const conn = await connect(server);
+      await conn.write(encoder.encode("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /he"));
+      const text = await readToEnd(conn);
+      conn.close();
+      assert.match(text, /^HTTP\/1\.1 200 /);
+      assert.match(text, /HTTP\/1\.1 408 Request Timeout/);
+    });
+
+    await t.step("a request framed two ways is refused with 400", async () => {
+      const conn = await connect(server);
+      await conn.write(encoder.encode(
+        "POST /workflows/quick/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 6\r\n" +
+          "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+      ));
+      const text = await readToEnd(conn);
+      conn.close();
+      assert.match(text, /^HTTP\/1\.1 400 Bad Request/);
+      assert.match(text, /both Content-Length and Transfer-Encoding/);
     });
 
     await t.step("an event stream and a long poll outlive the timeouts", async () => {
