@@ -130,6 +130,13 @@ Deno.test({
           // Nothing of that write is shown: on disk, the step still runs.
           const run = await json(await server.fetch(`/runs/${held.id}`), 200);
           assert.equal(run.steps.hold.status, "running");
+          // The run waits for space, held by this server: waiting for it is
+          // no conflict (it once said "does not serve its workflow").
+          const waited = await json(
+            await server.fetch(`/runs/${held.id}/wait?timeoutMs=300`),
+            200,
+          );
+          assert.equal(waited.status, "running");
           // Idle on a full disk for a while: Deno's queue thread has nothing to move.
           await new Promise((resolve) => setTimeout(resolve, 3_000));
           assert.ok(await server.running(), `the server exited: ${server.stderr}`);
