@@ -547,9 +547,16 @@ async function openEngine(
     );
   }
   try {
-    const storage = config.kvPath === ":memory:"
-      ? { minFreeBytes: config.minFreeBytes }
-      : { path: dirname(resolve(config.kvPath)), minFreeBytes: config.minFreeBytes };
+    const minFreeBytes = config.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES;
+    // A quarter of the reserve, at most 8 MiB, is kept as a file to delete on a full disk.
+    const reserveBytes = Math.min(8 * 1024 * 1024, Math.floor(minFreeBytes / 4));
+    const storage = config.kvPath === ":memory:" ? { minFreeBytes } : {
+      path: dirname(resolve(config.kvPath)),
+      minFreeBytes,
+      ...(reserveBytes > 0
+        ? { reserveFile: { path: `${resolve(config.kvPath)}.reserve`, bytes: reserveBytes } }
+        : {}),
+    };
     return {
       kv,
       engine: await createEngine({ kv, workflows, shutdownGraceMs: config.graceMs, storage }),

@@ -138,6 +138,13 @@ export interface EngineOptions {
     checkIntervalMs?: number;
     /** Reads free space, for tests. @default {statfs of node:fs/promises} */
     statfs?: StatFs;
+    /**
+     * A file of `bytes` zeros kept while space is ample and deleted when it
+     * runs low, freeing room for writes already under way (such as Deno's
+     * queue thread moving a message enqueued earlier); less than `minFreeBytes`.
+     * @default {undefined} (none)
+     */
+    reserveFile?: { path: string; bytes: number };
   };
 }
 

@@ -7,9 +7,15 @@
  * and does not start its queue listener. A commit that fails because the
  * disk is full marks the store full at once, whatever the last check said.
  *
+ * With a reserve file, the guard also keeps a file of zeros next to the KV
+ * while space is ample, and deletes it as soon as space runs low: what it
+ * frees is room for the writes that cannot be stopped (Deno's queue thread
+ * moving a message enqueued earlier, the commits of steps in flight) when
+ * another program fills the disk. It is written again once space returns.
+ *
  * @module
  */
-import { statfs } from "node:fs/promises";
+import { open, stat, statfs, unlink } from "node:fs/promises";
 import { getLogger } from "@logtape/logtape";
 import type { Clock, TimerHandle } from "./clock.ts";
 
@@ -71,6 +77,12 @@ export interface StorageGuardOptions {
   clock: Clock;
   /** Reads free space. @default {statfs of node:fs/promises} */
   statfs?: StatFs;
+  /**
+   * A file kept while space is ample and deleted when it runs low, to free
+   * room on a full disk; `bytes` must be less than `minFreeBytes`.
+   * @default {undefined} (none)
+   */
+  reserveFile?: { path: string; bytes: number };
 }
 
 /**
@@ -126,6 +138,10 @@ export class StorageGuard {
   #checking: Promise<void> | undefined;
   #unreadable = false;
   #waiters: (() => void)[] = [];
+  readonly #reserve: { path: string; bytes: number } | undefined;
+  /** Whether the reserve file is not on disk now (deleted, or not written yet). */
+  #reserveOut = true;
+  #reserving: Promise<void> = Promise.resolve();
   #listeners = new Set<(state: StorageState) => void>();
 
   /** Creates a guard; nothing is read until {@linkcode start} or {@linkcode check}. */
@@ -147,6 +163,17 @@ export class StorageGuard {
     this.#checkMs = every;
     this.#clock = options.clock;
     this.#statfs = options.statfs ?? statfs;
+    const reserve = options.reserveFile;
+    if (
+      reserve && (!Number.isSafeInteger(reserve.bytes) || reserve.bytes < 1 || reserve.bytes >= min)
+    ) {
+      throw new RangeError(
+        `Cannot watch free space as 'reserveFile.bytes' must be an integer from 1 to 'minFreeBytes' - 1 (${
+          min - 1
+        }): current value is ${reserve?.bytes}`,
+      );
+    }
+    this.#reserve = reserve;
   }
 
   /** Whether new work may be taken and written. */
@@ -175,7 +202,13 @@ export class StorageGuard {
   async start(): Promise<void> {
     this.#stopped = false;
     await this.check();
+    if (this.writable) await this.#writeReserve();
     this.#schedule();
+  }
+
+  /** Resolves once the reserve file has been written or deleted as last decided. */
+  settled(): Promise<void> {
+    return this.#reserving;
   }
 
   /** Stops looking; whoever waits for space is released (the engine is closing). */
@@ -229,7 +262,68 @@ export class StorageGuard {
     }
     this.#unreadable = false;
     this.#freeBytes = free;
-    this.#set(free < this.#minFreeBytes || free === 0 ? StorageStatus.Low : StorageStatus.Ok);
+    // With the reserve file deleted, space is back once it can be written again.
+    const needed = this.#minFreeBytes +
+      (this.#reserve && this.#reserveOut ? this.#reserve.bytes : 0);
+    const enough = this.#status === StorageStatus.Ok ? free >= this.#minFreeBytes : free >= needed;
+    this.#set(enough && free > 0 ? StorageStatus.Ok : StorageStatus.Low);
+  }
+
+  #writeReserve(): Promise<void> {
+    const reserve = this.#reserve;
+    if (!reserve) return Promise.resolve();
+    this.#reserving = this.#reserving.then(async () => {
+      if (!this.writable || !this.#reserveOut) return;
+      try {
+        const existing = await stat(reserve.path).catch(() => undefined);
+        if (existing && existing.size === reserve.bytes) {
+          this.#reserveOut = false; // written by an earlier start
+          return;
+        }
+        const file = await open(reserve.path, "w");
+        try {
+          const zeros = new Uint8Array(Math.min(reserve.bytes, 1 << 20));
+          for (let written = 0; written < reserve.bytes;) {
+            const { bytesWritten } = await file.write(
+              zeros,
+              0,
+              Math.min(zeros.length, reserve.bytes - written),
+            );
+            written += bytesWritten;
+          }
+          await file.sync();
+        } finally {
+          await file.close();
+        }
+        this.#reserveOut = false;
+      } catch (error) {
+        await unlink(reserve.path).catch(() => {});
+        log.warn("Could not write the reserve file {path}: {error}", { path: reserve.path, error });
+      }
+    });
+    return this.#reserving;
+  }
+
+  #releaseReserve(): Promise<void> {
+    const reserve = this.#reserve!;
+    this.#reserving = this.#reserving.then(async () => {
+      if (this.#reserveOut) return;
+      try {
+        await unlink(reserve.path);
+        this.#reserveOut = true;
+        log.warn(
+          "Deleted the reserve file {path} ({bytes} bytes), so that writes already under way have room",
+          { path: reserve.path, bytes: reserve.bytes },
+        );
+      } catch (error) {
+        if ((error as { code?: string }).code === "ENOENT") this.#reserveOut = true;
+        else {log.warn("Could not delete the reserve file {path}: {error}", {
+            path: reserve.path,
+            error,
+          });}
+      }
+    });
+    return this.#reserving;
   }
 
   #schedule(): void {
@@ -246,6 +340,10 @@ export class StorageGuard {
     this.#status = status;
     const state = this.state;
     const fields = { path: this.#path ?? "(not watched)", ...state };
+    if (this.#reserve) {
+      if (status === StorageStatus.Ok) void this.#writeReserve();
+      else if (before === StorageStatus.Ok) void this.#releaseReserve();
+    }
     if (status === StorageStatus.Ok) {
       log.info(
         "Storage is writable again ({freeBytes} bytes free on {path}): new runs and claims resume",

@@ -98,6 +98,12 @@ Deno.test({
         });
         assert.notEqual(degraded.storage.status, "ok");
         assert.ok(degraded.storage.freeBytes < 2 * 1024 * 1024);
+        // The server deletes its reserve file; the filler, still running, takes that room too.
+        await eventually(
+          "the reserve file to be deleted",
+          () => Deno.stat(join(mnt, "kv.sqlite3.reserve")).then(() => undefined, () => true),
+        );
+        fillUp(filler + "-more");
 
         const refused = await json(await start("quick", { n: 1 }), 503);
         assert.equal(refused.error.code, "unavailable");
@@ -151,6 +157,7 @@ Deno.test({
         "space is freed: work carries on by itself, the failed run included",
         async () => {
           await Deno.remove(filler);
+          await Deno.remove(filler + "-more");
           await eventually("healthz to say ok", async () => {
             const h = await health();
             return h.status === "ok" ? h : undefined;
@@ -178,6 +185,70 @@ Deno.test({
           assert.doesNotMatch(server.stderr, /panicked/);
         },
       );
+    } finally {
+      await sh("umount", mnt).catch((error) => console.error(error));
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "server on a full disk survives a queue message that falls due (the reserve file makes room)",
+  ignore: !isRoot,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "weft_disk_" });
+    const mnt = join(dir, "mnt");
+    await Deno.mkdir(mnt);
+    await sh("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mnt);
+    const filler = join(mnt, "filler");
+    try {
+      await using server = await ServerProcess.start([
+        "--port",
+        "0",
+        "--kv",
+        join(mnt, "kv.sqlite3"),
+        "--workflows",
+        join(ROOT, "tests/fixtures/hardening_workflows.ts"),
+        "--min-free-bytes",
+        String(2 * 1024 * 1024),
+      ]);
+      assert.equal((await Deno.stat(join(mnt, "kv.sqlite3.reserve"))).size, 512 * 1024);
+      // A retry 4 s away: the run waits in the due index, and the KV queue
+      // holds its alarm, which Deno's queue thread moves (a write) when due.
+      const created = await json(
+        await server.fetch("/workflows/later/runs", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ retryMs: 4_000 }),
+        }),
+        201,
+      );
+      await eventually("the retry to be scheduled", async () => {
+        const run = await json(await server.fetch(`/runs/${created.id}`), 200);
+        return run.steps.once.status === "waiting" ? true : undefined;
+      });
+      fillUp(filler);
+      await eventually(
+        "the reserve file to be deleted",
+        () => Deno.stat(join(mnt, "kv.sqlite3.reserve")).then(() => undefined, () => true),
+      );
+      // Past the alarm's due time, on a disk that another program filled.
+      await new Promise((resolve) => setTimeout(resolve, 6_000));
+      assert.ok(await server.running(), `the server exited: ${server.stderr}`);
+      assert.doesNotMatch(server.stderr, /panicked/);
+      await Deno.remove(filler);
+      const done = await json(await server.fetch(`/runs/${created.id}/wait?timeoutMs=30000`), 200);
+      assert.equal(done.status, "succeeded");
+      await eventually(
+        "the reserve file to be written again",
+        () =>
+          Deno.stat(join(mnt, "kv.sqlite3.reserve")).then(
+            (s) => s.size === 512 * 1024 || undefined,
+            () => undefined,
+          ),
+      );
+      assert.equal((await server.stop("SIGTERM")).code, 0, server.stderr);
     } finally {
       await sh("umount", mnt).catch((error) => console.error(error));
       await Deno.remove(dir, { recursive: true });

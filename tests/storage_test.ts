@@ -163,3 +163,44 @@ Deno.test("cancel reaches a run this worker still leases after its writes kept f
     inner.close();
   }
 });
+
+Deno.test("StorageGuard deletes its reserve file when space runs low and writes it back after", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_reserve_" });
+  const path = `${dir}/kv.sqlite3.reserve`;
+  const disk = fakeDisk(10 * MIN);
+  const clock = new FakeClock();
+  const guard = new StorageGuard({
+    path: dir,
+    minFreeBytes: MIN,
+    clock,
+    statfs: disk.statfs,
+    reserveFile: { path, bytes: 4096 * 10 },
+  });
+  const exists = () => Deno.stat(path).then((s) => s.size, () => -1);
+  try {
+    await guard.start();
+    assert.equal(await exists(), 40_960);
+    disk.freeBytes = MIN - 4096;
+    await clock.advance(1_000);
+    await guard.settled();
+    assert.equal(guard.state.status, "low");
+    assert.equal(await exists(), -1, "deleted to make room");
+    // Its own room back is not space back: the reserve must fit again above the minimum.
+    disk.freeBytes = MIN + 4096;
+    await clock.advance(1_000);
+    await guard.settled();
+    assert.equal(guard.state.status, "low");
+    disk.freeBytes = MIN + 2 * 40_960;
+    await clock.advance(1_000);
+    await guard.settled();
+    assert.equal(guard.state.status, "ok");
+    assert.equal(await exists(), 40_960);
+    assert.throws(
+      () => new StorageGuard({ clock, minFreeBytes: 100, reserveFile: { path, bytes: 100 } }),
+      /'reserveFile.bytes' must be an integer from 1 to 'minFreeBytes' - 1 \(99\): current value is 100/,
+    );
+  } finally {
+    guard.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
