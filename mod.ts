@@ -96,6 +96,7 @@ export {
   RunNotFoundError,
   StepCancelledError,
   StepTimeoutError,
+  StorageFullError,
   toErrorData,
   UnknownEventError,
   UnknownWorkflowError,
@@ -129,3 +130,9 @@ export type {
 export type { HistoryEvent, RunHistoryEvent, StepHistoryEvent } from "./engine/records.ts";
 export type { ListRunsOptions } from "./engine/store.ts";
 export { DEFAULT_MAX_OUTPUT_BYTES } from "./engine/output.ts";
+export {
+  DEFAULT_MIN_FREE_BYTES,
+  type StatFs,
+  type StorageState,
+  StorageStatus,
+} from "./engine/storage.ts";

@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { statfs } from "node:fs/promises";
 import { dirname, isAbsolute, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
@@ -26,7 +27,13 @@ import {
   isWorkflow,
 } from "./mod.ts";
 import { createApp } from "./http/app.ts";
-import { DEFAULT_MAX_BODY_BYTES } from "./http/body.ts";
+import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_MAX_BODY_BYTES } from "./http/body.ts";
+import {
+  CLIENT_ADDRESS_HEADER,
+  DEFAULT_HEADER_TIMEOUT_MS,
+  startFrontDoor,
+} from "./http/front_door.ts";
+import { DEFAULT_MIN_FREE_BYTES } from "./engine/storage.ts";
 import {
   configureLogging,
   loggingOptionsFrom,
@@ -54,6 +61,14 @@ export interface ServerConfig {
   debug: boolean;
   /** Execute steps only, serving no HTTP (`deno task worker`). @default {false} */
   worker?: boolean;
+  /** Free bytes kept on the KV's disk; below them no new work is taken. @default {67108864} */
+  minFreeBytes?: number;
+  /** Without a token, host names accepted besides loopback ones. @default {[]} */
+  allowedHosts?: string[];
+  /** How long a connection may take to send its request head. @default {10000} */
+  headerTimeoutMs?: number;
+  /** How long a request body may take to arrive. @default {30000} */
+  bodyTimeoutMs?: number;
 }
 
 interface FlagSpec {
@@ -85,6 +100,26 @@ const FLAGS: Record<string, FlagSpec> = {
     env: "WEFT_GRACE_MS",
     arg: "<ms>",
     help: "on SIGINT/SIGTERM, how long steps in flight may finish (10000)",
+  },
+  "min-free-bytes": {
+    env: "WEFT_MIN_FREE_BYTES",
+    arg: "<n>",
+    help: `free space kept on the KV's disk; below it new runs get 503 (${DEFAULT_MIN_FREE_BYTES})`,
+  },
+  "allowed-hosts": {
+    env: "WEFT_ALLOWED_HOSTS",
+    arg: "<a,b>",
+    help: "without a token, Host names answered besides loopback ones; * for any",
+  },
+  "header-timeout-ms": {
+    env: "WEFT_HEADER_TIMEOUT_MS",
+    arg: "<ms>",
+    help: `close connections that send no full request head in time (${DEFAULT_HEADER_TIMEOUT_MS})`,
+  },
+  "body-timeout-ms": {
+    env: "WEFT_BODY_TIMEOUT_MS",
+    arg: "<ms>",
+    help: `answer 408 to request bodies that do not arrive in time (${DEFAULT_BODY_TIMEOUT_MS})`,
   },
   debug: { env: "WEFT_DEBUG", arg: "", help: "show error messages and stacks in 500 responses" },
   worker: {
@@ -188,6 +223,10 @@ export function parseConfig(
         token: { type: "string" },
         "max-body-bytes": { type: "string" },
         "grace-ms": { type: "string" },
+        "min-free-bytes": { type: "string" },
+        "allowed-hosts": { type: "string" },
+        "header-timeout-ms": { type: "string" },
+        "body-timeout-ms": { type: "string" },
         debug: { type: "boolean" },
         worker: { type: "boolean" },
         "log-format": { type: "string" },
@@ -229,6 +268,25 @@ export function parseConfig(
       1024 ** 3,
     ),
     graceMs: integer("grace-ms", pick("grace-ms") ?? "10000", 0, 3_600_000),
+    minFreeBytes: integer(
+      "min-free-bytes",
+      pick("min-free-bytes") ?? String(DEFAULT_MIN_FREE_BYTES),
+      0,
+      Number.MAX_SAFE_INTEGER,
+    ),
+    allowedHosts: (pick("allowed-hosts") ?? "").split(",").map((h) => h.trim()).filter(Boolean),
+    headerTimeoutMs: integer(
+      "header-timeout-ms",
+      pick("header-timeout-ms") ?? String(DEFAULT_HEADER_TIMEOUT_MS),
+      1,
+      3_600_000,
+    ),
+    bodyTimeoutMs: integer(
+      "body-timeout-ms",
+      pick("body-timeout-ms") ?? String(DEFAULT_BODY_TIMEOUT_MS),
+      1,
+      3_600_000,
+    ),
     debug: values.debug ?? (debugEnv === "1" || debugEnv === "true"),
     worker: values.worker ?? (workerEnv === "1" || workerEnv === "true"),
   };
@@ -361,6 +419,11 @@ export interface RunningServer {
   engine: Engine;
   /** Stops accepting requests, lets steps in flight finish (grace), closes the KV. */
   shutdown(): Promise<void>;
+  /**
+   * Cuts a shutdown's grace period short: the steps still running are
+   * written back uncharged, as when the grace period ends.
+   */
+  hurry(): void;
 }
 
 function urlHost(hostname: string): string {
@@ -387,6 +450,11 @@ export async function startServer(
     engine,
     token: config.token,
     maxBodyBytes: config.maxBodyBytes,
+    bodyTimeoutMs: config.bodyTimeoutMs,
+    allowedHosts: config.allowedHosts,
+    // Set by the front door, which drops any copy the client sent; only it
+    // can reach the private socket the app is served on.
+    clientAddress: (c) => c.req.header(CLIENT_ADDRESS_HEADER) ?? "unknown",
     debug: config.debug,
     shutdownSignal: closing.signal,
     onUnexpectedError: (error) =>
@@ -395,24 +463,39 @@ export async function startServer(
       observability = mountObservability(app, { engine, signal: closing.signal });
     },
   });
-  let server: Deno.HttpServer<Deno.NetAddr>;
-  const listening = Promise.withResolvers<URL>();
+  // The app is served on a Unix socket in a private folder; the public port
+  // is the front door, which times request heads (Deno.serve has no such
+  // timeout) and passes connections on.
+  const socketDir = await Deno.makeTempDir({ prefix: "weft_http_" });
+  const socketPath = `${socketDir}/http.sock`;
+  let server: Deno.HttpServer<Deno.UnixAddr> | undefined;
+  let front: ReturnType<typeof startFrontDoor>;
   try {
+    const ready = Promise.withResolvers<void>();
     server = Deno.serve({
-      port: config.port,
-      hostname: config.hostname,
-      onListen: (addr) =>
-        listening.resolve(new URL(`http://${urlHost(addr.hostname)}:${addr.port}/`)),
+      transport: "unix",
+      path: socketPath,
+      onListen: () => ready.resolve(),
     }, app.fetch);
+    await ready.promise;
+    front = startFrontDoor({
+      hostname: config.hostname,
+      port: config.port,
+      upstreamPath: socketPath,
+      headerTimeoutMs: config.headerTimeoutMs,
+      onError: (error) => console.error("Front door error:", error),
+    });
   } catch (error) {
+    await server?.shutdown().catch(() => {});
     await engine.close({ graceMs: 0 });
     release();
+    await Deno.remove(socketDir, { recursive: true }).catch(() => {});
     throw new StartupError(
       `Cannot listen on ${config.hostname}:${config.port}: ${(error as Error).message}`,
       { cause: error },
     );
   }
-  const url = await listening.promise;
+  const url = new URL(`http://${urlHost(front.addr.hostname)}:${front.addr.port}/`);
   const served = workflows.map((wf) => `${wf.name} (${files.get(wf.name)})`).join(", ");
   const auth = config.token !== undefined
     ? "bearer token required"
@@ -431,12 +514,16 @@ export async function startServer(
   const shutdown = () =>
     stopping ??= (async () => {
       closing.abort();
-      await server.shutdown();
+      front.stopAccepting();
+      await server!.shutdown();
+      await front.close();
+      await Deno.remove(socketDir, { recursive: true }).catch(() => {});
       observability?.close();
       await engine.close();
       release();
     })();
-  return { url, app, engine, shutdown };
+  const hurry = () => void engine.close({ graceMs: 0 });
+  return { url, app, engine, shutdown, hurry };
 }
 
 /**
@@ -457,6 +544,21 @@ async function openKvRetrying(path: string): Promise<Deno.Kv> {
   }
 }
 
+/** Why opening the KV may have failed, when its disk is short of space; else "". */
+async function lowSpaceHint(config: ServerConfig): Promise<string> {
+  if (config.kvPath === ":memory:") return "";
+  try {
+    const s = await statfs(dirname(resolve(config.kvPath)));
+    const free = Number(s.bavail) * Number(s.bsize);
+    const min = config.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES;
+    return free < min
+      ? ` (its disk has ${free} bytes free, below --min-free-bytes ${min}: free some space)`
+      : "";
+  } catch {
+    return "";
+  }
+}
+
 /** Opens the KV (creating its folder) and starts an engine on it. */
 async function openEngine(
   config: ServerConfig,
@@ -470,17 +572,33 @@ async function openEngine(
     kv = await openKvRetrying(config.kvPath);
   } catch (error) {
     throw new StartupError(
-      `Cannot open the KV file ${config.kvPath}: ${(error as Error).message}`,
+      `Cannot open the KV file ${config.kvPath}: ${(error as Error).message}${await lowSpaceHint(
+        config,
+      )}`,
       { cause: error },
     );
   }
   try {
-    return { kv, engine: await createEngine({ kv, workflows, shutdownGraceMs: config.graceMs }) };
+    const minFreeBytes = config.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES;
+    // A quarter of the reserve, at most 8 MiB, is kept as a file to delete on a full disk.
+    const reserveBytes = Math.min(8 * 1024 * 1024, Math.floor(minFreeBytes / 4));
+    const storage = config.kvPath === ":memory:" ? { minFreeBytes } : {
+      path: dirname(resolve(config.kvPath)),
+      minFreeBytes,
+      ...(reserveBytes > 0
+        ? { reserveFile: { path: `${resolve(config.kvPath)}.reserve`, bytes: reserveBytes } }
+        : {}),
+    };
+    return {
+      kv,
+      engine: await createEngine({ kv, workflows, shutdownGraceMs: config.graceMs, storage }),
+    };
   } catch (error) {
     kv.close();
-    throw new StartupError(`Cannot start the engine: ${(error as Error).message}`, {
-      cause: error,
-    });
+    throw new StartupError(
+      `Cannot start the engine: ${(error as Error).message}${await lowSpaceHint(config)}`,
+      { cause: error },
+    );
   }
 }
 
@@ -490,6 +608,8 @@ export interface RunningWorker {
   engine: Engine;
   /** Lets steps in flight finish (grace), gives the rest back, closes the KV. */
   shutdown(): Promise<void>;
+  /** Cuts a shutdown's grace period short (see {@linkcode RunningServer.hurry}). */
+  hurry(): void;
 }
 
 /**
@@ -517,7 +637,7 @@ export async function startWorker(
       await engine.close();
       kv.close();
     })();
-  return { engine, shutdown };
+  return { engine, shutdown, hurry: () => void engine.close({ graceMs: 0 }) };
 }
 
 /** Reads the server's environment variables: the only place `Deno.env` is read. */
@@ -557,8 +677,11 @@ async function main(): Promise<number> {
   let signalled = false;
   const onSignal = () => {
     if (signalled) {
-      // A second signal while shutting down: stop now; unfinished steps resume on the next start.
-      stop.resolve(1);
+      // A second signal while shutting down (a double Ctrl-C): the grace
+      // period ends now, but the steps still running are written back
+      // uncharged before the process exits. Only SIGKILL is a crash.
+      console.error("Second signal: ending the grace period now");
+      server.hurry();
       return;
     }
     signalled = true;

@@ -115,11 +115,13 @@ svg.dag .map-bar .bar-failed { fill: var(--failed); }
 `;
 
 /**
- * The run page's script: follows `GET /runs/:id/events`, re-colours DAG
- * nodes and badges at once from each transition, and re-fetches the
- * server-rendered `#run-body` fragment (coalesced) for attempts, timings,
- * errors and outputs. It reads the run id from a data attribute, never from
- * text spliced into the script.
+ * The run page's script: follows `GET /runs/:id/events` and re-colours DAG
+ * nodes and badges at once from each transition. It fetches only what a
+ * transition changed: the step's row and details
+ * (`/ui/runs/:id/fragment?step=<name>`) or the run's head and output
+ * (`?part=head`); the whole `#run-body` only on the stream's first and last
+ * events. Fetches are coalesced: one per part at a time. It reads the run
+ * id from a data attribute, never from text spliced into the script.
  */
 export const RUN_JS = `"use strict";
 (() => {
@@ -128,32 +130,56 @@ export const RUN_JS = `"use strict";
   if (!first) return;
   const runId = first.dataset.runId;
   const enc = encodeURIComponent(runId);
+  const pending = new Set();
   let busy = false;
-  let again = false;
-  async function refresh() {
-    if (busy) { again = true; return; }
+  async function fetchPart(query) {
+    const res = await fetch("/ui/runs/" + enc + "/fragment" + query, { headers: { accept: "text/html" } });
+    if (!res.ok) return null;
+    const tpl = document.createElement("template");
+    tpl.innerHTML = await res.text();
+    return tpl.content;
+  }
+  function swap(from, selector) {
+    const next = from.querySelector(selector);
+    const current = document.querySelector(selector);
+    if (!next || !current) return;
+    const focused = document.activeElement;
+    const start = focused && focused.selectionStart;
+    const end = focused && focused.selectionEnd;
+    keepForms(current, next);
+    current.replaceWith(next);
+    if (focused && next.contains(focused) && focused !== document.activeElement) {
+      focused.focus();
+      if (typeof start === "number") focused.setSelectionRange(start, end);
+    }
+  }
+  async function pump() {
+    if (busy) return;
     busy = true;
     try {
-      do {
-        again = false;
-        const res = await fetch("/ui/runs/" + enc + "/fragment", { headers: { accept: "text/html" } });
-        if (!res.ok) break;
-        const tpl = document.createElement("template");
-        tpl.innerHTML = await res.text();
-        const next = tpl.content.getElementById("run-body");
-        const current = document.getElementById("run-body");
-        if (next && current) {
-          const focused = document.activeElement;
-          const start = focused && focused.selectionStart;
-          const end = focused && focused.selectionEnd;
-          keepForms(current, next);
-          current.replaceWith(next);
-          if (focused && next.contains(focused) && focused !== document.activeElement) {
-            focused.focus();
-            if (typeof start === "number") focused.setSelectionRange(start, end);
+      while (pending.size > 0) {
+        if (pending.has("all")) {
+          pending.clear();
+          const part = await fetchPart("");
+          if (part) swap(part, "#run-body");
+          continue;
+        }
+        const key = pending.values().next().value;
+        pending.delete(key);
+        if (key === "head") {
+          const part = await fetchPart("?part=head");
+          if (part) { swap(part, "#run-head"); swap(part, "#run-output"); }
+        } else {
+          const step = key.slice(5);
+          const part = await fetchPart("?step=" + encodeURIComponent(step));
+          const name = CSS.escape(step);
+          if (part) {
+            swap(part, '[data-step-row="' + name + '"]');
+            swap(part, '[data-step-slot="' + name + '"]');
+            swap(part, "figure.dag");
           }
         }
-      } while (again);
+      }
     } catch (_) {
       // The next event or the final "end" refreshes again.
     } finally {
@@ -172,6 +198,10 @@ export const RUN_JS = `"use strict";
       }
     }
   }
+  function want(key) {
+    pending.add(key);
+    pump();
+  }
   function paint(step, status) {
     for (const el of document.querySelectorAll("[data-step]")) {
       if (el.dataset.step === step) el.dataset.status = status;
@@ -186,18 +216,23 @@ export const RUN_JS = `"use strict";
     const snapshot = JSON.parse(m.data);
     for (const [name, step] of Object.entries(snapshot.steps)) paint(name, step.status);
     paintRun(snapshot.status);
-    refresh();
+    want("all");
   });
   source.addEventListener("transition", (m) => {
     const { event } = JSON.parse(m.data);
-    if (event.type === "step") paint(event.step, event.to);
-    else paintRun(event.to);
-    refresh();
+    if (event.type === "step") {
+      paint(event.step, event.to);
+      // An item of a map ("fanout[3]") changes its map step's counts.
+      want("step:" + event.step.replace(/\\[\\d+\\]$/, ""));
+    } else {
+      paintRun(event.to);
+      want("head");
+    }
   });
   source.addEventListener("end", () => {
     source.close();
     root.dataset.stream = "ended";
-    refresh();
+    want("all");
   });
 })();
 `;

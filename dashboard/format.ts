@@ -113,3 +113,102 @@ export function prettyJson(value: unknown): string {
     return String(value);
   }
 }
+
+/** Options of {@linkcode boundedJson}. */
+export interface BoundedJsonOptions {
+  /** Levels pretty-printed; deeper values are printed on one line. @default {8} */
+  maxDepth?: number;
+  /** Characters shown; the rest is cut. @default {20000} */
+  maxChars?: number;
+}
+
+/** What {@linkcode boundedJson} printed. */
+export interface BoundedJson {
+  /** The text to show. */
+  text: string;
+  /** Whether values past `maxDepth` were put on one line. */
+  collapsed: boolean;
+  /** Whether the text was cut at `maxChars`. */
+  truncated: boolean;
+}
+
+/** Past this depth, even a one-line value is shown as `…`: the stack stays small. */
+const MAX_PRINT_DEPTH = 200;
+
+/**
+ * JSON for a page, bounded whatever the value: indented for `maxDepth`
+ * levels and on one line below them (indentation of deep values would grow
+ * quadratically), and cut after `maxChars` characters. The work done is
+ * bounded by `maxChars` too: nothing past the cut is printed.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { boundedJson } from "./format.ts";
+ * assert.deepEqual(boundedJson({ a: [1, [2]] }, { maxDepth: 2 }), {
+ *   text: '{\n  "a": [\n    1,\n    [2]\n  ]\n}',
+ *   collapsed: true,
+ *   truncated: false,
+ * });
+ * assert.ok(boundedJson("x".repeat(100), { maxChars: 10 }).truncated);
+ * ```
+ */
+export function boundedJson(value: unknown, options: BoundedJsonOptions = {}): BoundedJson {
+  const maxDepth = options.maxDepth ?? 8;
+  const maxChars = options.maxChars ?? 20_000;
+  const parts: string[] = [];
+  let size = 0;
+  let collapsed = false;
+  let truncated = false;
+  const put = (s: string) => {
+    if (truncated) return;
+    if (size + s.length > maxChars) {
+      parts.push(s.slice(0, maxChars - size));
+      size = maxChars;
+      truncated = true;
+      return;
+    }
+    parts.push(s);
+    size += s.length;
+  };
+  const scalar = (v: unknown): string | undefined => {
+    if (v === null || typeof v !== "object") {
+      try {
+        return JSON.stringify(v) ?? (v === undefined ? "undefined" : String(v));
+      } catch {
+        return String(v);
+      }
+    }
+    return undefined;
+  };
+  const print = (v: unknown, depth: number, pretty: boolean) => {
+    if (truncated) return;
+    const s = scalar(v);
+    if (s !== undefined) return put(s);
+    if (depth >= MAX_PRINT_DEPTH) {
+      put("…");
+      truncated = true;
+      return;
+    }
+    if (pretty && depth >= maxDepth) {
+      collapsed = true;
+      pretty = false;
+    }
+    const arr = Array.isArray(v);
+    const entries: [string | undefined, unknown][] = arr
+      ? (v as unknown[]).map((x) => [undefined, x])
+      : Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined);
+    if (entries.length === 0) return put(arr ? "[]" : "{}");
+    const pad = pretty ? "\n" + "  ".repeat(depth + 1) : "";
+    put(arr ? "[" : "{");
+    entries.forEach(([k, x], i) => {
+      if (truncated) return;
+      put((i > 0 ? "," : "") + pad);
+      if (k !== undefined) put(JSON.stringify(k) + (pretty ? ": " : ":"));
+      print(x, depth + 1, pretty);
+    });
+    put((pretty ? "\n" + "  ".repeat(depth) : "") + (arr ? "]" : "}"));
+  };
+  print(value, 0, true);
+  return { text: parts.join(""), collapsed, truncated };
+}

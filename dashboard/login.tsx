@@ -7,8 +7,15 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import { type Context, Hono } from "hono";
-import { clearSessionCookie, type Sessions, setSessionCookie } from "../http/auth.ts";
+import {
+  clearSessionCookie,
+  remoteAddress,
+  type Sessions,
+  setSessionCookie,
+} from "../http/auth.ts";
+import type { LoginThrottle } from "../http/throttle.ts";
 import { Layout, type Markup, Notice } from "./pages.tsx";
 import { SECURITY_HEADERS } from "./routes.tsx";
 
@@ -88,11 +95,34 @@ export function LoginPage(props: { next: string; error?: string }): Markup {
   );
 }
 
-async function loginPage(c: Context, next: string, error?: string): Promise<Response> {
-  return c.html(await <LoginPage next={next} error={error} />, error ? 401 : 200, {
-    ...SECURITY_HEADERS,
-    ...(error ? { "WWW-Authenticate": 'Bearer realm="weft"' } : {}),
-  });
+const log = getLogger(["weft", "auth"]);
+
+async function loginPage(
+  c: Context,
+  next: string,
+  error?: string,
+  retryAfterMs?: number,
+): Promise<Response> {
+  const retryAfter = retryAfterMs === undefined
+    ? undefined
+    : String(Math.max(1, Math.ceil(retryAfterMs / 1000)));
+  return c.html(
+    await <LoginPage next={next} error={error} />,
+    retryAfter ? 429 : error ? 401 : 200,
+    {
+      ...SECURITY_HEADERS,
+      ...(error && !retryAfter ? { "WWW-Authenticate": 'Bearer realm="weft"' } : {}),
+      ...(retryAfter ? { "Retry-After": retryAfter } : {}),
+    },
+  );
+}
+
+/** Options of {@linkcode loginRoutes}. */
+export interface LoginRoutesOptions {
+  /** Throttles wrong tokens per client address. @default {undefined} */
+  throttle?: LoginThrottle;
+  /** The client's address. @default {remoteAddress} */
+  clientAddress?: (c: Context) => string;
 }
 
 /**
@@ -114,7 +144,9 @@ async function loginPage(c: Context, next: string, error?: string): Promise<Resp
  * assert.ok(res.status === 303 && res.headers.has("set-cookie"));
  * ```
  */
-export function loginRoutes(sessions: Sessions): Hono {
+export function loginRoutes(sessions: Sessions, options: LoginRoutesOptions = {}): Hono {
+  const { throttle } = options;
+  const clientAddress = options.clientAddress ?? remoteAddress;
   const app = new Hono();
 
   app.get(LOGIN_PATH, (c) => loginPage(c, nextPage(c.req.query("next"))));
@@ -123,9 +155,28 @@ export function loginRoutes(sessions: Sessions): Hono {
     const form = await c.req.parseBody();
     const next = nextPage(form.next);
     const token = typeof form.token === "string" ? form.token : "";
-    if (!sessions.checkToken(token)) {
-      return loginPage(c, next, token === "" ? "Enter the token" : "Wrong token");
+    if (token === "") return loginPage(c, next, "Enter the token");
+    const client = clientAddress(c);
+    const verdict = throttle?.check(client);
+    if (verdict && !verdict.allowed) {
+      const seconds = Math.max(1, Math.ceil(verdict.retryAfterMs / 1000));
+      return loginPage(
+        c,
+        next,
+        `Too many wrong tokens: try again in ${seconds} s`,
+        verdict.retryAfterMs,
+      );
     }
+    if (!sessions.checkToken(token)) {
+      const failed = throttle?.fail(client);
+      log.warn("Sign-in with a wrong token from {client} ({failures} in a row)", {
+        client,
+        failures: failed?.failures ?? null,
+      });
+      return loginPage(c, next, "Wrong token");
+    }
+    throttle?.succeed(client);
+    log.info("Signed in from {client}", { client });
     setSessionCookie(c, sessions);
     return c.redirect(next, 303);
   });

@@ -10,12 +10,12 @@ import { raw } from "hono/html";
 import { isTerminalRun, type RunSnapshot, RunStatus, type RunSummary } from "../mod.ts";
 import { Dag, stepView } from "./dag.tsx";
 import {
+  boundedJson,
   formatAge,
   formatDateTime,
   formatDuration,
   formatTime,
   formatUntil,
-  prettyJson,
 } from "./format.ts";
 
 /** What a component renders to. */
@@ -290,7 +290,7 @@ function EventForm(props: { runId: string; form: EventFormProps }): Markup {
       {form.schema !== undefined && (
         <details>
           <summary>Payload schema</summary>
-          <pre class="schema">{prettyJson(form.schema)}</pre>
+          <pre class="schema">{boundedJson(form.schema).text}</pre>
         </details>
       )}
       <p>
@@ -340,21 +340,38 @@ function StepNotes(props: { step: RunSnapshot["steps"][string]; nowMs: number })
   );
 }
 
+/** Where the raw JSON of a run is: the API's `GET /runs/:id`. */
+const rawHref = (id: string) => `/runs/${encodeURIComponent(id)}`;
+
 /**
- * The live part of the run page, also served alone as a fragment that the
- * page's script swaps in after each transition.
+ * A JSON value in a `<pre>`, bounded (see {@linkcode boundedJson}): levels
+ * past the eighth on one line, and cut past 20,000 characters with a link
+ * to the raw JSON.
  */
-export function RunBody(props: RunBodyProps): Markup {
+export function JsonBlock(props: { value: unknown; class: string; rawHref: string }): Markup {
+  const shown = boundedJson(props.value);
+  return (
+    <>
+      <pre class={props.class}>{shown.text}</pre>
+      {(shown.truncated || shown.collapsed) && (
+        <p class="muted json-note">
+          {shown.truncated ? "Cut short here" : "Deep levels are shown on one line"}: see the{" "}
+          <a href={props.rawHref}>raw JSON</a>.
+        </p>
+      )}
+    </>
+  );
+}
+
+type StepView = RunSnapshot["steps"][string];
+
+/** A run's status line, its error and its parent: what a run transition changes. */
+export function RunHead(props: { run: RunSnapshot; nowMs: number }): Markup {
   const { run } = props;
   const terminal = isTerminalRun(run.status);
-  const steps = Object.entries(run.steps);
   const parent = (run as RunSnapshot & { parent?: { runId?: unknown; step?: unknown } }).parent;
-  const children = steps.flatMap(([name, s]) => {
-    const id = stepView(s).childRunId;
-    return id ? [{ step: name, runId: id, status: s.status }] : [];
-  });
   return (
-    <section id="run-body" data-run-id={run.id}>
+    <div id="run-head">
       <div class="run-head">
         <StatusBadge status={run.status} run />
         <span>
@@ -394,8 +411,111 @@ export function RunBody(props: RunBodyProps): Markup {
           }`}
         />
       )}
-      {!terminal &&
-        props.events?.map((form) => <EventForm key={form.event} runId={run.id} form={form} />)}
+    </div>
+  );
+}
+
+/** The run's output, once it has one. */
+export function RunOutput(props: { run: RunSnapshot }): Markup {
+  const { run } = props;
+  return (
+    <div id="run-output">
+      {run.output !== undefined && (
+        <>
+          <h2>Output</h2>
+          <JsonBlock value={run.output} class="run-output" rawHref={rawHref(run.id)} />
+        </>
+      )}
+    </div>
+  );
+}
+
+/** One step's row in the steps table. */
+export function StepRow(props: { name: string; step: StepView; nowMs: number }): Markup {
+  const { name, step: s } = props;
+  const view = stepView(s);
+  return (
+    <tr id={`step-${name}`} data-step-row={name} data-kind={view.kind} data-phase={view.phase}>
+      <td>
+        <strong>{name}</strong>
+        {view.kind !== "task" && <span class="kind-tag">{view.kind}</span>}
+        {view.phase === "compensation" && <span class="kind-tag">compensation</span>}
+      </td>
+      <td>
+        <StatusBadge status={s.status} step={name} />
+        <StepNotes step={s} nowMs={props.nowMs} />
+      </td>
+      <td>{s.attempts}</td>
+      <td>{s.needs.length === 0 ? "—" : s.needs.join(", ")}</td>
+      <td>{formatTime(s.startedAt)}</td>
+      <td>{formatTime(s.finishedAt)}</td>
+      <td>{s.durationMs === undefined ? "—" : formatDuration(s.durationMs)}</td>
+    </tr>
+  );
+}
+
+/**
+ * One step's event form (while it is `awaiting` an event), failed attempts
+ * and output, in a slot that is there even while it is empty.
+ */
+export function StepSlot(
+  props: { runId: string; name: string; step: StepView; events?: readonly EventFormProps[] },
+): Markup {
+  const { name, step: s } = props;
+  const forms = s.status === "awaiting" ? props.events?.filter((f) => f.step === name) ?? [] : [];
+  return (
+    <div class="step-slot" data-step-slot={name}>
+      {forms.map((form) => <EventForm key={form.event} runId={props.runId} form={form} />)}
+      {(s.errors.length > 0 || s.output !== undefined) && (
+        <details class="step-detail" data-step-detail={name} open={s.status !== "succeeded"}>
+          <summary>
+            <strong>{name}</strong> — {[
+              s.errors.length > 0 &&
+              `${s.errors.length} failed attempt${s.errors.length === 1 ? "" : "s"}`,
+              s.output !== undefined && "output",
+            ].filter(Boolean).join(", ")}
+          </summary>
+          {s.errors.length > 0 && (
+            <ol class="step-errors">
+              {s.errors.map((e) => (
+                <li>
+                  attempt {e.attempt} at {formatTime(e.at)}: <code>{e.error.name}</code>{" "}
+                  {e.error.message}
+                  {e.error.stack && (
+                    <details class="stack">
+                      <summary>stack trace</summary>
+                      <pre>{e.error.stack}</pre>
+                    </details>
+                  )}
+                </li>
+              ))}
+            </ol>
+          )}
+          {s.output !== undefined && (
+            <JsonBlock value={s.output} class="output" rawHref={rawHref(props.runId)} />
+          )}
+        </details>
+      )}
+    </div>
+  );
+}
+
+/**
+ * The live part of the run page, also served alone as a fragment that the
+ * page's script swaps in on the stream's first and last events; between
+ * them it fetches only the part a transition changed (see
+ * {@linkcode RunPart}). The input, which never changes, is outside it.
+ */
+export function RunBody(props: RunBodyProps): Markup {
+  const { run } = props;
+  const steps = Object.entries(run.steps);
+  const children = steps.flatMap(([name, s]) => {
+    const id = stepView(s).childRunId;
+    return id ? [{ step: name, runId: id, status: s.status }] : [];
+  });
+  return (
+    <section id="run-body" data-run-id={run.id}>
+      <RunHead run={run} nowMs={props.nowMs} />
       <figure class="dag">
         <Dag run={run} childHref={runHref} />
       </figure>
@@ -429,72 +549,54 @@ export function RunBody(props: RunBodyProps): Markup {
           </tr>
         </thead>
         <tbody>
-          {steps.map(([name, s]) => {
-            const view = stepView(s);
-            return (
-              <tr
-                id={`step-${name}`}
-                data-step-row={name}
-                data-kind={view.kind}
-                data-phase={view.phase}
-              >
-                <td>
-                  <strong>{name}</strong>
-                  {view.kind !== "task" && <span class="kind-tag">{view.kind}</span>}
-                  {view.phase === "compensation" && <span class="kind-tag">compensation</span>}
-                </td>
-                <td>
-                  <StatusBadge status={s.status} step={name} />
-                  <StepNotes step={s} nowMs={props.nowMs} />
-                </td>
-                <td>{s.attempts}</td>
-                <td>{s.needs.length === 0 ? "—" : s.needs.join(", ")}</td>
-                <td>{formatTime(s.startedAt)}</td>
-                <td>{formatTime(s.finishedAt)}</td>
-                <td>{s.durationMs === undefined ? "—" : formatDuration(s.durationMs)}</td>
-              </tr>
-            );
-          })}
+          {steps.map(([name, s]) => (
+            <StepRow
+              key={name}
+              name={name}
+              step={s}
+              nowMs={props.nowMs}
+            />
+          ))}
         </tbody>
       </table>
-      {steps.map(([name, s]) =>
-        (s.errors.length > 0 || s.output !== undefined) && (
-          <details class="step-detail" data-step-detail={name} open={s.status !== "succeeded"}>
-            <summary>
-              <strong>{name}</strong> — {[
-                s.errors.length > 0 &&
-                `${s.errors.length} failed attempt${s.errors.length === 1 ? "" : "s"}`,
-                s.output !== undefined && "output",
-              ].filter(Boolean).join(", ")}
-            </summary>
-            {s.errors.length > 0 && (
-              <ol class="step-errors">
-                {s.errors.map((e) => (
-                  <li>
-                    attempt {e.attempt} at {formatTime(e.at)}: <code>{e.error.name}</code>{" "}
-                    {e.error.message}
-                    {e.error.stack && (
-                      <details class="stack">
-                        <summary>stack trace</summary>
-                        <pre>{e.error.stack}</pre>
-                      </details>
-                    )}
-                  </li>
-                ))}
-              </ol>
-            )}
-            {s.output !== undefined && <pre class="output">{prettyJson(s.output)}</pre>}
-          </details>
+      {steps.map(([name, s]) => (
+        <StepSlot key={name} runId={run.id} name={name} step={s} events={props.events} />
+      ))}
+      <RunOutput run={run} />
+    </section>
+  );
+}
+
+/**
+ * What one transition changes on the run page: a step's row and slot and
+ * the DAG (whose node shows the step's notes, such as why it was skipped or
+ * a map's counts), or (`step` undefined) the run's head and output.
+ */
+export function RunPart(props: RunBodyProps & { step?: string }): Markup {
+  const { run, step } = props;
+  const s = step === undefined ? undefined : run.steps[step];
+  return (
+    <section id="run-part" data-run-id={run.id}>
+      {s
+        ? (
+          <>
+            <table>
+              <tbody>
+                <StepRow name={step!} step={s} nowMs={props.nowMs} />
+              </tbody>
+            </table>
+            <StepSlot runId={run.id} name={step!} step={s} events={props.events} />
+            <figure class="dag">
+              <Dag run={run} childHref={runHref} />
+            </figure>
+          </>
         )
-      )}
-      <h2>Input</h2>
-      <pre class="input">{prettyJson(run.input)}</pre>
-      {run.output !== undefined && (
-        <>
-          <h2>Output</h2>
-          <pre class="run-output">{prettyJson(run.output)}</pre>
-        </>
-      )}
+        : (
+          <>
+            <RunHead run={run} nowMs={props.nowMs} />
+            <RunOutput run={run} />
+          </>
+        )}
     </section>
   );
 }
@@ -514,6 +616,8 @@ export function RunPage(props: RunBodyProps & { notice?: string; info?: string }
         </div>
       )}
       <RunBody {...body} />
+      <h2>Input</h2>
+      <JsonBlock value={props.run.input} class="input" rawHref={rawHref(props.run.id)} />
     </Layout>
   );
 }
@@ -571,7 +675,7 @@ export function StartPage(props: StartPageProps): Markup {
           {props.schema !== undefined && (
             <details>
               <summary>Input schema</summary>
-              <pre class="schema">{prettyJson(props.schema)}</pre>
+              <pre class="schema">{boundedJson(props.schema).text}</pre>
             </details>
           )}
         </form>

@@ -22,10 +22,12 @@ import {
   RunNotFoundError,
   type RunSnapshot,
   RunStatus,
+  StorageFullError,
   UnknownEventError,
   UnknownWorkflowError,
 } from "../mod.ts";
 import { SESSION_COOKIE } from "../http/auth.ts";
+import { exceedsDepth, MAX_JSON_DEPTH } from "../http/body.ts";
 import { FAVICON_SVG, RUN_JS, STYLE_CSS } from "./assets.ts";
 import { exampleOf, inputJsonSchema, jsonSchemaOf } from "./input_schema.ts";
 import {
@@ -35,6 +37,7 @@ import {
   RunBody,
   type RunBodyProps,
   RunPage,
+  RunPart,
   RunsPage,
   SignedIn,
   StartPage,
@@ -66,7 +69,7 @@ export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
   "Cache-Control": "no-store",
 };
 
-type Status = 200 | 400 | 404 | 409 | 413 | 422;
+type Status = 200 | 400 | 404 | 409 | 413 | 422 | 503;
 
 /** The most child runs whose status a parent's page reads. */
 const MAX_CHILD_LOOKUPS = 50;
@@ -216,6 +219,13 @@ export function dashboardRoutes(engine: DashboardEngine, options: DashboardOptio
   app.get("/ui/runs/:id/fragment", async (c) => {
     try {
       const run = await engine.get(c.req.param("id"));
+      // What one transition changed: a step's row and details, or the run's head.
+      const step = c.req.query("step");
+      if (step !== undefined && run.steps[step] !== undefined) {
+        return page(c, <RunPart {...await runView(run)} step={step} />);
+      }
+      if (step !== undefined) return c.html("", 404, SECURITY_HEADERS);
+      if (c.req.query("part") === "head") return page(c, <RunPart {...await runView(run)} />);
       return page(c, <RunBody {...await runView(run)} />);
     } catch (error) {
       if (!(error instanceof RunNotFoundError)) throw error;
@@ -232,6 +242,10 @@ export function dashboardRoutes(engine: DashboardEngine, options: DashboardOptio
       if (error instanceof RunFinishedError || error instanceof InvalidArgumentError) {
         const run = await engine.get(runId);
         return page(c, <RunPage {...await runView(run)} notice={error.message} />, 409);
+      }
+      if (error instanceof StorageFullError) {
+        const run = await engine.get(runId);
+        return page(c, <RunPage {...await runView(run)} notice={error.message} />, 503);
       }
       return notFound(c, error);
     }
@@ -351,6 +365,14 @@ export function dashboardRoutes(engine: DashboardEngine, options: DashboardOptio
           startForm(workflow, { inputText, idempotencyKey: keyText, error, issues }),
           status,
         );
+      // The same limits as the API's body: its size (the app's body limit and
+      // this route's) and its nesting, checked before anything is built.
+      if (exceedsDepth(inputText, MAX_JSON_DEPTH)) {
+        return again(
+          400,
+          `The input nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`,
+        );
+      }
       let input: unknown;
       try {
         input = JSON.parse(inputText);
@@ -371,7 +393,9 @@ export function dashboardRoutes(engine: DashboardEngine, options: DashboardOptio
           return again(422, "The input does not match the workflow's schema", error.issues);
         }
         if (error instanceof UnknownWorkflowError) return again(404, error.message);
+        if (error instanceof InputTooLargeError) return again(413, error.message);
         if (error instanceof InvalidArgumentError) return again(400, error.message);
+        if (error instanceof StorageFullError) return again(503, error.message);
         throw error;
       }
     },

@@ -8,7 +8,8 @@
  * @module
  */
 import type { Activity } from "./activity.ts";
-import { FencedError } from "./errors.ts";
+import { FencedError, StorageFullError } from "./errors.ts";
+import { isDiskFullError } from "./storage.ts";
 
 /** One caller's write: applied all-or-nothing. */
 export interface WriteOp {
@@ -46,6 +47,11 @@ export interface CommitBatcherOptions {
   onFenced?: (fence: Fence) => void;
   /** Counts a flush in progress as work in flight. @default {undefined} */
   activity?: Activity;
+  /**
+   * Called when a commit fails because the disk is full; the batch's writes
+   * are rejected with a {@linkcode StorageFullError}.
+   */
+  onDiskFull?: (error: unknown) => void;
 }
 
 interface Pending {
@@ -157,6 +163,7 @@ export class CommitBatcher {
   readonly #broken = new WeakSet<Fence>();
   readonly #onFenced: (fence: Fence) => void;
   readonly #activity: Activity | undefined;
+  readonly #onDiskFull: (error: unknown) => void;
   /** Atomic commits made so far. */
   commits = 0;
   /** Writes acknowledged so far. */
@@ -170,6 +177,7 @@ export class CommitBatcher {
     this.#maxChecks = options.maxChecks ?? 90;
     this.#onFenced = options.onFenced ?? (() => {});
     this.#activity = options.activity;
+    this.#onDiskFull = options.onDiskFull ?? (() => {});
   }
 
   /**
@@ -264,6 +272,13 @@ export class CommitBatcher {
     try {
       result = await this.#commitWithRetry(batch.map((p) => p.op), fence);
     } catch (error) {
+      if (isDiskFullError(error)) {
+        // No write of the batch fits: splitting it would only fail again.
+        this.#onDiskFull(error);
+        const full = new StorageFullError("the disk holding the KV is full", { cause: error });
+        for (const p of batch) p.reject(full);
+        return;
+      }
       if (batch.length === 1) return batch[0].reject(error);
       // Find the write KV refuses; the others are fine on their own.
       for (const p of batch) await this.#commitBatch([p]);

@@ -38,6 +38,7 @@ import {
   InvalidInputError,
   RunFinishedError,
   RunNotFoundError,
+  StorageFullError,
   UnknownEventError,
   UnknownWorkflowError,
   WorkflowDefinitionError,
@@ -51,6 +52,7 @@ import { DEFAULT_MAX_OUTPUT_BYTES } from "./output.ts";
 import type { HistoryEvent } from "./records.ts";
 import { Scheduler } from "./scheduler.ts";
 import { Slots } from "./slots.ts";
+import { type StatFs, StorageGuard, type StorageState } from "./storage.ts";
 import { attachQueueHandler } from "./queue_listener.ts";
 import { isTerminalRun, type RunStatus } from "./states.ts";
 import { type RunSnapshot, type RunSummary, snapshotOf, summarize } from "./snapshot.ts";
@@ -135,6 +137,33 @@ export interface EngineOptions {
    * @default {trace.getTracerProvider()}
    */
   tracerProvider?: { getTracer(name: string): unknown };
+  /**
+   * The free space kept on the KV's disk. Below `minFreeBytes` the engine
+   * takes no new work: `start` and `cancel` reject with
+   * {@linkcode StorageFullError}, nothing is claimed or enqueued, and the
+   * queue listener is not started; work carries on by itself once space
+   * returns. A write that fails because the disk is full has the same
+   * effect until a look finds the reserve free. Without `path` (an
+   * in-memory or remote KV) only failed writes are noticed.
+   * @default {{ minFreeBytes: 67108864, checkIntervalMs: 1000 }}
+   */
+  storage?: {
+    /** The KV file (or its folder): free space of its filesystem is watched. */
+    path?: string;
+    /** The reserve, in bytes. @default {67108864} (64 MiB) */
+    minFreeBytes?: number;
+    /** Time between two looks at the free space, on the engine's clock. @default {1000} */
+    checkIntervalMs?: number;
+    /** Reads free space, for tests. @default {statfs of node:fs/promises} */
+    statfs?: StatFs;
+    /**
+     * A file of `bytes` zeros kept while space is ample and deleted when it
+     * runs low, freeing room for writes already under way (such as Deno's
+     * queue thread moving a message enqueued earlier); less than `minFreeBytes`.
+     * @default {undefined} (none)
+     */
+    reserveFile?: { path: string; bytes: number };
+  };
 }
 
 /** Options of {@linkcode Engine.start}. */
@@ -208,11 +237,17 @@ export interface EngineStats {
   fencedOthers: number;
   /** Runs of dead workers this one moved back to the due index. */
   reaped: number;
+  /** The free space of the KV's disk as last seen, and whether new work is taken. */
+  storage: StorageState;
 }
 
 /** Options of {@linkcode Engine.close}. */
 export interface CloseOptions {
-  /** Overrides the engine's `shutdownGraceMs`. */
+  /**
+   * Overrides the engine's `shutdownGraceMs`. Calling `close({ graceMs: 0 })`
+   * while an earlier `close()` waits for its grace period ends that wait at
+   * once; the attempts cut short are still written back, uncharged.
+   */
   graceMs?: number;
 }
 
@@ -375,6 +410,8 @@ class WeftEngine implements Engine {
   #registering: Promise<unknown> | undefined;
   #fencedCount = 0;
   #closing = false;
+  #closed: Promise<void> | undefined;
+  readonly #storage: StorageGuard;
   /** Retries this worker scheduled, less those it started or ended (see `stats`). */
   #retriesWaiting = 0;
   #polls = 0;
@@ -445,9 +482,11 @@ class WeftEngine implements Engine {
     this.#maxInputBytes = options.maxInputBytes ?? 256 * 1024;
     this.#graceMs = options.shutdownGraceMs ?? 10_000;
     this.#useQueue = options.useQueue ?? true;
+    this.#storage = new StorageGuard({ ...options.storage, clock });
     this.#batcher = new CommitBatcher(kv, {
       onFenced: (fence) => this.#onFenced(fence),
       activity: this.#activity,
+      onDiskFull: (error) => this.#storage.reportWriteError(error),
     });
     this.#dispatcher = new Dispatcher({
       kv,
@@ -459,7 +498,7 @@ class WeftEngine implements Engine {
       // behind them, so claims come in batches. A claimed run that waits for
       // a slot stays held: the pool may exceed maxIdleRuns by one batch.
       capacity: () =>
-        this.#scheduler.closing
+        this.#scheduler.closing || !this.#storage.writable
           ? 0
           : this.#slots.max + idleLimit() - this.#slots.inUse - this.#scheduler.queuedRuns,
       claimed: (claims) => this.#claimed(claims),
@@ -512,9 +551,14 @@ class WeftEngine implements Engine {
       },
       activity: this.#activity,
       tracing: this.#tracing,
+      whenWritable: () => this.#storage.whenWritable(),
+      queueAllowed: () => this.#storage.writable,
     });
     this.#events.subscribe((e) => this.#countRetries(e));
     this.#events.subscribe((e) => this.#traceRunEnd(e));
+    this.#storage.onChange((state) => {
+      if (state.status === "ok") this.#dispatcher.wake();
+    });
   }
 
   #countRetries(e: EngineEvent): void {
@@ -536,13 +580,21 @@ class WeftEngine implements Engine {
 
   /** Registers the worker and starts its heartbeat, claims and queue listener; reads nothing else. */
   async open(): Promise<void> {
+    await this.#storage.start();
     await this.#membership.register();
     if (this.#useQueue) {
-      this.#detachQueue = attachQueueHandler(
-        this.#kv,
-        (message) => this.#scheduler.onQueueMessage(message),
-        (error) => log.error("Queue listener stopped: {error}", { error }),
-      );
+      // On a full disk, Deno's queue thread panics as soon as it has a
+      // message to move: the listener starts only with the reserve free.
+      const attach = () => {
+        if (this.#closing) return;
+        this.#detachQueue = attachQueueHandler(
+          this.#kv,
+          (message) => this.#scheduler.onQueueMessage(message),
+          (error) => log.error("Queue listener stopped: {error}", { error }),
+        );
+      };
+      if (this.#storage.writable) attach();
+      else this.#storage.whenWritable().then(attach);
     }
     this.#membership.start();
     this.#dispatcher.start();
@@ -694,6 +746,7 @@ class WeftEngine implements Engine {
     checkRunId(runId);
     const reason = options.reason ?? "cancelled by request";
     if (this.#closing) throw new EngineClosedError();
+    if (!this.#storage.writable) throw this.#storageError();
     // A run is acted on by the worker that holds it: claim it if nobody
     // does, or leave the request in its holder's inbox.
     for (let tries = 0; tries < 8; tries++) {
@@ -720,8 +773,17 @@ class WeftEngine implements Engine {
         continue;
       }
       if (sched.owner === me) {
-        // Being loaded by this worker right now.
-        await new Promise((resolve) => setTimeout(resolve, 5));
+        // Being loaded by this worker right now, or left leased after its
+        // writes kept failing: after a short wait, load it here (a load in
+        // flight is not duplicated) and cancel it.
+        if (tries < 3) {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          continue;
+        }
+        const held = await this.#scheduler.resume(runId, new Set(), { pin: true });
+        if (held && !isTerminalRun(held.record.status)) {
+          return await this.#scheduler.cancel(held, reason);
+        }
         continue;
       }
       const ok = await this.#batcher.write({
@@ -903,6 +965,7 @@ class WeftEngine implements Engine {
       claims: this.#dispatcher.claims,
       fencedOthers: this.#membership.fencedOthers,
       reaped: this.#membership.reaped,
+      storage: this.#storage.state,
     };
   }
 
@@ -917,11 +980,20 @@ class WeftEngine implements Engine {
     }
   }
 
-  async close(options: CloseOptions = {}): Promise<void> {
-    if (this.#closing) return;
+  close(options: CloseOptions = {}): Promise<void> {
+    if (this.#closed) {
+      if (options.graceMs === 0) this.#scheduler.endGrace();
+      return this.#closed;
+    }
+    this.#closed = this.#close(options.graceMs ?? this.#graceMs);
+    return this.#closed;
+  }
+
+  async #close(graceMs: number): Promise<void> {
     this.#closing = true;
     await this.#dispatcher.stop();
-    await this.#scheduler.shutdown(options.graceMs ?? this.#graceMs);
+    await this.#scheduler.shutdown(graceMs);
+    this.#storage.stop();
     await this.#membership.stop();
     await this.#registering?.catch(() => {});
     await this.#upgrading;
@@ -943,10 +1015,10 @@ class WeftEngine implements Engine {
 
   /** On each poll: runs ended elsewhere, and requests in this worker's inbox. */
   async #poll(): Promise<void> {
-    // Alone on the KV, this worker ends every run it waits for itself; it
-    // still looks now and then, for a worker that came and went.
     // Who else is here decides how many ready runs this worker keeps (see `maxIdleRuns`).
     if (this.#polls % 4 === 0) await this.#membership.countOthers();
+    // Alone on the KV, this worker ends every run it waits for itself; it
+    // still looks now and then, for a worker that came and went.
     const alone = this.#membership.others === 0 && this.#polls++ % 20 !== 0;
     if (this.#waiters.size > 0 && !alone) {
       await this.#waiters.poll({
@@ -958,7 +1030,7 @@ class WeftEngine implements Engine {
         holds: (id) => this.#scheduler.runs.has(id),
       });
     }
-    if (this.#scheduler.closing) return;
+    if (this.#scheduler.closing || !this.#storage.writable) return;
     const me = this.#membership.id;
     for await (const entry of this.#kv.list({ prefix: this.#keys.inboxOf(me) }, { limit: 100 })) {
       const runId = String(entry.key.at(-1));
@@ -1044,6 +1116,17 @@ class WeftEngine implements Engine {
     );
   }
 
+  /** Why nothing can be written now. */
+  #storageError(): StorageFullError {
+    const { status, freeBytes, minFreeBytes } = this.#storage.state;
+    return new StorageFullError(
+      status === "full" || freeBytes === null
+        ? "the disk holding the KV is full; reads still work, and writes resume once space is freed"
+        : `${freeBytes} bytes are free on the KV's disk, below the reserve of ${minFreeBytes}; ` +
+          "reads still work, and writes resume once space is freed",
+    );
+  }
+
   // ---------------------------------------------------------------- creating runs
 
   async #existing(runId: string): Promise<StartResult> {
@@ -1064,6 +1147,7 @@ class WeftEngine implements Engine {
     await this.#batcher.room(START_BACKLOG);
     await this.#registering;
     if (this.#closing) throw new EngineClosedError();
+    if (!this.#storage.writable) throw this.#storageError();
     const started = this.#tracing.startRun(def.name, traceOptions);
     let summary: RunSummary | undefined;
     try {

@@ -432,6 +432,26 @@ export class EngineClosedError extends WeftError {
   }
 }
 
+/**
+ * The store cannot take this write: the disk holding the KV is full, or its
+ * free space is below the engine's reserve (`minFreeBytes`). Nothing of the
+ * write was applied; reads still work, and work carries on by itself once
+ * space returns.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { StorageFullError } from "./errors.ts";
+ * assert.match(new StorageFullError().message, /out of space/);
+ * ```
+ */
+export class StorageFullError extends WeftError {
+  /** Creates the error, with the KV's own error as `cause` when a write failed. */
+  constructor(detail?: string, options?: ErrorOptions) {
+    super(`The store is out of space${detail ? `: ${detail}` : ""}`, options);
+  }
+}
+
 const MAX_MESSAGE_CHARS = 2_000;
 
 /**

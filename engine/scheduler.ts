@@ -20,6 +20,7 @@ import {
   type ErrorData,
   FencedError,
   StepCancelledError,
+  StorageFullError,
   toErrorData,
 } from "./errors.ts";
 import type { EventHub } from "./events.ts";
@@ -98,6 +99,10 @@ export interface SchedulerOptions {
   activity?: Activity;
   /** Spans of step attempts. @default {undefined} (none) */
   tracing?: Tracing;
+  /** Resolves once the store takes writes again after a full disk. @default {at once} */
+  whenWritable?: () => Promise<void>;
+  /** Whether sweep messages may be enqueued now (free space is above the reserve). @default {always} */
+  queueAllowed?: () => boolean;
 }
 
 /** A run with nothing in flight that is due again within this stays held, on its timer. */
@@ -127,6 +132,8 @@ export class Scheduler {
   readonly #dispatch: SchedulerOptions["dispatch"];
   readonly #maxIdleRuns: () => number;
   readonly #children: SchedulerOptions["children"];
+  readonly #whenWritable: () => Promise<void>;
+  readonly #queueAllowed: () => boolean;
   /** Held runs that only wait for a timer due within {@linkcode SHORT_WAIT_MS}. */
   readonly #shortWaits = new Set<LiveRun>();
   /** Runs held with at least one step waiting for a slot (what `maxIdleRuns` bounds). */
@@ -137,6 +144,8 @@ export class Scheduler {
   readonly #live = new Map<string, LiveRun>();
   readonly #ulid = monotonicFactory();
   #closing = false;
+  #graceCut = false;
+  #endGrace: (() => void) | undefined;
   #stopped = false;
   #pumpScheduled = false;
   #idleWaiters = new Set<() => void>();
@@ -169,6 +178,8 @@ export class Scheduler {
     this.#dispatch = options.dispatch;
     this.#maxIdleRuns = options.maxIdleRuns;
     this.#children = options.children;
+    this.#whenWritable = options.whenWritable ?? (() => Promise.resolve());
+    this.#queueAllowed = options.queueAllowed ?? (() => true);
     this.#launch = {
       clock: options.clock,
       batcher: options.batcher,
@@ -282,12 +293,16 @@ export class Scheduler {
    */
   async shutdown(graceMs: number): Promise<void> {
     this.#closing = true;
-    if (this.#runningCount() > 0 && graceMs > 0) {
+    if (this.#runningCount() > 0 && graceMs > 0 && !this.#graceCut) {
       let timer: TimerHandle | undefined;
       await Promise.race([
         new Promise<void>((resolve) => this.#idleWaiters.add(resolve)),
-        new Promise<void>((resolve) => timer = this.#clock.setTimeout(resolve, graceMs)),
+        new Promise<void>((resolve) => {
+          timer = this.#clock.setTimeout(resolve, graceMs);
+          this.#endGrace = resolve;
+        }),
       ]);
+      this.#endGrace = undefined;
       if (timer) this.#clock.clearTimeout(timer);
       this.#idleWaiters.clear();
     }
@@ -336,6 +351,15 @@ export class Scheduler {
     this.#waiters.rejectAll(closed);
     this.#live.clear();
     await this.#batcher.drain();
+  }
+
+  /**
+   * Ends the grace period of a `shutdown` now (or makes the coming one
+   * empty): the attempts still running are written back as it does.
+   */
+  endGrace(): void {
+    this.#graceCut = true;
+    this.#endGrace?.();
   }
 
   /**
@@ -859,7 +883,7 @@ export class Scheduler {
    * step or timer (a large queue slows every delivery; see KV_FACTS).
    */
   #planSweep(txn: Txn, dueAt: number): void {
-    if (!this.#useQueue || this.#closing || dueAt >= PARKED_MS) return;
+    if (!this.#useQueue || this.#closing || dueAt >= PARKED_MS || !this.#queueAllowed()) return;
     if (this.#sweepDueAt !== undefined && this.#sweepDueAt <= dueAt) return;
     const now = this.#clock.now();
     const delayMs = Math.min(MAX_QUEUE_DELAY_MS, Math.max(0, dueAt - now));
@@ -1109,7 +1133,7 @@ export class Scheduler {
       if (error instanceof FencedError) throw error;
       log.error("A KV commit failed; affected runs are reloaded from KV: {error}", { error });
       if (txn.enqueues.length > 0) this.#sweepDueAt = undefined;
-      for (const live of affected) this.#resync(live, error);
+      for (const live of affected) this.#resync(live, error, txn.steps.get(live));
       throw error;
     }
     for (const live of touched) live.uncommitted--;
@@ -1188,16 +1212,20 @@ export class Scheduler {
    * the next start, and its waiters are rejected with the error; waiters are
    * rejected with `EngineClosedError` if the engine closes meanwhile.
    */
-  #resync(live: LiveRun, error: unknown): void {
+  #resync(live: LiveRun, error: unknown, written: ReadonlySet<string> = new Set()): void {
     if (live.dead && !live.released) return;
     live.released = false;
     const runId = live.record.id;
-    const abandoned = new Set(live.running.keys());
+    // Steps whose write failed were not lost to a crash either: one whose
+    // attempt ended in it is still `running` on disk, and is not charged.
+    const abandoned = new Set([...live.running.keys(), ...written]);
     this.#forget(live);
     const pending = this.#abandoned.get(runId) ?? new Set<string>();
     for (const step of abandoned) pending.add(step);
     this.#abandoned.set(runId, pending);
-    const failures = (this.#commitFailures.get(runId) ?? 0) + 1;
+    // A full disk is waited out, however long: it is not this run's fault.
+    const failures = (this.#commitFailures.get(runId) ?? 0) +
+      (error instanceof StorageFullError ? 0 : 1);
     this.#commitFailures.set(runId, failures);
     const giveUp = (reason: unknown) => {
       this.#waiters.reject(runId, reason);
@@ -1222,6 +1250,7 @@ export class Scheduler {
       do {
         this.#reloadAgain.delete(runId);
         await lastWrite.catch(() => {});
+        await this.#whenWritable();
         if (this.#closing) return giveUp(new EngineClosedError());
         const steps = this.#abandoned.get(runId) ?? new Set<string>();
         this.#abandoned.delete(runId);

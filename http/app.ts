@@ -5,7 +5,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import type { Engine } from "../mod.ts";
 import {
   isDashboardPage,
@@ -14,8 +14,15 @@ import {
   loginRoutes,
 } from "../dashboard/login.tsx";
 import { accessLog, type AccessRecord } from "./access_log.ts";
-import { bearerAuth, createSessions, sameOriginWrites } from "./auth.ts";
-import { DEFAULT_MAX_BODY_BYTES, limitBody } from "./body.ts";
+import {
+  bearerAuth,
+  createSessions,
+  loopbackHostsOnly,
+  remoteAddress,
+  sameOriginWrites,
+} from "./auth.ts";
+import { bodyTimeout, DEFAULT_BODY_TIMEOUT_MS, DEFAULT_MAX_BODY_BYTES, limitBody } from "./body.ts";
+import { createLoginThrottle, type LoginThrottleOptions } from "./throttle.ts";
 import { ApiError, ErrorCode, toApiError } from "./errors.ts";
 import { openApiDocument } from "./openapi.ts";
 import { addRoute } from "./route.ts";
@@ -37,6 +44,24 @@ export interface AppOptions {
   now?: () => number;
   /** Largest request body, in bytes. @default {1048576} */
   maxBodyBytes?: number;
+  /** How long a request body may take to arrive in full (408 after). @default {30000} */
+  bodyTimeoutMs?: number;
+  /**
+   * Without a token: host names accepted in `Host` besides loopback ones
+   * (`"*"` for any). Requests for other hosts get 403 (against DNS
+   * rebinding). Not used with a token. @default {[]}
+   */
+  allowedHosts?: readonly string[];
+  /**
+   * The throttle of wrong tokens per client address (with a token), or
+   * `false` for none. Its clock defaults to `now`. @default {{}} (see `createLoginThrottle`)
+   */
+  loginThrottle?: LoginThrottleOptions | false;
+  /**
+   * The client's address, for throttling and logs.
+   * @default {the address `Deno.serve` passes, else "unknown"}
+   */
+  clientAddress?: (c: Context) => string;
   /** Whether 500 responses carry the error's message and stack. @default {false} */
   debug?: boolean;
   /**
@@ -63,6 +88,38 @@ export interface AppOptions {
 }
 
 const log = getLogger(["weft", "http"]);
+
+/**
+ * The headers of every response that does not set its own: `nosniff`
+ * everywhere, and for what is not an HTML page (JSON, event streams, text)
+ * a policy that lets nothing load or frame it, no referrer and no caching.
+ */
+function securityHeaders() {
+  const defaults: [string, string][] = [
+    ["X-Content-Type-Options", "nosniff"],
+    ["Referrer-Policy", "same-origin"],
+    ["Cache-Control", "no-store"],
+  ];
+  return async (c: Context, next: () => Promise<void>) => {
+    await next();
+    let res = c.res;
+    const set = (name: string, value: string) => {
+      if (res.headers.has(name)) return;
+      try {
+        res.headers.set(name, value);
+      } catch {
+        // Immutable headers (a fetched response): copy it once.
+        res = new Response(res.body, res);
+        res.headers.set(name, value);
+      }
+    };
+    for (const [name, value] of defaults) set(name, value);
+    if (!(res.headers.get("content-type") ?? "").startsWith("text/html")) {
+      set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
+    }
+    if (res !== c.res) c.res = res;
+  };
+}
 
 /**
  * Builds the Hono app of the HTTP API on an engine. Nothing listens yet: pass
@@ -127,8 +184,19 @@ export function createApp(options: AppOptions): Hono {
   );
 
   app.use("*", accessLog({ write: options.onRequest }));
+  app.use("*", securityHeaders());
+  if (token === undefined) {
+    app.use(
+      "*",
+      loopbackHostsOnly({ allowedHosts: options.allowedHosts, publicPaths: ["/healthz"] }),
+    );
+  }
   app.use("*", sameOriginWrites());
   const sessions = token === undefined ? undefined : createSessions(token, { now: options.now });
+  const clientAddress = options.clientAddress ?? remoteAddress;
+  const throttle = options.loginThrottle === false
+    ? undefined
+    : createLoginThrottle({ now: options.now, ...options.loginThrottle });
   if (token !== undefined) {
     app.use(
       "*",
@@ -136,11 +204,14 @@ export function createApp(options: AppOptions): Hono {
         publicPaths: ["/healthz", ...LOGIN_PUBLIC_PATHS],
         sessions,
         loginRedirect: { path: LOGIN_PATH, isPage: isDashboardPage },
+        throttle,
+        clientAddress,
       }),
     );
   }
+  app.use("*", bodyTimeout(options.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS));
   app.use("*", limitBody(maxBodyBytes));
-  if (sessions) app.route("/", loginRoutes(sessions));
+  if (sessions) app.route("/", loginRoutes(sessions, { throttle, clientAddress }));
 
   const specs = addApiRoutes(app, { engine, shutdownSignal: options.shutdownSignal });
   let document: Record<string, unknown> | undefined;

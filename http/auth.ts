@@ -6,9 +6,42 @@
  * @module
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { getLogger } from "@logtape/logtape";
 import type { Context, MiddlewareHandler } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import { ApiError, ErrorCode } from "./errors.ts";
+import type { LoginThrottle } from "./throttle.ts";
+
+const log = getLogger(["weft", "auth"]);
+
+/**
+ * The client address of a request as `Deno.serve` passes it (the app's
+ * `env`), or `"unknown"`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Hono } from "hono";
+ * import { remoteAddress } from "./auth.ts";
+ * const app = new Hono().get("/", (c) => c.text(remoteAddress(c)));
+ * assert.equal(await (await app.request("/")).text(), "unknown");
+ * ```
+ */
+export function remoteAddress(c: Context): string {
+  const addr = (c.env as { remoteAddr?: { hostname?: unknown } } | undefined)?.remoteAddr;
+  return typeof addr?.hostname === "string" ? addr.hostname : "unknown";
+}
+
+/** A 429 for a client that guessed too many tokens. */
+export function throttled(retryAfterMs: number): ApiError {
+  const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
+  return new ApiError(
+    429,
+    ErrorCode.TooManyRequests,
+    `Too many wrong tokens from this address: try again in ${seconds} s`,
+    { headers: { "Retry-After": String(seconds) } },
+  );
+}
 
 /** Where to send browsers that ask for an HTML page without auth. */
 export interface LoginRedirect {
@@ -34,6 +67,14 @@ export interface BearerAuthOptions {
    * @default {undefined} (always 401)
    */
   loginRedirect?: LoginRedirect;
+  /**
+   * Throttles wrong tokens per client address: a client past its free
+   * failures is answered 429 with `Retry-After`, its token unchecked.
+   * @default {undefined} (no throttling)
+   */
+  throttle?: LoginThrottle;
+  /** The client's address, for the throttle and the log. @default {remoteAddress} */
+  clientAddress?: (c: Context) => string;
 }
 
 const digest = (value: string) => createHash("sha256").update(value, "utf8").digest();
@@ -215,13 +256,29 @@ export function bearerAuth(token: string, options: BearerAuthOptions = {}): Midd
     throw new RangeError("Cannot require a bearer token as 'token' is empty");
   }
   const expected = digest(token);
-  const { sessions, loginRedirect } = options;
+  const { sessions, loginRedirect, throttle } = options;
+  const clientAddress = options.clientAddress ?? remoteAddress;
   const publicPaths = new Set(options.publicPaths ?? []);
   return async (c, next) => {
     if (publicPaths.has(c.req.path)) return await next();
     const header = c.req.header("authorization") ?? "";
-    const match = /^Bearer[ ]+(\S+)[ ]*$/i.exec(header);
-    if (match && sameSecret(match[1], expected)) return await next();
+    if (header !== "") {
+      const client = clientAddress(c);
+      const verdict = throttle?.check(client);
+      if (verdict && !verdict.allowed) throw throttled(verdict.retryAfterMs);
+      const match = /^Bearer[ ]+(\S+)[ ]*$/i.exec(header);
+      if (match && sameSecret(match[1], expected)) {
+        throttle?.succeed(client);
+        return await next();
+      }
+      const failed = throttle?.fail(client);
+      log.warn("Wrong bearer token from {client} for {method} {path} ({failures} in a row)", {
+        client,
+        method: c.req.method,
+        path: c.req.path,
+        failures: failed?.failures ?? null,
+      });
+    }
     const cookie = sessions ? getCookie(c, SESSION_COOKIE) : undefined;
     if (sessions?.verify(cookie)) return await next();
     if (loginRedirect && wantsPage(c, loginRedirect)) {
@@ -283,6 +340,80 @@ export function sameOriginWrites(): MiddlewareHandler {
         403,
         ErrorCode.Forbidden,
         `Cross-origin ${c.req.method} requests are refused: origin is ${origin ?? site}`,
+      );
+    }
+    await next();
+  };
+}
+
+/** The host part of a `Host` header value, lowercased, without port or brackets. */
+function hostName(host: string): string {
+  const h = host.trim().toLowerCase();
+  if (h.startsWith("[")) return h.slice(1, h.indexOf("]") < 0 ? undefined : h.indexOf("]"));
+  const colon = h.lastIndexOf(":");
+  return colon >= 0 && /^[0-9]*$/.test(h.slice(colon + 1)) ? h.slice(0, colon) : h;
+}
+
+/**
+ * Whether a host name is loopback: `localhost`, a name under `.localhost`,
+ * an address in 127.0.0.0/8, `::1`, or `::ffff:127.x.y.z`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { isLoopbackHost } from "./auth.ts";
+ * assert.ok(isLoopbackHost("localhost") && isLoopbackHost("127.0.0.2") && isLoopbackHost("::1"));
+ * assert.ok(!isLoopbackHost("evil.example") && !isLoopbackHost("127.0.0.1.evil.example"));
+ * ```
+ */
+export function isLoopbackHost(name: string): boolean {
+  const h = name.replace(/\.$/, "");
+  if (h === "localhost" || h.endsWith(".localhost")) return true;
+  if (h === "::1" || h === "0:0:0:0:0:0:0:1") return true;
+  const v4 = /^(?:::ffff:)?(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(h);
+  return v4 !== null && v4[1] === "127" && v4.slice(2).every((p) => Number(p) <= 255);
+}
+
+/** Options of {@linkcode loopbackHostsOnly}. */
+export interface HostCheckOptions {
+  /** More host names accepted (without port); `"*"` accepts any. @default {[]} */
+  allowedHosts?: readonly string[];
+  /** Paths served whatever the `Host`, matched exactly. @default {[]} */
+  publicPaths?: readonly string[];
+}
+
+/**
+ * Refuses, with 403 `forbidden`, requests whose `Host` is not a loopback
+ * name or address nor one of `allowedHosts`. A server without a token trusts
+ * whoever can reach it; this stops a web page from reaching it through DNS
+ * rebinding (a hostname of the attacker's that resolves to 127.0.0.1), where
+ * the browser sends the attacker's hostname as `Host` and counts the page
+ * as same-origin.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Hono } from "hono";
+ * import { loopbackHostsOnly } from "./auth.ts";
+ * const app = new Hono().use("*", loopbackHostsOnly()).get("/", (c) => c.text("ok"));
+ * assert.equal((await app.request("http://localhost:8000/")).status, 200);
+ * assert.equal((await app.request("http://rebound.example:8000/")).status, 403);
+ * ```
+ */
+export function loopbackHostsOnly(options: HostCheckOptions = {}): MiddlewareHandler {
+  const allowed = new Set((options.allowedHosts ?? []).map((h) => hostName(h)));
+  const any = allowed.has("*");
+  const publicPaths = new Set(options.publicPaths ?? []);
+  return async (c, next) => {
+    if (any || publicPaths.has(c.req.path)) return await next();
+    const host = c.req.header("host") ?? new URL(c.req.url).host;
+    const name = hostName(host);
+    if (!isLoopbackHost(name) && !allowed.has(name)) {
+      throw new ApiError(
+        403,
+        ErrorCode.Forbidden,
+        `Host '${host.slice(0, 100)}' is not allowed: this server has no token and answers ` +
+          "only loopback hosts; add the name with --allowed-hosts (or set a token)",
       );
     }
     await next();

@@ -120,9 +120,11 @@ export async function readJsonBody(c: Context): Promise<unknown> {
       `Request body must be JSON: content type '${contentType}' is not accepted`,
     );
   }
+  // A body that stalls or is too large fails here with its own error (408, 413).
+  const bytes = await c.req.arrayBuffer();
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(await c.req.arrayBuffer());
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {
     throw invalidJson("Request body is not valid UTF-8");
   }
@@ -137,4 +139,75 @@ export async function readJsonBody(c: Context): Promise<unknown> {
   } catch (error) {
     throw invalidJson(`Request body is not valid JSON: ${(error as Error).message}`);
   }
+}
+
+/** The default time a request body may take to arrive in full: 30 s. */
+export const DEFAULT_BODY_TIMEOUT_MS = 30_000;
+
+/**
+ * Fails the reading of a request body that has not fully arrived within
+ * `timeoutMs` of the request's start with 408 `request_timeout`, so a body
+ * shorter than its `Content-Length`, or one that stalls, does not hold the
+ * request for ever. Requests without a body (event streams, long polls) are
+ * not affected.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Hono } from "hono";
+ * import { bodyTimeout } from "./body.ts";
+ * const app = new Hono().use("*", bodyTimeout(1_000)).post("/", async (c) => c.text(await c.req.text()));
+ * const res = await app.request("/", { method: "POST", body: "hello" });
+ * assert.equal(await res.text(), "hello");
+ * ```
+ */
+export function bodyTimeout(timeoutMs: number): MiddlewareHandler {
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) {
+    throw new RangeError(
+      `Cannot time request bodies as 'timeoutMs' must be an integer >= 1: current value is ${timeoutMs}`,
+    );
+  }
+  return async (c, next) => {
+    const source = c.req.raw.body;
+    if (source === null) return await next();
+    const reader = source.getReader();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(
+          new ApiError(
+            408,
+            ErrorCode.RequestTimeout,
+            `Request body did not arrive within ${timeoutMs} ms`,
+          ),
+        );
+        reader.cancel().catch(() => {});
+      }, timeoutMs);
+    });
+    timedOut.catch(() => {});
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          const { done, value } = await Promise.race([reader.read(), timedOut]);
+          if (done) {
+            clearTimeout(timer);
+            controller.close();
+          } else controller.enqueue(value);
+        } catch (error) {
+          clearTimeout(timer);
+          controller.error(error);
+        }
+      },
+      cancel(reason) {
+        clearTimeout(timer);
+        return reader.cancel(reason);
+      },
+    });
+    c.req.raw = new Request(c.req.raw, { body, duplex: "half" } as RequestInit);
+    try {
+      await next();
+    } finally {
+      clearTimeout(timer);
+    }
+  };
 }

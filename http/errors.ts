@@ -14,6 +14,7 @@ import {
   InvalidInputError,
   RunFinishedError,
   RunNotFoundError,
+  StorageFullError,
   UnknownEventError,
   UnknownWorkflowError,
   WorkflowNotServedError,
@@ -42,9 +43,13 @@ export const ErrorCode = {
   PayloadTooLarge: "payload_too_large",
   /** The bearer token is missing or wrong. */
   Unauthorized: "unauthorized",
-  /** A cross-origin browser request tried to change something. */
+  /** A cross-origin browser request tried to change something, or the Host is not allowed. */
   Forbidden: "forbidden",
-  /** The engine is shutting down. */
+  /** The request body did not arrive in time. */
+  RequestTimeout: "request_timeout",
+  /** Too many wrong tokens from this client: wait as `Retry-After` says. */
+  TooManyRequests: "too_many_requests",
+  /** The engine is shutting down, or its store is out of space. */
   Unavailable: "unavailable",
   /** Anything unexpected; details are only shown in debug mode. */
   Internal: "internal",
@@ -139,9 +144,11 @@ const STATUS_CODES: Partial<Record<number, ErrorCode>> = {
   401: ErrorCode.Unauthorized,
   403: ErrorCode.Forbidden,
   404: ErrorCode.NotFound,
+  408: ErrorCode.RequestTimeout,
   409: ErrorCode.Conflict,
   413: ErrorCode.PayloadTooLarge,
   415: ErrorCode.InvalidJson,
+  429: ErrorCode.TooManyRequests,
   503: ErrorCode.Unavailable,
 };
 
@@ -152,8 +159,8 @@ const STATUS_CODES: Partial<Record<number, ErrorCode>> = {
  * Engine errors: unknown workflow or run → 404; invalid input → 400 with
  * zod's issues; input over the engine's size limit → 413; a live run whose
  * workflow this server lacks → 409; cancelling a
- * finished run → 409; a bad argument (limit, cursor) → 400; a closed engine →
- * 503. Hono's own `HTTPException`s keep their status.
+ * finished run → 409; a bad argument (limit, cursor) → 400; a closed engine
+ * or a store out of space → 503. Hono's own `HTTPException`s keep their status.
  *
  * @example
  * ```ts
@@ -191,6 +198,12 @@ export function toApiError(error: unknown): ApiError | undefined {
   if (error instanceof EngineClosedError) {
     return new ApiError(503, ErrorCode.Unavailable, "The server is shutting down", {
       cause: error,
+    });
+  }
+  if (error instanceof StorageFullError) {
+    return new ApiError(503, ErrorCode.Unavailable, error.message, {
+      cause: error,
+      headers: { "Retry-After": "30" },
     });
   }
   if (error instanceof HTTPException) {

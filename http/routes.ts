@@ -135,10 +135,18 @@ export function addApiRoutes(app: Hono, deps: RouteDeps): RouteSpec[] {
     path: "/healthz",
     operationId: "health",
     summary: "Liveness",
-    description: "Answers without a token, for load balancers and orchestrators.",
+    description: "Answers without a token, for load balancers and orchestrators. " +
+      "It answers 200 while degraded too: reads still work, and a restart would not free space.",
     auth: false,
     responses: { 200: { description: "The server is alive", schema: HealthSchema } },
-  }, (c) => c.json({ ok: true })));
+  }, (c) => {
+    const { storage } = engine.stats();
+    return c.json({
+      ok: true as const,
+      status: storage.status === "ok" ? "ok" as const : "degraded" as const,
+      storage,
+    });
+  }));
 
   specs.push(addRoute(app, {
     method: "get",
@@ -197,6 +205,7 @@ export function addApiRoutes(app: Hono, deps: RouteDeps): RouteSpec[] {
       403: error("A cross-origin request from a browser"),
       404: error("No served workflow has that name"),
       413: error("The body or the input is larger than the limit"),
+      503: error("The store is out of space (or the server is shutting down): nothing was stored"),
     },
   }, async (c, { params, headers }) => {
     if (!infos.has(params.name)) {
@@ -290,6 +299,7 @@ export function addApiRoutes(app: Hono, deps: RouteDeps): RouteSpec[] {
       403: error("A cross-origin request from a browser"),
       404: error(NO_SUCH_RUN),
       409: error("The run has already finished, or this server does not serve its workflow"),
+      503: error("The store is out of space (or the server is shutting down)"),
     },
   }, async (c, { params }) => {
     requireServed(await engine.get(params.id), "cancel");

@@ -318,10 +318,23 @@ export const WorkflowListSchema = meta(z.object({ workflows: z.array(WorkflowInf
 });
 
 /** The body of `GET /healthz`. */
-export const HealthSchema = meta(z.object({ ok: z.literal(true) }), {
-  id: "Health",
-  description: "The server is alive",
-});
+export const HealthSchema = meta(
+  z.object({
+    ok: z.literal(true),
+    status: z.enum(["ok", "degraded"]).describe(
+      "`degraded` while the store takes no new work (its disk is full or below the reserve)",
+    ),
+    storage: z.object({
+      status: z.enum(["ok", "low", "full"]),
+      freeBytes: z.number().int().nullable().describe("Free bytes at the last look, if watched"),
+      minFreeBytes: z.number().int().describe("The reserve below which no new work is taken"),
+    }),
+  }),
+  {
+    id: "Health",
+    description: "The server is alive; reads answer even when it is degraded",
+  },
+);
 
 /** The body of `GET /openapi.json`. */
 export const OpenApiDocumentSchema = meta(z.record(z.string(), z.unknown()), {

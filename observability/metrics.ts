@@ -18,6 +18,8 @@
  * | `weft_concurrency_in_use` | gauge | |
  * | `weft_concurrency_limit` | gauge | |
  * | `weft_kv_commits_total` | counter | |
+ * | `weft_storage_degraded` | gauge | |
+ * | `weft_storage_free_bytes` | gauge | |
  *
  * @module
  */
@@ -214,6 +216,16 @@ export function createMetrics(engine: MetricsEngine, options: MetricsOptions = {
     "weft_concurrency_limit",
     "The engine-wide concurrency cap (maxConcurrentSteps).",
     (s) => s.maxConcurrentSteps,
+  );
+  fromStats(
+    "weft_storage_degraded",
+    "1 while the KV's disk is full or below the free-space reserve (no new work is taken), else 0.",
+    (s) => s.storage.status === "ok" ? 0 : 1,
+  );
+  fromStats(
+    "weft_storage_free_bytes",
+    "Free bytes on the KV's disk at the last look (-1 when not watched).",
+    (s) => s.storage.freeBytes ?? -1,
   );
   new Counter({
     name: "weft_kv_commits_total",

@@ -104,12 +104,23 @@ Deno.test({
         assert.equal(await status("approve"), "running");
         assert.equal(await status("notify"), "pending");
         await page.evaluate(() => Object.assign(globalThis, { marker: "same page" }));
+        const fetched: string[] = [];
+        const onRequest = (r: { url(): string }) => {
+          if (r.url().includes("/fragment")) fetched.push(new URL(r.url()).search);
+        };
+        page.on("request", onRequest);
         // Each transition re-colours its node while the run is still going.
         control.approve.gate.resolve();
         await control.notify.started.promise;
         await page.waitForSelector("svg.dag g.node[data-step=approve][data-status=succeeded]");
         await page.waitForSelector("svg.dag g.node[data-step=notify][data-status=running]");
+        // The row and output of the step that changed were fetched alone.
+        await page.waitForSelector("#step-approve .badge:text('succeeded')");
+        await page.waitForSelector("[data-step-slot=approve] pre.output", { state: "attached" });
         assert.equal(await page.evaluate(streamIs, "open"), true);
+        page.off("request", onRequest);
+        assert.ok(fetched.includes("?step=approve"), `fetched ${fetched}`);
+        assert.ok(!fetched.includes(""), `the whole body was fetched while live: ${fetched}`);
         control.notify.gate.resolve();
         await page.waitForFunction(allNodesSucceeded);
         assert.equal(

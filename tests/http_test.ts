@@ -136,7 +136,11 @@ const nested = (depth: number) => "[".repeat(depth) + "]".repeat(depth);
 
 Deno.test("GET /healthz answers ok, without a token even when one is set", async () => {
   await using h = await setup({ token: TOKEN });
-  assert.deepEqual(await ok(await h.app.request("/healthz"), 200, HealthSchema), { ok: true });
+  assert.deepEqual(await ok(await h.app.request("/healthz"), 200, HealthSchema), {
+    ok: true,
+    status: "ok",
+    storage: { status: "ok", freeBytes: null, minFreeBytes: 64 * 1024 * 1024 },
+  });
   await fails(await h.app.request("/healthz?verbose=1"), 400, "invalid_input");
 });
 
@@ -730,7 +734,7 @@ Deno.test("GET /openapi.json is a valid OpenAPI 3.1 document of every route", as
       const startOp = ops["/workflows/{name}/runs"].post;
       assert.deepEqual(
         Object.keys(startOp.responses as object).sort(),
-        ["200", "201", "400", "403", "404", "413", ...(token ? ["401"] : [])].sort(),
+        ["200", "201", "400", "403", "404", "413", "503", ...(token ? ["401"] : [])].sort(),
       );
       assert.ok(startOp.requestBody);
       const listParams = (ops["/runs"].get.parameters as { name: string; in: string }[])

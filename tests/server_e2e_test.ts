@@ -6,139 +6,10 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseConfig, UsageError } from "../server.ts";
+import { drain, json, logLines, ROOT, SERVE, ServerProcess, startRecord } from "./_server.ts";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MOD_URL = new URL("../mod.ts", import.meta.url).href;
-/** The command of `deno task serve`, as `deno.json` has it (permissions included). */
-const SERVE: string[] = JSON.parse(
-  await Deno.readTextFile(new URL("../deno.json", import.meta.url)),
-).tasks.serve.split(" ").slice(1);
-const STARTUP_DEADLINE_MS = 30_000;
-
-/** Collects a stream's text until it ends, so the child never blocks on a full pipe. */
-async function drain(stream: ReadableStream<Uint8Array>, onText: (text: string) => void) {
-  const decoder = new TextDecoder();
-  for await (const chunk of stream) onText(decoder.decode(chunk, { stream: true }));
-}
-
-interface Output {
-  stdout: string;
-  stderr: string;
-}
-
-/** A JSON log line as LogTape's JSON Lines formatter writes it. */
-interface LogLine {
-  "@timestamp": string;
-  level: string;
-  message: string;
-  logger: string;
-  properties: Record<string, unknown>;
-}
-
-/** Every complete line of stdout, each parsed as JSON: a line that is not JSON fails the test. */
-function logLines(stdout: string): LogLine[] {
-  const complete = stdout.slice(0, stdout.lastIndexOf("\n") + 1);
-  return complete.split("\n").filter((l) => l !== "").map((line) => {
-    try {
-      return JSON.parse(line) as LogLine;
-    } catch {
-      throw new Error(`a line of stdout is not JSON: ${line}`);
-    }
-  });
-}
-
-/** The start record of a server (`url` set) or a worker (`workerId` set), once written. */
-function startRecord(stdout: string, field: "url" | "workerId"): LogLine | undefined {
-  return logLines(stdout).find((r) => r.logger === "weft.server" && field in r.properties);
-}
-
-/** A server child process, killed on dispose if still running. */
-class ServerProcess implements AsyncDisposable {
-  readonly url: URL;
-  readonly #child: Deno.ChildProcess;
-  readonly #drained: Promise<unknown>;
-  readonly #out: Output;
-  #status?: Deno.CommandStatus;
-
-  private constructor(child: Deno.ChildProcess, drained: Promise<unknown>, out: Output, url: URL) {
-    this.#child = child;
-    this.#drained = drained;
-    this.#out = out;
-    this.url = url;
-  }
-
-  /** Everything the server printed to stdout so far. */
-  get stdout(): string {
-    return this.#out.stdout;
-  }
-
-  /** Everything the server printed to stderr so far. */
-  get stderr(): string {
-    return this.#out.stderr;
-  }
-
-  /** Starts `server.ts` with `args` and resolves once it prints its start line. */
-  static async start(args: string[]): Promise<ServerProcess> {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [...SERVE, ...args],
-      cwd: ROOT,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).spawn();
-    const out: Output = { stdout: "", stderr: "" };
-    const listening = Promise.withResolvers<URL>();
-    const drained = Promise.all([
-      drain(child.stdout, (text) => {
-        out.stdout += text;
-        const started = startRecord(out.stdout, "url");
-        if (started) listening.resolve(new URL(started.properties.url as string));
-      }),
-      drain(child.stderr, (text) => out.stderr += text),
-    ]).finally(() => listening.reject(new Error(`server exited: ${out.stderr}`)));
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error("server did not start in time")),
-        STARTUP_DEADLINE_MS,
-      );
-    });
-    try {
-      const url = await Promise.race([listening.promise, deadline]);
-      return new ServerProcess(child, drained, out, url);
-    } catch (error) {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // It has exited already: that is why it never listened.
-      }
-      await child.status;
-      await drained.catch(() => {});
-      throw new Error(`${(error as Error).message}\nstderr: ${out.stderr}`);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  fetch(path: string, init?: RequestInit): Promise<Response> {
-    return fetch(new URL(path, this.url), init);
-  }
-
-  /** Sends `signal` and resolves with the exit status once the process ended. */
-  async stop(signal: Deno.Signal): Promise<Deno.CommandStatus> {
-    this.#child.kill(signal);
-    this.#status = await this.#child.status;
-    await this.#drained.catch(() => {});
-    return this.#status;
-  }
-
-  async [Symbol.asyncDispose]() {
-    if (!this.#status) await this.stop("SIGKILL");
-  }
-}
 
 /** Runs `server.ts` to its end and returns its exit code and output. */
 async function runServer(args: string[]) {
@@ -150,12 +21,6 @@ async function runServer(args: string[]) {
   }).output();
   const decoder = new TextDecoder();
   return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
-}
-
-async function json(res: Response, status: number) {
-  const text = await res.text();
-  assert.equal(res.status, status, text);
-  return JSON.parse(text);
 }
 
 Deno.test("server runs the order workflow over HTTP and keeps its runs across a SIGKILL", async (t) => {
@@ -511,6 +376,10 @@ Deno.test("parseConfig takes flags over environment variables over defaults", ()
     graceMs: 10_000,
     debug: false,
     worker: false,
+    minFreeBytes: 64 * 1024 * 1024,
+    allowedHosts: [],
+    headerTimeoutMs: 10_000,
+    bodyTimeoutMs: 30_000,
   });
   assert.equal((parseConfig(["--worker"], {}) as { worker: boolean }).worker, true);
   assert.equal((parseConfig([], { WEFT_WORKER: "1" }) as { worker: boolean }).worker, true);
@@ -523,6 +392,10 @@ Deno.test("parseConfig takes flags over environment variables over defaults", ()
     WEFT_MAX_BODY_BYTES: "2048",
     WEFT_GRACE_MS: "500",
     WEFT_DEBUG: "true",
+    WEFT_MIN_FREE_BYTES: "1048576",
+    WEFT_ALLOWED_HOSTS: "weft.internal, 10.0.0.5",
+    WEFT_HEADER_TIMEOUT_MS: "2000",
+    WEFT_BODY_TIMEOUT_MS: "3000",
   };
   assert.deepEqual(parseConfig([], env), {
     port: 9000,
@@ -534,6 +407,10 @@ Deno.test("parseConfig takes flags over environment variables over defaults", ()
     graceMs: 500,
     debug: true,
     worker: false,
+    minFreeBytes: 1024 * 1024,
+    allowedHosts: ["weft.internal", "10.0.0.5"],
+    headerTimeoutMs: 2_000,
+    bodyTimeoutMs: 3_000,
   });
   const flags = parseConfig(
     ["--port", "0", "--workflows", "x.ts", "--workflows", "y/", "--token", "flag", "--kv", "k"],
