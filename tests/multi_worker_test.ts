@@ -508,7 +508,7 @@ function checkEvidence(ev: Evidence, tl: Timeline, problems: string[]): Findings
         if (!byKill && !byStop) {
           problems.push(
             `${at}: attempt ${k} ran in ${start.pid} (started ${start.at}, ended ${end?.at}), ` +
-              `which was neither killed nor stopped then, yet was interrupted`,
+              `which was neither killed nor stopped then, yet was interrupted (${error.message})`,
           );
           continue;
         }
