@@ -476,8 +476,17 @@ export class FencedError extends WeftError {
   }
 }
 
-/** Errors the engine raises itself, whose stack is the engine's own. */
-const ENGINE_MADE = [StepTimeoutError, AttemptInterruptedError, StepCancelledError];
+/**
+ * Errors whose stack says nothing worth keeping: the engine's own, and
+ * `RetryAfterError`, a step's "not yet" (a poll that waits an hour for each
+ * try would store a stack per try).
+ */
+const ENGINE_MADE = [
+  StepTimeoutError,
+  AttemptInterruptedError,
+  StepCancelledError,
+  RetryAfterError,
+];
 
 /** `text` cut to at most `maxBytes` bytes of UTF-8, on a character boundary. */
 function cutToBytes(text: string, maxBytes: number): string {

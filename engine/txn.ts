@@ -9,6 +9,7 @@
 import type { WriteOp } from "./commit_batcher.ts";
 import type { KeyLayout } from "./keys.ts";
 import type { LiveRun } from "./live_run.ts";
+import type { ErrorData } from "./errors.ts";
 import type { HistoryEvent } from "./records.ts";
 import { isTerminalRun, type RunStatus } from "./states.ts";
 
@@ -188,18 +189,29 @@ export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
     let part: HistoryEvent[] = [];
     let bytes = 0;
     for (const event of events) {
-      const size = JSON.stringify(event).length;
+      // The stack stays in the step's record (bounded there) and in the logs;
+      // history keeps the error without it, so retries cost no 4 KB each.
+      const stored = event.type === "step" && event.error?.stack !== undefined
+        ? { ...event, error: withoutStacks(event.error) }
+        : event;
+      const size = JSON.stringify(stored).length;
       if (part.length > 0 && bytes + size > HISTORY_BYTES_PER_KEY) {
         sets.push([k.history(live.record.id, part[0].seq), part]);
         part = [];
         bytes = 0;
       }
-      part.push(event);
+      part.push(stored);
       bytes += size;
     }
     sets.push([k.history(live.record.id, part[0].seq), part]);
   }
   return { sets, deletes, checks, enqueues: txn.enqueues };
+}
+
+/** `error` and its causes without their stacks. */
+function withoutStacks(error: ErrorData): ErrorData {
+  const { stack: _stack, cause, ...rest } = error;
+  return cause ? { ...rest, cause: withoutStacks(cause) } : rest;
 }
 
 /** The runs of `txn` that are terminal now: the write ends them. */

@@ -6,6 +6,7 @@ import {
   AttemptInterruptedError,
   MAX_STACK_BYTES,
   NonRetryableError,
+  RetryAfterError,
   StepTimeoutError,
   toErrorData,
   workflow,
@@ -139,4 +140,26 @@ Deno.test("the API returns stacks to authenticated clients, and to anyone only w
     const app = createApp({ engine: kit.engine });
     assert.match((await stackOf(await app.request(`/runs/${run.id}`)))!, /at buggyStep/);
   });
+});
+
+Deno.test("stacks are kept on the step, not in stored history; RetryAfterError stores none", async () => {
+  let tries = 0;
+  const wf = workflow("stack-store")
+    .step("boom", { retry: { maxAttempts: 2, initialDelayMs: 1 } }, () => {
+      throw new TypeError("boom");
+    })
+    .step("later", () => {
+      if (tries++ === 0) throw new RetryAfterError("not yet", 1);
+      return "ok";
+    });
+  await using kit = await createTestEngine({ workflows: [wf] });
+  const run = await kit.start("stack-store", {});
+  const done = await kit.runToEnd(run.id);
+  assert.ok(done.steps.boom.errors.every((e) => e.error.stack?.includes("TypeError: boom")));
+  assert.equal(done.steps.later.errors[0].error.stack, undefined);
+  const stored =
+    (await Array.fromAsync(kit.kv.list<unknown[]>({ prefix: ["weft", "hist", run.id] })))
+      .flatMap((e) => e.value) as { error?: { name: string; stack?: string } }[];
+  assert.ok(stored.some((e) => e.error?.name === "TypeError"));
+  assert.ok(stored.every((e) => e.error?.stack === undefined), "no stack in stored history");
 });
