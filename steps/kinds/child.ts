@@ -9,9 +9,10 @@
  *
  * @module
  */
-import { InvalidInputError, toErrorData } from "../../engine/errors.ts";
+import { InvalidInputError } from "../../engine/errors.ts";
 import type { StepKind, StepKindContext } from "../../engine/step_kind.ts";
 import { transitionStep } from "../../engine/states.ts";
+import { failWith, succeedWith } from "./_outcome.ts";
 
 /** The event a child's end puts in its parent's mailbox, for the step `step`. */
 export function childEndedEvent(step: string): string {
@@ -26,19 +27,7 @@ function nextLook(ctx: StepKindContext): number {
 }
 
 function fail(ctx: StepKindContext, error: unknown, message: string): void {
-  const rec = ctx.record();
-  const now = ctx.now();
-  const data = toErrorData(error);
-  ctx.transition(
-    { ...rec, status: transitionStep(rec.status, "failed"), finishedAt: now },
-    { attempt: Math.max(rec.attempts, 0), error: data },
-  );
-  ctx.failRun({
-    name: "StepFailedError",
-    message: `Step '${ctx.step.name}' failed: ${message}`,
-    details: { step: ctx.step.name, attempt: rec.attempts },
-    cause: data,
-  });
+  failWith(ctx, message, error);
 }
 
 /** Ends the step if its child's outcome is in the mailbox; else looks again later. */
@@ -65,18 +54,7 @@ function look(ctx: StepKindContext): void {
       `child run '${outcome.runId}' ${outcome.status}: ${outcome.error?.message ?? ""}`,
     );
   }
-  const now = ctx.now();
-  const encoded = ctx.encode({ runId: outcome.runId, results: outcome.results ?? {} });
-  ctx.transition(
-    {
-      ...rec,
-      status: transitionStep(rec.status, "succeeded"),
-      finishedAt: now,
-      output: encoded.ref,
-    },
-    { attempt: rec.attempts, durationMs: now - (rec.startedAt ?? now) },
-  );
-  ctx.succeeded(encoded.value);
+  succeedWith(ctx, { runId: outcome.runId, results: outcome.results ?? {} });
 }
 
 /**

@@ -15,10 +15,10 @@
  *
  * @module
  */
-import { toErrorData } from "../../engine/errors.ts";
 import type { ItemOutcome, StepKind, StepKindContext } from "../../engine/step_kind.ts";
 import { transitionStep } from "../../engine/states.ts";
 import { MAX_MAP_ITEMS } from "../workflow.ts";
+import { failWith } from "./_outcome.ts";
 
 /** The largest items list, in bytes of JSON: it is stored with one write. */
 export const MAX_ITEMS_BYTES = 600_000;
@@ -30,19 +30,7 @@ function counts(ctx: StepKindContext): Counts {
 }
 
 function failStep(ctx: StepKindContext, message: string, cause?: unknown): void {
-  const rec = ctx.record();
-  const now = ctx.now();
-  const data = toErrorData(cause ?? new Error(message));
-  ctx.transition(
-    { ...rec, status: transitionStep(rec.status, "failed"), finishedAt: now },
-    { attempt: Math.max(1, rec.attempts), error: data },
-  );
-  ctx.failRun({
-    name: "StepFailedError",
-    message: `Step '${ctx.step.name}' failed: ${message}`,
-    details: { step: ctx.step.name, attempt: Math.max(1, rec.attempts) },
-    cause: data,
-  });
+  failWith(ctx, message, cause ?? new Error(message));
 }
 
 /** Starts items, in order, while fewer than `concurrency` are in flight. */

@@ -7,27 +7,16 @@
  *
  * @module
  */
-import { toErrorData } from "../../engine/errors.ts";
 import type { StepKind, StepKindContext } from "../../engine/step_kind.ts";
 import { transitionStep } from "../../engine/states.ts";
+import { failWith, succeedWith } from "./_outcome.ts";
 
 function wake(ctx: StepKindContext): void {
   const rec = ctx.record();
   if (rec.status !== "sleeping") return;
   const until = rec.resumeAt ?? ctx.now();
   if (until > ctx.now()) return ctx.armTimer(until);
-  const encoded = ctx.encode({ until: new Date(until).toISOString() });
-  const now = ctx.now();
-  ctx.transition(
-    {
-      ...rec,
-      status: transitionStep(rec.status, "succeeded"),
-      finishedAt: now,
-      output: encoded.ref,
-    },
-    { attempt: rec.attempts, durationMs: now - (rec.startedAt ?? now) },
-  );
-  ctx.succeeded(encoded.value);
+  succeedWith(ctx, { until: new Date(until).toISOString() });
 }
 
 /**
@@ -49,18 +38,11 @@ export const sleepKind: StepKind = {
     try {
       until = ctx.step.sleep!.until({ input: ctx.input(), results: ctx.results() }, now);
     } catch (error) {
-      const data = toErrorData(error);
-      ctx.transition(
-        { ...rec, status: transitionStep(rec.status, "failed"), finishedAt: now },
-        { attempt: 0, error: data },
+      return failWith(
+        ctx,
+        `its sleep time could not be computed: ${(error as Error)?.message}`,
+        error,
       );
-      return ctx.failRun({
-        name: "StepFailedError",
-        message:
-          `Step '${ctx.step.name}' failed: its sleep time could not be computed: ${data.message}`,
-        details: { step: ctx.step.name, attempt: 0 },
-        cause: data,
-      });
     }
     ctx.transition(
       {

@@ -11,22 +11,7 @@
  */
 import type { StepKind, StepKindContext } from "../../engine/step_kind.ts";
 import { transitionStep } from "../../engine/states.ts";
-
-function end(ctx: StepKindContext, result: Record<string, unknown>): void {
-  const rec = ctx.record();
-  const now = ctx.now();
-  const encoded = ctx.encode(result);
-  ctx.transition(
-    {
-      ...rec,
-      status: transitionStep(rec.status, "succeeded"),
-      finishedAt: now,
-      output: encoded.ref,
-    },
-    { attempt: rec.attempts, durationMs: now - (rec.startedAt ?? now) },
-  );
-  ctx.succeeded(encoded.value);
-}
+import { succeedWith } from "./_outcome.ts";
 
 /** Ends the wait if its event is in the mailbox or its timeout has passed. */
 function look(ctx: StepKindContext): void {
@@ -34,7 +19,7 @@ function look(ctx: StepKindContext): void {
   if (rec.status !== "awaiting") return;
   const taken = ctx.takeEvent(ctx.step.wait!.event);
   if (taken) {
-    return end(ctx, {
+    return succeedWith(ctx, {
       timedOut: false,
       payload: taken.payload,
       at: new Date(taken.at).toISOString(),
@@ -43,7 +28,7 @@ function look(ctx: StepKindContext): void {
   const timeoutAt = rec.resumeAt;
   if (timeoutAt === undefined) return;
   if (timeoutAt <= ctx.now()) {
-    return end(ctx, { timedOut: true, at: new Date(ctx.now()).toISOString() });
+    return succeedWith(ctx, { timedOut: true, at: new Date(ctx.now()).toISOString() });
   }
   ctx.armTimer(timeoutAt);
 }
