@@ -39,6 +39,7 @@ import {
   RunFinishedError,
   RunNotFoundError,
   StorageFullError,
+  toInputIssues,
   UnknownEventError,
   UnknownWorkflowError,
   WorkflowDefinitionError,
@@ -620,11 +621,7 @@ class WeftEngine implements Engine {
       return Promise.reject(
         new InvalidInputError(
           workflow,
-          parsed.error.issues.map((i) => ({
-            code: i.code,
-            path: i.path.map((p) => typeof p === "symbol" ? String(p) : p),
-            message: i.message,
-          })),
+          toInputIssues(parsed.error.issues),
         ),
       );
     }
@@ -824,11 +821,7 @@ class WeftEngine implements Engine {
     if (!parsed.success) {
       throw new InvalidInputError(
         def.name,
-        parsed.error.issues.map((i) => ({
-          code: i.code,
-          path: i.path.map((p) => typeof p === "symbol" ? String(p) : p),
-          message: i.message,
-        })),
+        toInputIssues(parsed.error.issues),
         subject,
       );
     }

@@ -257,6 +257,27 @@ export class InvalidInputError extends WeftError {
 }
 
 /**
+ * A schema's issues as {@linkcode InputIssue}s (symbol keys in paths become strings).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { toInputIssues } from "./errors.ts";
+ * const issues = toInputIssues([{ code: "invalid_type", path: ["a", 0], message: "no" }]);
+ * assert.deepEqual(issues[0].path, ["a", 0]);
+ * ```
+ */
+export function toInputIssues(
+  issues: readonly { code: string; path: readonly PropertyKey[]; message: string }[],
+): InputIssue[] {
+  return issues.map((i) => ({
+    code: i.code,
+    path: i.path.map((p) => typeof p === "symbol" ? String(p) : p),
+    message: i.message,
+  }));
+}
+
+/**
  * A run's input is larger than the engine accepts (`maxInputBytes`).
  * Nothing was stored.
  *

@@ -88,7 +88,8 @@ export function keyLayout(prefix: KeyPrefix = ["weft"]) {
     runs: (): Deno.KvKey => [...p, "run"],
     /** A step's record; an item of a map (`name[index]`) lives under `item`. */
     step: (runId: string, step: string): Deno.KvKey => {
-      const item = parseItemName(step);
+      // Only a map item's name ends with "]": the common case skips the parse.
+      const item = step.endsWith("]") ? parseItemName(step) : undefined;
       return item ? [...p, "item", runId, item.map, item.index] : [...p, "step", runId, step];
     },
     item: (runId: string, step: string, index: number): Deno.KvKey => [

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { InvalidInputError } from "../../engine/errors.ts";
+import { InvalidInputError, toInputIssues } from "../../engine/errors.ts";
 import type { StepKind, StepKindContext } from "../../engine/step_kind.ts";
 import { transitionStep } from "../../engine/states.ts";
 import { failWith, succeedWith } from "./_outcome.ts";
@@ -82,11 +82,7 @@ export const childKind: StepKind = {
     if (!parsed.success) {
       const error = new InvalidInputError(
         def.name,
-        parsed.error.issues.map((i) => ({
-          code: i.code,
-          path: i.path.map((p) => typeof p === "symbol" ? String(p) : p),
-          message: i.message,
-        })),
+        toInputIssues(parsed.error.issues),
       );
       return fail(ctx, error, error.message);
     }
