@@ -234,6 +234,8 @@ export interface EngineStats {
   fenced: number;
   /** Runs claimed from the due index. */
   claims: number;
+  /** Other workers registered on the KV at this worker's last look (every few polls). */
+  otherWorkers: number;
   /** Other workers this one declared dead. */
   fencedOthers: number;
   /** Runs of dead workers this one moved back to the due index. */
@@ -956,6 +958,7 @@ class WeftEngine implements Engine {
       workerId: this.#membership.id,
       fenced: this.#fencedCount,
       claims: this.#dispatcher.claims,
+      otherWorkers: this.#membership.others,
       fencedOthers: this.#membership.fencedOthers,
       reaped: this.#membership.reaped,
       storage: this.#storage.state,
@@ -1009,10 +1012,11 @@ class WeftEngine implements Engine {
   /** On each poll: runs ended elsewhere, and requests in this worker's inbox. */
   async #poll(): Promise<void> {
     // Who else is here decides how many ready runs this worker keeps (see `maxIdleRuns`).
-    if (this.#polls % 4 === 0) await this.#membership.countOthers();
+    const poll = this.#polls++;
+    if (poll % 4 === 0) await this.#membership.countOthers();
     // Alone on the KV, this worker ends every run it waits for itself; it
     // still looks now and then, for a worker that came and went.
-    const alone = this.#membership.others === 0 && this.#polls++ % 20 !== 0;
+    const alone = this.#membership.others === 0 && poll % 20 !== 0;
     if (this.#waiters.size > 0 && !alone) {
       await this.#waiters.poll({
         statuses: async (ids) =>

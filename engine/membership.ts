@@ -105,14 +105,27 @@ export class Membership {
   readonly #clock: Clock;
   readonly #heartbeatMs: number;
   readonly #timeoutMs: number;
+  /**
+   * This worker's own heartbeats that must land while another's stays
+   * silent before that one is dead: half of those the timeout would hold.
+   */
+  readonly #beatsToDeath: number;
   readonly #onFenced: (fence: Fence) => void;
   readonly #onReaped: (count: number) => void;
   readonly #process: ProcessIdentity | undefined;
   readonly #activity: Activity | undefined;
   #endFirst: (() => void) | undefined;
   readonly #ulid = monotonicFactory();
-  /** Other workers' heartbeats as last seen: versionstamp, and when it was first seen. */
-  readonly #seen = new Map<string, { versionstamp: string | null; sinceMs: number }>();
+  /**
+   * Other workers' heartbeats as last seen: versionstamp, when it was first
+   * seen, and how many of this worker's own heartbeats had landed then.
+   */
+  readonly #seen = new Map<
+    string,
+    { versionstamp: string | null; sinceMs: number; sinceBeats: number }
+  >();
+  /** This worker's heartbeats that landed since it registered. */
+  #landed = 0;
   #fence: Fence | undefined;
   #beat = 0;
   #ticks = 0;
@@ -135,6 +148,7 @@ export class Membership {
     this.#clock = options.clock;
     this.#heartbeatMs = options.heartbeatIntervalMs;
     this.#timeoutMs = options.workerTimeoutMs;
+    this.#beatsToDeath = Math.max(2, Math.ceil(this.#timeoutMs / this.#heartbeatMs / 2));
     this.#onFenced = options.onFenced;
     this.#onReaped = options.onReaped;
     this.#process = "process" in options ? options.process : thisProcess();
@@ -260,7 +274,8 @@ export class Membership {
           beat,
         }),
     );
-    if (!result.ok && this.#fence === fence) this.#onFenced(fence);
+    if (result.ok) this.#landed++;
+    else if (this.#fence === fence) this.#onFenced(fence);
   }
 
   /** Whether a worker's process is known to be gone from this host. */
@@ -290,11 +305,15 @@ export class Membership {
       const versionstamp = beats.get(id) ?? null;
       const seen = this.#seen.get(id);
       if (!seen || seen.versionstamp !== versionstamp) {
-        this.#seen.set(id, { versionstamp, sinceMs: now });
+        this.#seen.set(id, { versionstamp, sinceMs: now, sinceBeats: this.#landed });
       }
-      const silentMs = now - (this.#seen.get(id)!.sinceMs);
+      const since = this.#seen.get(id)!;
+      const silentMs = now - since.sinceMs;
+      // Silence counts only while this worker could beat itself: when the
+      // store was locked, or this process was starved, nobody could.
+      const silentBeats = this.#landed - since.sinceBeats;
       const gone = parsed.success && this.#processGone(parsed.data);
-      if (!gone && silentMs < this.#timeoutMs) continue;
+      if (!gone && (silentMs < this.#timeoutMs || silentBeats < this.#beatsToDeath)) continue;
       const fenced = await commitRetryingLocked(
         this.#kv,
         (a) =>

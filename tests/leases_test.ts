@@ -137,7 +137,11 @@ Deno.test("engine alone keeps ready runs in memory; beside another worker it lea
     useQueue: false, // one handle has one queue listener: the first engine's
   });
   try {
-    await t.clock.advance(1_000);
+    for (let i = 0; i < 200 && t.engine.stats().otherWorkers === 0; i++) {
+      await t.clock.advance(100);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    assert.equal(t.engine.stats().otherWorkers, 1, "the first worker counted the second");
     const second = await Promise.all(
       Array.from({ length: 100 }, () => t.engine.start("pool", null)),
     );
@@ -226,6 +230,30 @@ Deno.test("a worker whose heartbeat stops is fenced: another carries its run on,
     );
   } finally {
     for (const g of gates) g();
+    await w.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a worker starved itself declares nobody dead on waking: silence counts only while its own beats land", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_starved_" });
+  const wf = workflow("idle").step("s", () => "ok");
+  const w = await twoWorkers(dir, [wf]);
+  const [, b] = w.engines;
+  try {
+    await b.idle();
+    // B's clock jumps 8 s at once, past A's 5 s timeout: to B it is as if
+    // its own process had been frozen. A's silence is B's, not A's.
+    await w.clocks[1].advance(8_000);
+    await b.idle();
+    assert.equal(b.stats().fencedOthers, 0, "one late look declares nothing");
+    // B beats on, A stays silent: now the silence is A's.
+    for (let i = 0; i < 4 && b.stats().fencedOthers === 0; i++) {
+      await w.clocks[1].advance(1_000);
+      await b.idle();
+    }
+    assert.equal(b.stats().fencedOthers, 1, "after three of B's own beats, A is dead");
+  } finally {
     await w.close();
     await Deno.remove(dir, { recursive: true });
   }
