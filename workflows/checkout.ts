@@ -21,53 +21,31 @@
  *
  * @module
  */
-import { z } from "zod";
-import { NonRetryableError, workflow } from "../mod.ts";
+import { bookCarrier, charge, orderInput, paymentPolicy, reserveStock } from "./order.ts";
+import { workflow } from "../mod.ts";
 
 /** The checkout workflow of the README: the order pipeline with compensations. */
 export const checkout = workflow("checkout", {
   description:
     "The order pipeline with compensations: refund and release the stock when it fails, insure orders over 500",
-  input: z.object({
-    orderId: z.string().min(1).max(100),
-    amount: z.number().positive(),
-    sku: z.string().max(100).default("sku-1"),
-  }),
+  input: orderInput,
   defaults: { timeoutMs: 5_000 },
 })
   .step("payment", {
-    timeoutMs: 2_000,
-    retry: { maxAttempts: 3, initialDelayMs: 50, backoffFactor: 2, maxDelayMs: 1_000, jitter: 0.2 },
+    ...paymentPolicy,
     // Runs only if the order fails after the charge went through.
     compensate: async ({ output, sleep, log }) => {
       await sleep(10);
       log.info("Refunded {transactionId}", output as { transactionId: string });
     },
-  }, async ({ input, sleep, attempt, log }) => {
-    await sleep(30);
-    if (input.amount > 10_000) throw new NonRetryableError("card declined: amount over limit");
-    if (input.orderId.startsWith("flaky") && attempt === 1) {
-      throw new Error("payment gateway unavailable");
-    }
-    log.info("Charged {amount}", { amount: input.amount });
-    return { charged: input.amount, transactionId: `tx-${input.orderId}-${attempt}` };
-  })
+  }, charge)
   .step("inventory", {
     compensate: async ({ input, sleep, log }) => {
       await sleep(10);
       log.info("Released the stock of {sku}", { sku: input.sku });
     },
-  }, async ({ input, sleep }) => {
-    await sleep(40); // after the charge: a failure here is refunded
-    if (input.sku === "out-of-stock") {
-      throw new NonRetryableError(`sku ${input.sku} is out of stock`);
-    }
-    return { available: true, sku: input.sku, warehouse: "north" };
-  })
-  .step("logistics", { concurrency: 5 }, async ({ sleep }) => {
-    await sleep(25);
-    return { carrier: "post", etaDays: 2 };
-  })
+  }, reserveStock(40)) // after the charge: a failure here is refunded
+  .step("logistics", { concurrency: 5 }, bookCarrier)
   .step("insurance", {
     needs: ["logistics"],
     // The article's condition, as a step: only valuable parcels are insured.
