@@ -1,4 +1,4 @@
-/** Shared test helpers: an engine on an in-memory KV with a fake clock. */
+/** Shared test helpers: an engine on an in-memory KV with a fake clock, waits, a temporary directory. */
 import {
   type AnyWorkflow,
   createEngine,
@@ -16,6 +16,16 @@ export function deferred<T = void>() {
     reject = rej;
   });
   return { promise, resolve, reject };
+}
+
+/** Runs `fn` in a new temporary directory named from `prefix`, removed afterwards. */
+export async function inTempDir<T>(prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix });
+  try {
+    return await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 }
 
 /** Waits (in 1 ms real steps, at most `tries` of them) until `condition` holds. */

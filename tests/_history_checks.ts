@@ -1,6 +1,7 @@
 /**
- * What the crash and multi-process tests share: the seeded generator, reading
- * a side log and a finished KV file, and the check of a step's history.
+ * What the crash and multi-process tests share: the seeded generator and its
+ * seed, reading a side log and a finished KV file, the checks of a step's
+ * history, and the failure that lists what they found.
  */
 import type { HistoryEvent } from "../mod.ts";
 import { itemName, keyLayout } from "../engine/keys.ts";
@@ -61,6 +62,28 @@ export function checkParkedOnce(
   return events;
 }
 
+/**
+ * The seed of a test's kill moments: the number in the environment variable
+ * `variable` (to replay a failure), else one from the clock. It is printed,
+ * with how to replay it, under `test`'s name.
+ */
+export function seedFromEnv(variable: string, test: string): number {
+  const fromEnv = Deno.env.get(variable);
+  const seed = fromEnv ? Number(fromEnv) : Date.now() % 2 ** 31;
+  console.log(`${test} seed=${seed} (replay with ${variable}=${seed})`);
+  return seed;
+}
+
+/**
+ * Fails the test with the checks' findings: how many, `context` (the seed
+ * and what the scenario did), and the first 40.
+ */
+export function throwViolations(problems: readonly string[], context: string): never {
+  throw new Error(
+    `${problems.length} violation(s) (${context}):\n` + problems.slice(0, 40).join("\n"),
+  );
+}
+
 /** mulberry32: a small seeded generator, enough to vary kill and stop moments. */
 export function seeded(seed: number): () => number {
   let a = seed >>> 0;
@@ -73,24 +96,37 @@ export function seeded(seed: number): () => number {
   };
 }
 
-/** A side log's JSON lines grouped by `runId/step`, in file order; empty if there is no file. */
-export async function readSideLog<T extends { runId: string; step: string }>(
-  path: string,
-): Promise<Map<string, T[]>> {
+/** A side log's JSON lines, in file order; none if there is no file. */
+export async function readSideLogLines<T>(path: string): Promise<T[]> {
   let text = "";
   try {
     text = await Deno.readTextFile(path);
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   }
+  return text.split("\n").filter((line) => line !== "").map((line) => JSON.parse(line) as T);
+}
+
+/** A side log's JSON lines grouped by `runId/step`, in file order; empty if there is no file. */
+export async function readSideLog<T extends { runId: string; step: string }>(
+  path: string,
+): Promise<Map<string, T[]>> {
   const byStep = new Map<string, T[]>();
-  for (const line of text.split("\n")) {
-    if (line === "") continue;
-    const entry = JSON.parse(line) as T;
+  for (const entry of await readSideLogLines<T>(path)) {
     const key = `${entry.runId}/${entry.step}`;
     byStep.set(key, [...(byStep.get(key) ?? []), entry]);
   }
   return byStep;
+}
+
+/** Opens the KV file at `path`, hands it to `read`, and closes it whatever `read` does. */
+export async function readKvFile<T>(path: string, read: (kv: Deno.Kv) => Promise<T>): Promise<T> {
+  const kv = await Deno.openKv(path);
+  try {
+    return await read(kv);
+  } finally {
+    kv.close();
+  }
 }
 
 /**

@@ -28,7 +28,18 @@
  *
  * @module
  */
-import { checkCommittedOnce, checkParkedOnce, readStoredRuns, seeded } from "./_history_checks.ts";
+import {
+  checkCommittedOnce,
+  checkParkedOnce,
+  readKvFile,
+  readSideLogLines,
+  readStoredRuns,
+  seeded,
+  seedFromEnv,
+  throwViolations,
+} from "./_history_checks.ts";
+import { inTempDir } from "./_helpers.ts";
+import { FixtureProcess, sleep } from "./_subprocess.ts";
 import type { HistoryEvent } from "../mod.ts";
 import { keyLayout } from "../engine/keys.ts";
 import type { RunRecord, StepRecord } from "../engine/records.ts";
@@ -49,8 +60,6 @@ import {
   WAIT_WORKFLOW,
 } from "./fixtures/control_flow_workflows.ts";
 
-const ROOT = `${import.meta.dirname}/..`;
-const WORKER = `${import.meta.dirname}/fixtures/control_flow_worker.ts`;
 /**
  * How long a worker may take to finish what is left before the test calls it
  * a hang. It needs 1-4 s; the margin is for a loaded CI machine.
@@ -59,11 +68,7 @@ const FINISH_TIMEOUT_MS = 20_000;
 /** How long the test waits for a worker to reach a point it needs (boot included). */
 const REACH_TIMEOUT_MS = 20_000;
 
-const seedFromEnv = Deno.env.get("CF_CRASH_SEED");
-const SEED = seedFromEnv ? Number(seedFromEnv) : Date.now() % 2 ** 31;
-console.log(`control_flow_crash_test seed=${SEED} (replay with CF_CRASH_SEED=${SEED})`);
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+const SEED = seedFromEnv("CF_CRASH_SEED", "control_flow_crash_test");
 
 // ------------------------------------------------------------------ workers
 
@@ -94,71 +99,13 @@ type WorkerEvent =
   | { type: "armed"; dieAfter: string }
   | { type: "finished"; runs: number; statuses: string[] };
 
-type EventOf<T extends WorkerEvent["type"]> = Extract<WorkerEvent, { type: T }>;
-
-/** One worker process: its parsed stdout, its stderr, and its stdin for commands. */
-class WorkerProcess implements AsyncDisposable {
-  readonly events: WorkerEvent[] = [];
-  readonly #child: Deno.ChildProcess;
-  readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
-  readonly #reading: Promise<void>;
-  readonly #stderr: Promise<string>;
-  readonly #waiters = new Set<() => void>();
-  #ended = false;
-
-  constructor(readonly role: string, dir: string) {
-    this.#child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--config",
-        `${ROOT}/deno.json`,
-        WORKER,
-        `${dir}/weft.kv`,
-        `${dir}/side.log`,
-      ],
-      cwd: ROOT,
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.#stdin = this.#child.stdin.getWriter();
-    this.#stderr = new Response(this.#child.stderr).text();
-    this.#reading = this.#read();
-  }
-
-  get pid(): number {
-    return this.#child.pid;
-  }
-
-  all<T extends WorkerEvent["type"]>(type: T): EventOf<T>[] {
-    return this.events.filter((e): e is EventOf<T> => e.type === type);
-  }
-
-  count(type: WorkerEvent["type"]): number {
-    return this.all(type).length;
-  }
-
-  /** Writes one command line; a worker that is gone ignores it. */
-  async send(command: Record<string, unknown>): Promise<void> {
-    const line = new TextEncoder().encode(JSON.stringify(command) + "\n");
-    await this.#stdin.write(line).catch(() => {});
-  }
-
-  async #read(): Promise<void> {
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for await (const chunk of this.#child.stdout) {
-      buffer += decoder.decode(chunk, { stream: true });
-      for (let i = buffer.indexOf("\n"); i >= 0; i = buffer.indexOf("\n")) {
-        const line = buffer.slice(0, i);
-        buffer = buffer.slice(i + 1);
-        if (line.trim()) this.events.push(JSON.parse(line));
-      }
-      for (const w of this.#waiters) w();
-    }
-    this.#ended = true;
-    for (const w of this.#waiters) w();
+/**
+ * A `fixtures/control_flow_worker.ts` process on the KV file and side log of
+ * `dir`, driven by commands on its stdin.
+ */
+class WorkerProcess extends FixtureProcess<WorkerEvent> {
+  constructor(role: string, dir: string) {
+    super("control_flow_worker.ts", [`${dir}/weft.kv`, `${dir}/side.log`], { role, stdin: true });
   }
 
   /**
@@ -166,62 +113,16 @@ class WorkerProcess implements AsyncDisposable {
    * first or it takes longer than {@linkcode REACH_TIMEOUT_MS}.
    */
   async until(what: string, condition: () => boolean): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const reached = await new Promise<boolean | "timeout">((resolve) => {
-      const check = () => {
-        if (condition()) resolve(true);
-        else if (this.#ended) resolve(false);
-        else return;
-        this.#waiters.delete(check);
-      };
-      timer = setTimeout(() => {
-        this.#waiters.delete(check);
-        resolve("timeout");
-      }, REACH_TIMEOUT_MS);
-      this.#waiters.add(check);
-      check();
-    });
-    clearTimeout(timer);
-    if (reached !== true) {
+    const reached = await this.reach(condition, REACH_TIMEOUT_MS);
+    if (reached !== "reached") {
       throw new Error(
         `The ${this.role} worker (pid ${this.pid}) ${
           reached === "timeout"
             ? `did not reach ${what} within ${REACH_TIMEOUT_MS} ms`
             : `ended before ${what}`
-        } (seed ${SEED})\n${reached === "timeout" ? "" : await this.#stderr}`,
+        } (seed ${SEED})\n${reached === "timeout" ? "" : await this.stderr()}`,
       );
     }
-  }
-
-  /** Sends SIGKILL and waits until the process is gone; throws if it had exited first. */
-  async kill(): Promise<void> {
-    const status = await this.#stop();
-    if (status.signal !== "SIGKILL") {
-      throw new Error(
-        `The ${this.role} worker ended before its kill (seed ${SEED}): ${
-          JSON.stringify(status)
-        }\n${await this.#stderr}`,
-      );
-    }
-  }
-
-  /** Waits until the process has exited by itself, and returns how. */
-  async stopped(): Promise<Deno.CommandStatus> {
-    const status = await this.#child.status;
-    return await this.#stop().then(() => status);
-  }
-
-  async #stop(): Promise<Deno.CommandStatus> {
-    try {
-      this.#child.kill("SIGKILL");
-    } catch {
-      // Already exited: the status says how.
-    }
-    await this.#stdin.close().catch(() => {});
-    const status = await this.#child.status;
-    await this.#reading;
-    await this.#stderr;
-    return status;
   }
 
   /** Asks the worker to finish `runIds` and waits for its normal exit. */
@@ -231,31 +132,113 @@ class WorkerProcess implements AsyncDisposable {
     timeoutMs = FINISH_TIMEOUT_MS,
   ): Promise<void> {
     await this.send({ cmd: "finish", runIds });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), timeoutMs);
-    });
-    const status = await Promise.race([this.#child.status, timedOut]);
-    clearTimeout(timer);
+    const status = await this.exitWithin(timeoutMs);
     if (status === "timeout") {
-      await this.#stop();
       throw new Error(
         `The ${this.role} worker did not finish within ${timeoutMs} ms (a hang or a ` +
-          `lost run; seed ${SEED})\n${await describe()}\n${(await this.#stderr).slice(-3000)}`,
+          `lost run; seed ${SEED})\n${await describe()}\n${(await this.stderr()).slice(-3000)}`,
       );
     }
-    await this.#stop();
     if (!status.success || this.count("finished") !== 1) {
       throw new Error(
         `The ${this.role} worker failed (seed ${SEED}): ${JSON.stringify(status)}\n${await this
-          .#stderr}`,
+          .stderr()}`,
       );
     }
   }
+}
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.#stop();
+/**
+ * The processes of one scenario on one KV file, and what the test noted:
+ * which were started, which were killed.
+ */
+class Scenario {
+  readonly workers: WorkerProcess[] = [];
+  readonly killed = new Set<number>();
+
+  constructor(readonly dir: string, readonly notes: string[] = []) {}
+
+  /** Starts a worker. */
+  spawn(role: string): WorkerProcess {
+    const worker = new WorkerProcess(role, this.dir);
+    this.workers.push(worker);
+    return worker;
   }
+
+  /** Starts a worker and waits until it is ready (recovery done). */
+  async ready(role: string): Promise<WorkerProcess> {
+    const worker = this.spawn(role);
+    await worker.until("ready", () => worker.count("ready") > 0);
+    return worker;
+  }
+
+  /** Kills `worker`, which must still be running, and counts it as killed. */
+  async kill(worker: WorkerProcess): Promise<void> {
+    await worker.mustKill(`seed ${SEED}`);
+    this.killed.add(worker.pid);
+  }
+
+  /**
+   * Waits for `worker` to kill itself (an armed worker does) and counts it
+   * as killed; throws, saying `what` it should have died after, if it does not.
+   */
+  async died(worker: WorkerProcess, what: string): Promise<void> {
+    const status = await worker.exitWithin(REACH_TIMEOUT_MS);
+    if (status === "timeout" || status.signal !== "SIGKILL") {
+      throw new Error(`${worker.role} did not die ${what}: ${JSON.stringify(status)}`);
+    }
+    this.killed.add(worker.pid);
+  }
+
+  /** Has `worker` finish `runIds`; a hang fails with what is left unfinished. */
+  async finish(
+    worker: WorkerProcess,
+    runIds: Iterable<string>,
+    timeoutMs?: number,
+  ): Promise<void> {
+    await worker.finish([...runIds], () => describeUnfinished(this.dir, this.workers), timeoutMs);
+  }
+
+  /**
+   * Runs `drive` (which starts, kills and finishes workers); whatever
+   * happens, every worker is gone when it returns.
+   */
+  async drive<T>(drive: () => Promise<T>): Promise<T> {
+    try {
+      return await drive();
+    } finally {
+      for (const w of this.workers) await w[Symbol.asyncDispose]();
+    }
+  }
+
+  /**
+   * What the workers left, once all are gone, with the problems common to
+   * every scenario of `workflow` already listed (see {@linkcode checkRunSet}).
+   */
+  async evidence(
+    workflow: string,
+    acked: Iterable<string>,
+  ): Promise<{ ev: Evidence; problems: string[] }> {
+    const ev = await readEvidence(this.dir);
+    const problems: string[] = [];
+    checkRunSet(ev, workflow, acked, problems);
+    return { ev, problems };
+  }
+
+  /** Fails the scenario if there are `problems`; else returns the notes. */
+  report(problems: string[]): string {
+    if (problems.length > 0) fail(problems, this.notes.join("; "));
+    return this.notes.join("; ");
+  }
+}
+
+/** Runs a scenario in a fresh directory named from `prefix`. */
+async function scenario<T>(
+  prefix: string,
+  notes: string[],
+  fn: (s: Scenario) => Promise<T>,
+): Promise<T> {
+  return await inTempDir(prefix, (dir) => fn(new Scenario(dir, notes)));
 }
 
 /** Starts runs through `worker` and waits for their acknowledgements; returns their ids by key. */
@@ -289,16 +272,8 @@ interface Evidence {
 }
 
 async function readEvidence(dir: string): Promise<Evidence> {
-  let text = "";
-  try {
-    text = await Deno.readTextFile(`${dir}/side.log`);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  }
-  const bodies = text.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as BodyEntry);
-  // Every worker has exited: this process is the only one on the file.
-  const kv = await Deno.openKv(`${dir}/weft.kv`);
-  try {
+  const bodies = await readSideLogLines<BodyEntry>(`${dir}/side.log`);
+  return await readKvFile(`${dir}/weft.kv`, async (kv) => {
     const stored = await readStoredRuns(kv);
     const mailbox = new Map<string, unknown[]>();
     for (const run of stored.runs) {
@@ -306,9 +281,7 @@ async function readEvidence(dir: string): Promise<Evidence> {
       mailbox.set(run.id, left.map((e) => e.value));
     }
     return { ...stored, mailbox, bodies };
-  } finally {
-    kv.close();
-  }
+  });
 }
 
 /**
@@ -433,18 +406,31 @@ function checkRunSet(ev: Evidence, workflow: string, acked: Iterable<string>, pr
 }
 
 function fail(problems: string[], context: string): never {
-  throw new Error(
-    `${problems.length} violation(s) (seed ${SEED}, ${context}):\n` +
-      problems.slice(0, 40).join("\n"),
-  );
+  throwViolations(problems, `seed ${SEED}, ${context}`);
 }
 
-async function inTempDir<T>(prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix });
-  try {
-    return await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+/** A {@linkcode TaskTally} at zero. */
+const newTally = (): TaskTally => ({ interruptedStarted: 0, interruptedUnstarted: 0 });
+
+/**
+ * The runs of `ids` that succeeded, each with its `n` and a `where` for
+ * messages; a run that did not is a problem (and not yielded). A run missing
+ * from KV is {@linkcode checkRunSet}'s problem.
+ */
+function* succeededRuns(
+  ev: Evidence,
+  ids: ReadonlyMap<number, string>,
+  problems: string[],
+): Generator<{ n: number; id: string; run: RunRecord; where: string }> {
+  for (const [n, id] of ids) {
+    const run = ev.runs.find((r) => r.id === id);
+    if (!run) continue;
+    const where = `run ${id} (n=${n})`;
+    if (run.status !== "succeeded") {
+      problems.push(`${where} is ${run.status}: ${JSON.stringify(run.error)}`);
+      continue;
+    }
+    yield { n, id, run, where };
   }
 }
 
@@ -463,16 +449,10 @@ async function sleepScenario(
   plan: { kill: SleepKill; killResumer: boolean },
   random: () => number,
 ): Promise<string> {
-  return await inTempDir("weft_cf_sleep_", async (dir) => {
-    const notes = [`kill when ${plan.kill}`];
-    const killed = new Set<number>();
-    const workers: WorkerProcess[] = [];
-    let ids: Map<number, string>;
-    const describe = () => describeUnfinished(dir, workers);
-    try {
-      const first = new WorkerProcess("first", dir);
-      workers.push(first);
-      await first.until("ready", () => first.count("ready") > 0);
+  return await scenario("weft_cf_sleep_", [`kill when ${plan.kill}`], async (sc) => {
+    const { notes, killed, workers } = sc;
+    const ids = await sc.drive(async () => {
+      const first = await sc.ready("first");
       const now = Date.now();
       // Sleeps of 0.3 to 3.1 s: the short ones are overdue at the restart, the long ones are not.
       const inputs = Array.from(
@@ -480,7 +460,7 @@ async function sleepScenario(
         (_, n) =>
           n % 2 === 0 ? { n, durationMs: 300 + 250 * n } : { n, untilMs: now + 400 + 250 * n },
       );
-      ids = await startRuns(first, SLEEP_WORKFLOW, inputs);
+      const ids = await startRuns(first, SLEEP_WORKFLOW, inputs);
       // The long sleep of each run: `nap` for a duration, `until` for a time.
       const longSleep = new Map([...ids].map(([n, id]) => [id, n % 2 === 0 ? "nap" : "until"]));
       const asleep = (w: WorkerProcess) =>
@@ -502,42 +482,26 @@ async function sleepScenario(
         );
         notes.push(`after ${k} runs woke`);
       }
-      await first.kill();
-      killed.add(first.pid);
+      await sc.kill(first);
 
       if (plan.killResumer) {
-        const second = new WorkerProcess("second", dir);
-        workers.push(second);
-        await second.until("ready", () => second.count("ready") > 0);
+        const second = await sc.ready("second");
         const delay = 100 + Math.floor(random() * 500);
         await sleep(delay);
-        await second.kill();
-        killed.add(second.pid);
+        await sc.kill(second);
         notes.push(`resumer killed ${delay} ms after ready`);
       }
 
-      const last = new WorkerProcess("last", dir);
-      workers.push(last);
-      await last.finish([...ids.values()], describe);
-    } finally {
-      for (const w of workers) await w[Symbol.asyncDispose]();
-    }
+      await sc.finish(sc.spawn("last"), ids.values());
+      return ids;
+    });
 
-    const ev = await readEvidence(dir);
-    const problems: string[] = [];
-    checkRunSet(ev, SLEEP_WORKFLOW, ids.values(), problems);
-    const tally: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
+    const { ev, problems } = await sc.evidence(SLEEP_WORKFLOW, ids.values());
+    const tally = newTally();
     let futureAtRestart = 0;
     let sleepsEndedByResumers = 0;
     const lateness: number[] = [];
-    for (const [n, id] of ids) {
-      const run = ev.runs.find((r) => r.id === id);
-      if (!run) continue;
-      const where = `run ${id} (n=${n})`;
-      if (run.status !== "succeeded") {
-        problems.push(`${where} is ${run.status}: ${JSON.stringify(run.error)}`);
-        continue;
-      }
+    for (const { id, run, where } of succeededRuns(ev, ids, problems)) {
       const input = run.input as { durationMs?: number; untilMs?: number };
       const history = ev.history.get(id)!;
       const steps = ev.steps.get(id)!;
@@ -611,8 +575,7 @@ async function sleepScenario(
         `it began (woke ${sorted[0] ?? "-"}..${sorted.at(-1) ?? "-"} ms after due); ` +
         `interrupted bodies ${tally.interruptedStarted}, before the body ${tally.interruptedUnstarted}`,
     );
-    if (problems.length > 0) fail(problems, notes.join("; "));
-    return notes.join("; ");
+    return sc.report(problems);
   });
 }
 
@@ -657,24 +620,18 @@ interface SignalAck {
  * idempotency keys (a client retrying after the crashes), and finishes.
  */
 async function waitScenario(random: () => number): Promise<string> {
-  return await inTempDir("weft_cf_wait_", async (dir) => {
-    const notes: string[] = [];
-    const killed = new Set<number>();
-    const workers: WorkerProcess[] = [];
+  return await scenario("weft_cf_wait_", [], async (sc) => {
+    const { notes, killed, workers } = sc;
     const keyOf = (n: number) => `approve-${n}`;
     const signal = (w: WorkerProcess, runId: string, n: number) =>
       w.send({ cmd: "signal", runId, payload: { n, from: w.role }, key: keyOf(n) });
-    let ids: Map<number, string>;
-    const describe = () => describeUnfinished(dir, workers);
-    try {
-      const a = new WorkerProcess("A", dir);
-      workers.push(a);
-      await a.until("ready", () => a.count("ready") > 0);
+    const ids = await sc.drive(async () => {
+      const a = await sc.ready("A");
       const inputs = Array.from({ length: WAIT_RUNS }, (_, n) => ({
         n,
         prepMs: EARLY.includes(n) ? 1_500 : 0,
       }));
-      ids = await startRuns(a, WAIT_WORKFLOW, inputs);
+      const ids = await startRuns(a, WAIT_WORKFLOW, inputs);
       for (const n of EARLY) await signal(a, ids.get(n)!, n);
       const awaiting = (w: WorkerProcess, ns: number[]) =>
         ns.every((n) =>
@@ -693,14 +650,11 @@ async function waitScenario(random: () => number): Promise<string> {
       );
       const extra = Math.floor(random() * 40);
       await sleep(extra);
-      await a.kill();
-      killed.add(a.pid);
+      await sc.kill(a);
       const doneByA = a.all("step").filter((e) => e.step === "after" && e.to === "succeeded");
       notes.push(`A killed ${extra} ms after its last event (${doneByA.length} runs done by then)`);
 
-      const b = new WorkerProcess("B", dir);
-      workers.push(b);
-      await b.until("ready", () => b.count("ready") > 0);
+      const b = await sc.ready("B");
       // One at a time, each acknowledged before the next is sent, so the
       // kill lands with some events taken or being taken and the others
       // never sent. (An event stored but not yet handed to its run when the
@@ -714,23 +668,17 @@ async function waitScenario(random: () => number): Promise<string> {
         );
       }
       await sleep(Math.floor(random() * 25));
-      await b.kill();
-      killed.add(b.pid);
+      await sc.kill(b);
       notes.push(`B killed after ${b.count("signaled")} of ${AFTER_KILL.length} acks`);
 
-      const c = new WorkerProcess("C", dir);
-      workers.push(c);
-      await c.until("ready", () => c.count("ready") > 0);
+      const c = await sc.ready("C");
       for (const [n, id] of ids) await signal(c, id, n);
-      await c.finish([...ids.values()], describe);
-    } finally {
-      for (const w of workers) await w[Symbol.asyncDispose]();
-    }
+      await sc.finish(c, ids.values());
+      return ids;
+    });
 
-    const ev = await readEvidence(dir);
-    const problems: string[] = [];
-    checkRunSet(ev, WAIT_WORKFLOW, ids.values(), problems);
-    const tally: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
+    const { ev, problems } = await sc.evidence(WAIT_WORKFLOW, ids.values());
+    const tally = newTally();
     const acks = new Map<string, SignalAck[]>();
     for (const w of workers) {
       for (const e of w.all("signal-error")) {
@@ -742,14 +690,7 @@ async function waitScenario(random: () => number): Promise<string> {
     }
     let keptBeforeWait = 0;
     const tookBy = new Map(workers.map((w) => [w.role, 0]));
-    for (const [n, id] of ids) {
-      const run = ev.runs.find((r) => r.id === id);
-      if (!run) continue;
-      const where = `run ${id} (n=${n})`;
-      if (run.status !== "succeeded") {
-        problems.push(`${where} is ${run.status}: ${JSON.stringify(run.error)}`);
-        continue;
-      }
+    for (const { n, id, run, where } of succeededRuns(ev, ids, problems)) {
       const history = ev.history.get(id)!;
       checkTask(ev, run, "prep", killed, tally, problems);
       const [enter] = checkParkedOnce(
@@ -816,8 +757,7 @@ async function waitScenario(random: () => number): Promise<string> {
         [...tookBy].map(([role, count]) => `${role} ${count}`).join(", ")
       }; bodies interrupted ${tally.interruptedStarted}`,
     );
-    if (problems.length > 0) fail(problems, notes.join("; "));
-    return notes.join("; ");
+    return sc.report(problems);
   });
 }
 
@@ -849,23 +789,11 @@ type SagaKill = "mid-chain" | "early";
  * the resumer is killed too, while slow handlers run again).
  */
 async function sagaScenario(plan: { kill: SagaKill }, random: () => number): Promise<string> {
-  return await inTempDir("weft_cf_saga_", async (dir) => {
-    const notes = [`kill ${plan.kill}`];
-    const killed = new Set<number>();
+  return await scenario("weft_cf_saga_", [`kill ${plan.kill}`], async (sc) => {
+    const { notes, killed } = sc;
     const killAt: number[] = [];
-    const workers: WorkerProcess[] = [];
-    let ids: Map<number, string>;
-    const slowStarted = (w: WorkerProcess) =>
-      new Set(
-        w.all("body").filter((b) =>
-          b.phase === "start" &&
-          b.step === SAGA_UNDO_ORDER[[...ids].find(([, id]) => id === b.runId)![0] % 5]
-        ).map((b) => b.runId),
-      );
-    try {
-      const first = new WorkerProcess("first", dir);
-      workers.push(first);
-      await first.until("ready", () => first.count("ready") > 0);
+    const ids = await sc.drive(async () => {
+      const first = await sc.ready("first");
       const inputs = Array.from({ length: SAGA_RUNS }, (_, n) => ({
         n,
         slow: SAGA_UNDO_ORDER[n % SAGA_UNDO_ORDER.length],
@@ -873,7 +801,14 @@ async function sagaScenario(plan: { kill: SagaKill }, random: () => number): Pro
         // Early kills also find runs at different points of their steps.
         stepMs: plan.kill === "early" ? 40 * n : 0,
       }));
-      ids = await startRuns(first, SAGA_WORKFLOW, inputs);
+      const ids = await startRuns(first, SAGA_WORKFLOW, inputs);
+      const slowStarted = (w: WorkerProcess) =>
+        new Set(
+          w.all("body").filter((b) =>
+            b.phase === "start" &&
+            b.step === SAGA_UNDO_ORDER[[...ids].find(([, id]) => id === b.runId)![0] % 5]
+          ).map((b) => b.runId),
+        );
       if (plan.kill === "mid-chain") {
         await first.until(
           "every slow handler running",
@@ -886,33 +821,25 @@ async function sagaScenario(plan: { kill: SagaKill }, random: () => number): Pro
       await sleep(extra);
       notes.push(`${extra} ms after ${plan.kill === "early" ? "the first" : "every"} slow start`);
       killAt.push(Date.now());
-      await first.kill();
-      killed.add(first.pid);
+      await sc.kill(first);
 
       if (plan.kill === "early") {
-        const second = new WorkerProcess("second", dir);
-        workers.push(second);
+        const second = sc.spawn("second");
         await second.until("a slow handler running", () => slowStarted(second).size > 0);
         const delay = Math.floor(random() * 400);
         await sleep(delay);
         killAt.push(Date.now());
-        await second.kill();
-        killed.add(second.pid);
+        await sc.kill(second);
         notes.push(`resumer killed ${delay} ms after its first slow start`);
       }
 
-      const last = new WorkerProcess("last", dir);
-      workers.push(last);
-      await last.finish([...ids.values()], () => describeUnfinished(dir, workers));
-    } finally {
-      for (const w of workers) await w[Symbol.asyncDispose]();
-    }
+      await sc.finish(sc.spawn("last"), ids.values());
+      return ids;
+    });
 
-    const ev = await readEvidence(dir);
-    const problems: string[] = [];
-    checkRunSet(ev, SAGA_WORKFLOW, ids.values(), problems);
-    const forward: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
-    const undo: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
+    const { ev, problems } = await sc.evidence(SAGA_WORKFLOW, ids.values());
+    const forward = newTally();
+    const undo = newTally();
     const compensatingAtKill = killAt.map(() => 0);
     for (const [n, id] of ids) {
       const run = ev.runs.find((r) => r.id === id);
@@ -1007,8 +934,7 @@ async function sagaScenario(plan: { kill: SagaKill }, random: () => number): Pro
         `onFailure bodies interrupted ${undo.interruptedStarted} (before the body ` +
         `${undo.interruptedUnstarted}); forward bodies interrupted ${forward.interruptedStarted}`,
     );
-    if (problems.length > 0) fail(problems, notes.join("; "));
-    return notes.join("; ");
+    return sc.report(problems);
   });
 }
 
@@ -1036,11 +962,8 @@ const MAP_ITEMS = 30;
  * the same way; the last worker finishes.
  */
 async function mapScenario(plan: { killResumer: boolean }, random: () => number) {
-  return await inTempDir("weft_cf_map_", async (dir) => {
-    const notes: string[] = [];
-    const killed = new Set<number>();
-    const workers: WorkerProcess[] = [];
-    let ids: Map<number, string>;
+  return await scenario("weft_cf_map_", [], async (sc) => {
+    const { notes, killed, workers } = sc;
     const total = MAP_RUNS * MAP_ITEMS;
     const isItem = (step: string) => step.startsWith(`${MAP_STEP}[`);
     const committed = (w: WorkerProcess) =>
@@ -1060,42 +983,26 @@ async function mapScenario(plan: { killResumer: boolean }, random: () => number)
       const k = Math.max(1, Math.floor(share * left));
       await w.until(`${k} items committed`, () => committed(w) >= k && inFlight(w) > 0);
       const flying = inFlight(w);
-      await w.kill();
-      killed.add(w.pid);
+      await sc.kill(w);
       notes.push(`${w.role} killed after ${committed(w)} items committed, ${flying} in flight`);
     };
-    try {
-      const a = new WorkerProcess("A", dir);
-      workers.push(a);
-      await a.until("ready", () => a.count("ready") > 0);
+    const ids = await sc.drive(async () => {
+      const a = await sc.ready("A");
       const inputs = Array.from({ length: MAP_RUNS }, (_, n) => ({ n, count: MAP_ITEMS }));
-      ids = await startRuns(a, MAP_WORKFLOW, inputs);
+      const ids = await startRuns(a, MAP_WORKFLOW, inputs);
       await killMidway(a, 0.2 + random() * 0.4, total);
       if (plan.killResumer) {
-        const b = new WorkerProcess("B", dir);
-        workers.push(b);
+        const b = sc.spawn("B");
         await killMidway(b, 0.2 + random() * 0.4, total - committed(a));
       }
-      const last = new WorkerProcess("last", dir);
-      workers.push(last);
-      await last.finish([...ids.values()], () => describeUnfinished(dir, workers));
-    } finally {
-      for (const w of workers) await w[Symbol.asyncDispose]();
-    }
+      await sc.finish(sc.spawn("last"), ids.values());
+      return ids;
+    });
 
-    const ev = await readEvidence(dir);
-    const problems: string[] = [];
-    checkRunSet(ev, MAP_WORKFLOW, ids.values(), problems);
-    const tally: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
+    const { ev, problems } = await sc.evidence(MAP_WORKFLOW, ids.values());
+    const tally = newTally();
     let keptAcrossKill = 0;
-    for (const [n, id] of ids) {
-      const run = ev.runs.find((r) => r.id === id);
-      if (!run) continue;
-      const where = `run ${id} (n=${n})`;
-      if (run.status !== "succeeded") {
-        problems.push(`${where} is ${run.status}: ${JSON.stringify(run.error)}`);
-        continue;
-      }
+    for (const { id, run, where } of succeededRuns(ev, ids, problems)) {
       const history = ev.history.get(id)!;
       checkTask(ev, run, "list", killed, tally, problems);
       const map = ev.steps.get(id)!.get(MAP_STEP);
@@ -1159,8 +1066,7 @@ async function mapScenario(plan: { killResumer: boolean }, random: () => number)
       `${keptAcrossKill} items committed before a kill, none redone; item bodies interrupted ` +
         `${tally.interruptedStarted}, before the body ${tally.interruptedUnstarted}`,
     );
-    if (problems.length > 0) fail(problems, notes.join("; "));
-    return notes.join("; ");
+    return sc.report(problems);
   });
 }
 
@@ -1189,9 +1095,10 @@ const CHILD_WORK_MS = 1_200;
 const CHILD_FINISH_TIMEOUT_MS = 45_000;
 
 /**
- * Checks parent runs and their children: one child per parent, linked both
- * ways, succeeded, its result committed once and handed to the parent.
- * Returns the child of each parent.
+ * Checks parent runs and their children (after {@linkcode checkRunSet} for
+ * the parents): one child per parent, linked both ways, succeeded, its
+ * result committed once and handed to the parent. Returns the child of each
+ * parent.
  */
 function checkChildren(
   ev: Evidence,
@@ -1200,7 +1107,6 @@ function checkChildren(
   tally: TaskTally,
   problems: string[],
 ): Map<string, RunRecord> {
-  checkRunSet(ev, PARENT_WORKFLOW, ids.values(), problems);
   const childOf = new Map<string, RunRecord>();
   const parentIds = new Set(ids.values());
   for (const child of ev.runs.filter((r) => r.workflow === CHILD_WORKFLOW)) {
@@ -1217,14 +1123,7 @@ function checkChildren(
     }
     childOf.set(parentId, child);
   }
-  for (const [n, id] of ids) {
-    const run = ev.runs.find((r) => r.id === id);
-    if (!run) continue;
-    const where = `run ${id} (n=${n})`;
-    if (run.status !== "succeeded") {
-      problems.push(`${where} is ${run.status}: ${JSON.stringify(run.error)}`);
-      continue;
-    }
+  for (const { n, id, run, where } of succeededRuns(ev, ids, problems)) {
     checkTask(ev, run, "prep", killed, tally, problems);
     checkParkedOnce(ev.history.get(id)!, "sub", "awaiting", `${where} sub`, problems);
     const child = childOf.get(id);
@@ -1265,60 +1164,44 @@ function checkChildren(
  * started children of its own.
  */
 async function childScenario(plan: { killResumer: boolean }, random: () => number) {
-  return await inTempDir("weft_cf_child_", async (dir) => {
-    const notes: string[] = [];
-    const killed = new Set<number>();
-    const workers: WorkerProcess[] = [];
-    let ids: Map<number, string>;
+  return await scenario("weft_cf_child_", [], async (sc) => {
+    const { notes, killed, workers } = sc;
     const started = (w: WorkerProcess) =>
       w.all("step").filter((e) => e.step === "sub" && e.to === "awaiting").length;
     const childEnded = (w: WorkerProcess) =>
       w.all("body").some((b) => b.step === "work" && b.phase === "end");
-    try {
-      const a = new WorkerProcess("A", dir);
-      workers.push(a);
-      await a.until("ready", () => a.count("ready") > 0);
+    const ids = await sc.drive(async () => {
+      const a = await sc.ready("A");
       const inputs = Array.from(
         { length: PARENT_RUNS },
         (_, n) => ({ n, prepMs: 80 * n, workMs: CHILD_WORK_MS }),
       );
-      ids = await startRuns(a, PARENT_WORKFLOW, inputs);
+      const ids = await startRuns(a, PARENT_WORKFLOW, inputs);
       await a.until(
         "a child running",
         () => a.all("body").some((b) => b.step === "work" && b.phase === "start"),
       );
       const extra = Math.floor(random() * 400);
       await sleep(extra);
-      await a.kill();
-      killed.add(a.pid);
+      await sc.kill(a);
       notes.push(
         `A killed ${extra} ms after the first child began, with ${started(a)} children started`,
       );
 
       if (plan.killResumer) {
-        const b = new WorkerProcess("B", dir);
-        workers.push(b);
+        const b = sc.spawn("B");
         await b.until("a child started", () => started(b) > 0 || childEnded(b));
         if (!childEnded(b)) await sleep(Math.floor(random() * 50));
-        await b.kill();
-        killed.add(b.pid);
+        await sc.kill(b);
         notes.push(`B killed with ${started(b)} children started`);
       }
 
-      const last = new WorkerProcess("last", dir);
-      workers.push(last);
-      await last.finish(
-        [...ids.values()],
-        () => describeUnfinished(dir, workers),
-        CHILD_FINISH_TIMEOUT_MS,
-      );
-    } finally {
-      for (const w of workers) await w[Symbol.asyncDispose]();
-    }
+      await sc.finish(sc.spawn("last"), ids.values(), CHILD_FINISH_TIMEOUT_MS);
+      return ids;
+    });
 
-    const ev = await readEvidence(dir);
-    const problems: string[] = [];
-    const tally: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
+    const { ev, problems } = await sc.evidence(PARENT_WORKFLOW, ids.values());
+    const tally = newTally();
     const childOf = checkChildren(ev, ids, killed, tally, problems);
     // Which process wrote each child's start, and whether a kill came before it ended.
     const startedBy = new Map(workers.map((w) => [w.role, 0]));
@@ -1345,8 +1228,7 @@ async function childScenario(plan: { killResumer: boolean }, random: () => numbe
         `${crossed} started before a kill and finished after it; bodies interrupted ` +
         `${tally.interruptedStarted}, before the body ${tally.interruptedUnstarted}`,
     );
-    if (problems.length > 0) fail(problems, notes.join("; "));
-    return notes.join("; ");
+    return sc.report(problems);
   });
 }
 
@@ -1365,12 +1247,9 @@ Deno.test("control flow: a child start cut by kill -9 starts one child, and the 
 // the child step's start and creates the child run, before the child's first
 // attempt (recorded running in that write) could begin.
 Deno.test("control flow: a process killed right after it created a child run leaves one child", async () => {
-  await inTempDir("weft_cf_child_write_", async (dir) => {
-    const workers: WorkerProcess[] = [];
-    try {
-      const a = new WorkerProcess("A", dir);
-      workers.push(a);
-      await a.until("ready", () => a.count("ready") > 0);
+  await scenario("weft_cf_child_write_", ["killed after the child's creation"], async (sc) => {
+    const { a, id } = await sc.drive(async () => {
+      const a = await sc.ready("A");
       await a.send({ cmd: "arm", dieAfter: "child" });
       await a.until("armed", () => a.count("armed") > 0);
       await a.send({
@@ -1379,45 +1258,31 @@ Deno.test("control flow: a process killed right after it created a child run lea
         input: { n: 0, prepMs: 0, workMs: CHILD_WORK_MS },
         key: "p0",
       });
-      // Returns once its stdout ends (it died), or after the reach timeout.
-      await a.until("its own kill", () => false).catch(() => {});
-      const status = await a.stopped();
-      if (status.signal !== "SIGKILL") {
-        throw new Error(`A did not die after creating the child: ${JSON.stringify(status)}`);
-      }
-      const killed = new Set([a.pid]);
-      const b = new WorkerProcess("B", dir);
-      workers.push(b);
-      await b.until("ready", () => b.count("ready") > 0);
-      const kv = await Deno.openKv(`${dir}/weft.kv`);
-      let id: string;
-      try {
+      await sc.died(a, "after creating the child");
+      const b = await sc.ready("B");
+      const id = await readKvFile(`${sc.dir}/weft.kv`, async (kv) => {
         const parents = await Array.fromAsync(kv.list<RunRecord>({ prefix: keyLayout().runs() }));
-        id = parents.find((p) => p.value.workflow === PARENT_WORKFLOW)!.value.id;
-      } finally {
-        kv.close();
-      }
-      await b.finish([id], () => describeUnfinished(dir, workers));
-      const ev = await readEvidence(dir);
-      const problems: string[] = [];
-      const tally: TaskTally = { interruptedStarted: 0, interruptedUnstarted: 0 };
-      const childOf = checkChildren(ev, new Map([[0, id]]), killed, tally, problems);
-      const child = childOf.get(id);
-      const work = child && ev.steps.get(child.id)?.get("work");
-      const starts = ev.bodies.filter((e) => e.step === "work" && e.phase === "start");
-      if (a.all("body").some((e) => e.step === "work")) {
-        problems.push(`the child's body began in A before the kill`);
-      }
-      if (work?.attempts !== 2 || tally.interruptedUnstarted !== 1 || starts.length !== 1) {
-        problems.push(
-          `the child's step has ${work?.attempts} attempts, ${tally.interruptedUnstarted} ` +
-            `interrupted before its body, ${starts.length} bodies; expected 2, 1 and 1`,
-        );
-      }
-      if (problems.length > 0) fail(problems, "killed after the child's creation");
-    } finally {
-      for (const w of workers) await w[Symbol.asyncDispose]();
+        return parents.find((p) => p.value.workflow === PARENT_WORKFLOW)!.value.id;
+      });
+      await sc.finish(b, [id]);
+      return { a, id };
+    });
+    const { ev, problems } = await sc.evidence(PARENT_WORKFLOW, [id]);
+    const tally = newTally();
+    const childOf = checkChildren(ev, new Map([[0, id]]), sc.killed, tally, problems);
+    const child = childOf.get(id);
+    const work = child && ev.steps.get(child.id)?.get("work");
+    const starts = ev.bodies.filter((e) => e.step === "work" && e.phase === "start");
+    if (a.all("body").some((e) => e.step === "work")) {
+      problems.push(`the child's body began in A before the kill`);
     }
+    if (work?.attempts !== 2 || tally.interruptedUnstarted !== 1 || starts.length !== 1) {
+      problems.push(
+        `the child's step has ${work?.attempts} attempts, ${tally.interruptedUnstarted} ` +
+          `interrupted before its body, ${starts.length} bodies; expected 2, 1 and 1`,
+      );
+    }
+    sc.report(problems);
   });
 });
 
@@ -1431,12 +1296,9 @@ Deno.test({
   name:
     "control flow: an event stored by a process killed before delivering it still ends the wait",
 }, async () => {
-  await inTempDir("weft_cf_stored_", async (dir) => {
-    const workers: WorkerProcess[] = [];
-    try {
-      const a = new WorkerProcess("A", dir);
-      workers.push(a);
-      await a.until("ready", () => a.count("ready") > 0);
+  await scenario("weft_cf_stored_", ["event stored, then kill -9"], async (sc) => {
+    const { b, id } = await sc.drive(async () => {
+      const a = await sc.ready("A");
       const ids = await startRuns(a, WAIT_WORKFLOW, [{ n: 0, prepMs: 0 }]);
       const id = ids.get(0)!;
       await a.until(
@@ -1445,30 +1307,23 @@ Deno.test({
       );
       await a.send({ cmd: "arm", dieAfter: "event" });
       await a.send({ cmd: "signal", runId: id, payload: { n: 0, from: "A" }, key: "approve-0" });
-      // Returns once its stdout ends (it died), or after the reach timeout.
-      await a.until("its own kill", () => false).catch(() => {});
-      const status = await a.stopped();
-      if (status.signal !== "SIGKILL" || a.count("signaled") > 0) {
-        throw new Error(`A did not die after storing the event: ${JSON.stringify(status)}`);
-      }
-      const b = new WorkerProcess("B", dir);
-      workers.push(b);
-      await b.until("ready", () => b.count("ready") > 0);
+      await sc.died(a, "after storing the event");
+      if (a.count("signaled") > 0) throw new Error(`A answered the event before it died`);
+      const b = await sc.ready("B");
       // The client retries the send it got no answer to, with the same key.
       await b.send({ cmd: "signal", runId: id, payload: { n: 0, from: "B" }, key: "approve-0" });
       await b.until("the resend answered", () => b.count("signaled") > 0);
-      await b.finish([id], () => describeUnfinished(dir, workers));
-      const ev = await readEvidence(dir);
-      const run = ev.runs.find((r) => r.id === id);
-      const got = ev.outputs.get(id)?.get("approval") as { payload?: { from: string } };
-      const problems: string[] = [];
-      if (run?.status !== "succeeded") problems.push(`the run is ${run?.status}`);
-      if (!b.all("signaled")[0].duplicate) problems.push(`the resend was not a duplicate`);
-      if (got?.payload?.from !== "A") problems.push(`the wait took ${JSON.stringify(got)}`);
-      if ((ev.mailbox.get(id) ?? []).length > 0) problems.push(`events left in the mailbox`);
-      if (problems.length > 0) fail(problems, "event stored, then kill -9");
-    } finally {
-      for (const w of workers) await w[Symbol.asyncDispose]();
-    }
+      await sc.finish(b, [id]);
+      return { b, id };
+    });
+    const ev = await readEvidence(sc.dir);
+    const run = ev.runs.find((r) => r.id === id);
+    const got = ev.outputs.get(id)?.get("approval") as { payload?: { from: string } };
+    const problems: string[] = [];
+    if (run?.status !== "succeeded") problems.push(`the run is ${run?.status}`);
+    if (!b.all("signaled")[0].duplicate) problems.push(`the resend was not a duplicate`);
+    if (got?.payload?.from !== "A") problems.push(`the wait took ${JSON.stringify(got)}`);
+    if ((ev.mailbox.get(id) ?? []).length > 0) problems.push(`events left in the mailbox`);
+    sc.report(problems);
   });
 });

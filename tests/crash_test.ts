@@ -11,7 +11,17 @@
  *
  * @module
  */
-import { checkCommittedOnce, readSideLog, readStoredRuns, seeded } from "./_history_checks.ts";
+import {
+  checkCommittedOnce,
+  readKvFile,
+  readSideLog,
+  readStoredRuns,
+  seeded,
+  seedFromEnv,
+  throwViolations,
+} from "./_history_checks.ts";
+import { inTempDir } from "./_helpers.ts";
+import { FixtureProcess, type Reach, sleep } from "./_subprocess.ts";
 import { createEngine, FakeClock, type HistoryEvent, workflow } from "../mod.ts";
 import type { RunRecord, StepRecord } from "../engine/records.ts";
 import {
@@ -27,8 +37,6 @@ import {
   type StepOutput,
 } from "./fixtures/crash_workflows.ts";
 
-const ROOT = `${import.meta.dirname}/..`;
-const WORKER = `${import.meta.dirname}/fixtures/crash_worker.ts`;
 const RUNS = 50;
 const STEPS = Object.keys(DAG);
 /**
@@ -37,11 +45,7 @@ const STEPS = Object.keys(DAG);
  */
 const FINISH_TIMEOUT_MS = 15_000;
 
-const seedFromEnv = Deno.env.get("CRASH_SEED");
-const SEED = seedFromEnv ? Number(seedFromEnv) : Date.now() % 2 ** 31;
-console.log(`crash_test seed=${SEED} (replay with CRASH_SEED=${SEED})`);
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const SEED = seedFromEnv("CRASH_SEED", "crash_test");
 
 // ------------------------------------------------------------------ workers
 
@@ -55,43 +59,15 @@ type WorkerEvent =
   | { type: "waiting"; runId: string; step: string; attempt: number; nextAttemptAt: number }
   | { type: "finished"; runs: number; statuses: string[] };
 
-/** One worker process, its parsed stdout and its stderr. */
-class WorkerProcess implements AsyncDisposable {
-  readonly events: WorkerEvent[] = [];
-  readonly #child: Deno.ChildProcess;
-  readonly #reading: Promise<void>;
-  readonly #stderr: Promise<string>;
-  readonly #waiters = new Set<() => void>();
-  #ended = false;
-
+/** A `fixtures/crash_worker.ts` process in `mode`, on the KV file and side log of `dir`. */
+class WorkerProcess extends FixtureProcess<WorkerEvent> {
   constructor(mode: string, dir: string, arg?: string) {
-    this.#child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--config",
-        `${ROOT}/deno.json`,
-        WORKER,
-        mode,
-        `${dir}/weft.kv`,
-        `${dir}/side.log`,
-        ...(arg === undefined ? [] : [arg]),
-      ],
-      cwd: ROOT,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.#stderr = new Response(this.#child.stderr).text();
-    this.#reading = this.#read();
-  }
-
-  get pid(): number {
-    return this.#child.pid;
-  }
-
-  count(type: WorkerEvent["type"]): number {
-    return this.events.filter((e) => e.type === type).length;
+    super("crash_worker.ts", [
+      mode,
+      `${dir}/weft.kv`,
+      `${dir}/side.log`,
+      ...(arg === undefined ? [] : [arg]),
+    ], { role: mode });
   }
 
   /** Steps this worker started and has not reported committed or failed. */
@@ -99,77 +75,32 @@ class WorkerProcess implements AsyncDisposable {
     return this.count("start") - this.count("committed") - this.count("waiting");
   }
 
-  async #read(): Promise<void> {
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for await (const chunk of this.#child.stdout) {
-      buffer += decoder.decode(chunk, { stream: true });
-      for (let i = buffer.indexOf("\n"); i >= 0; i = buffer.indexOf("\n")) {
-        const line = buffer.slice(0, i);
-        buffer = buffer.slice(i + 1);
-        if (line.trim()) this.events.push(JSON.parse(line));
-        for (const w of this.#waiters) w();
-      }
+  /**
+   * Kills the worker once `reach` says it got where the test wanted it;
+   * throws if it did not get there or had exited before.
+   */
+  async killAfter(reach: Reach, context: string): Promise<void> {
+    if (reach !== "reached") {
+      throw new Error(`The ${this.role} worker ${reach} before the kill (${context})`);
     }
-    this.#ended = true;
-    for (const w of this.#waiters) w();
+    await this.mustKill(context);
   }
 
-  /** Resolves `true` as soon as `condition` holds, `false` if stdout ends first. */
-  until(condition: () => boolean): Promise<boolean> {
-    return new Promise((resolve) => {
-      const check = () => {
-        if (condition()) resolve(true);
-        else if (this.#ended) resolve(false);
-        else return;
-        this.#waiters.delete(check);
-      };
-      this.#waiters.add(check);
-      check();
-    });
-  }
-
-  /** Sends SIGKILL (if still running) and waits until the process is gone. */
-  async kill(): Promise<Deno.CommandStatus> {
-    try {
-      this.#child.kill("SIGKILL");
-    } catch {
-      // Already exited: the status says how.
-    }
-    return await this.#settle();
-  }
-
-  /** Waits for a normal exit; kills and throws if it takes longer than `timeoutMs`. */
-  async exit(timeoutMs: number): Promise<Deno.CommandStatus> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), timeoutMs);
-    });
-    const status = await Promise.race([this.#child.status, timedOut]);
-    clearTimeout(timer);
+  /** Waits for a normal exit; throws if it takes longer than `timeoutMs` or fails. */
+  async exit(timeoutMs: number, describe?: () => Promise<string>): Promise<void> {
+    const status = await this.exitWithin(timeoutMs);
     if (status === "timeout") {
-      await this.kill();
       throw new Error(
         `Worker ${this.pid} did not finish within ${timeoutMs} ms (a hang or a lost run)` +
+          `\n${await this.stderr()}${describe ? `\n${await describe()}` : ""}`,
+      );
+    }
+    if (!status.success) {
+      throw new Error(
+        `The ${this.role} worker failed (seed ${SEED}): ${JSON.stringify(status)}` +
           `\n${await this.stderr()}`,
       );
     }
-    return await this.#settle();
-  }
-
-  async #settle(): Promise<Deno.CommandStatus> {
-    const status = await this.#child.status;
-    await this.#reading;
-    await this.#stderr;
-    return status;
-  }
-
-  stderr(): Promise<string> {
-    return this.#stderr;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.kill();
   }
 }
 
@@ -187,13 +118,7 @@ interface Evidence {
 
 async function readEvidence(dir: string): Promise<Evidence> {
   const starts = await readSideLog<StartEntry>(`${dir}/side.log`);
-  // Every worker has exited: this process is the only one on the file.
-  const kv = await Deno.openKv(`${dir}/weft.kv`);
-  try {
-    return { ...(await readStoredRuns(kv)), starts };
-  } finally {
-    kv.close();
-  }
+  return { ...(await readKvFile(`${dir}/weft.kv`, readStoredRuns)), starts };
 }
 
 /** What the checks counted, for the scenario's own expectations. */
@@ -349,10 +274,24 @@ async function describeUnfinished(dir: string): Promise<string> {
 }
 
 function fail(problems: string[], context: string): never {
-  throw new Error(
-    `${problems.length} violation(s) (seed ${SEED}, ${context}):\n` +
-      problems.slice(0, 40).join("\n"),
-  );
+  throwViolations(problems, `seed ${SEED}, ${context}`);
+}
+
+/** Kills `worker` as soon as `condition` holds (it must, before the worker ends); returns its pid. */
+async function killedWhen(
+  worker: WorkerProcess,
+  condition: (w: WorkerProcess) => boolean,
+): Promise<number> {
+  await using w = worker;
+  await w.killAfter(await w.reach(() => condition(w)), `seed ${SEED}`);
+  return w.pid;
+}
+
+/** Runs a resumer on `dir` until it has finished every run and exited 0; returns it, gone. */
+async function resumed(dir: string): Promise<WorkerProcess> {
+  const last = new WorkerProcess("resume", dir);
+  await last.exit(FINISH_TIMEOUT_MS);
+  return last;
 }
 
 // ------------------------------------------------------------------ scenarios
@@ -365,9 +304,8 @@ interface CrashPlan {
 }
 
 async function crashScenario(plan: CrashPlan, random: () => number): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "weft_crash_" });
-  const notes: string[] = [`first kill: ${plan.firstKill}`];
-  try {
+  return await inTempDir("weft_crash_", async (dir) => {
+    const notes: string[] = [`first kill: ${plan.firstKill}`];
     const killed = new Set<number>();
     const acked = new Set<string>();
     const totalSteps = RUNS * STEPS.length;
@@ -375,41 +313,35 @@ async function crashScenario(plan: CrashPlan, random: () => number): Promise<str
     // 1. Start runs and kill the worker in the middle of its work.
     {
       await using first = new WorkerProcess("start", dir, String(RUNS));
-      let reached: boolean;
+      let reached: Reach;
       if (plan.firstKill === "starting") {
         const k = 1 + Math.floor(random() * 10);
-        reached = await first.until(() => first.count("ack") >= k);
+        reached = await first.reach(() => first.count("ack") >= k);
         await sleep(Math.floor(random() * 20));
         notes.push(`after ack ${k}`);
       } else if (plan.firstKill === "running") {
         const k = Math.floor(RUNS / 2 + random() * RUNS / 2);
-        reached = await first.until(() => first.count("ack") >= k && first.inFlight() > 0);
+        reached = await first.reach(() => first.count("ack") >= k && first.inFlight() > 0);
         const extra = Math.floor(random() * 120);
         await sleep(extra);
         notes.push(`after ack ${k} + ${extra} ms`);
       } else {
         const share = 0.55 + random() * 0.3;
-        reached = await first.until(() =>
+        reached = await first.reach(() =>
           first.count("committed") >= share * totalSteps && first.inFlight() > 0
         );
         notes.push(`after ${Math.round(share * 100)} % of steps committed`);
       }
-      const status = await first.kill();
-      if (!reached || status.signal !== "SIGKILL") {
-        throw new Error(
-          `The first worker ended before the kill (seed ${SEED}): ${JSON.stringify(status)}` +
-            `\n${await first.stderr()}`,
-        );
-      }
+      await first.killAfter(reached, `seed ${SEED}`);
       killed.add(first.pid);
-      for (const e of first.events) if (e.type === "ack") acked.add(e.runId);
+      for (const e of first.all("ack")) acked.add(e.runId);
       notes.push(`${acked.size} acked, ${first.inFlight()} in flight`);
     }
 
     // 2. Maybe kill the first resumer too: during boot, recovery, or its work.
     if (plan.killResumer) {
       await using second = new WorkerProcess("resume", dir);
-      await second.until(() => second.count("boot") > 0);
+      await second.reach(() => second.count("boot") > 0);
       const delay = Math.floor(random() * 300);
       await sleep(delay);
       const status = await second.kill();
@@ -424,15 +356,7 @@ async function crashScenario(plan: CrashPlan, random: () => number): Promise<str
     // 3. A resumer that finishes everything.
     {
       await using last = new WorkerProcess("resume", dir);
-      const status = await last.exit(FINISH_TIMEOUT_MS).catch(async (error) => {
-        throw new Error(`${error.message}\n${await describeUnfinished(dir)}`);
-      });
-      if (!status.success) {
-        throw new Error(
-          `The last resumer failed (seed ${SEED}): ${JSON.stringify(status)}` +
-            `\n${await last.stderr()}`,
-        );
-      }
+      await last.exit(FINISH_TIMEOUT_MS, () => describeUnfinished(dir));
     }
 
     // 4. The evidence.
@@ -450,9 +374,7 @@ async function crashScenario(plan: CrashPlan, random: () => number): Promise<str
     );
     if (problems.length > 0) fail(problems, notes.join("; "));
     return notes.join("; ");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 }
 
 Deno.test("engine recovers every run after kill -9 and never re-runs a committed step", async (t) => {
@@ -476,32 +398,22 @@ Deno.test("engine recovers every run after kill -9 and never re-runs a committed
 });
 
 Deno.test("engine keeps a retry's schedule across kill -9 during the wait", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "weft_crash_retry_" });
-  // The first is overdue when the restart comes; the others are still in the future.
-  const delays = [150, 1_100, 1_600, 2_400];
-  const problems: string[] = [];
-  try {
-    let killedPid: number;
-    {
-      await using first = new WorkerProcess("retry", dir, delays.join(","));
-      const reached = await first.until(() => first.count("waiting") >= delays.length);
-      const status = await first.kill();
-      if (!reached || status.signal !== "SIGKILL") {
-        throw new Error(`The retry worker ended before the kill: ${await first.stderr()}`);
-      }
-      killedPid = first.pid;
-    }
+  await inTempDir("weft_crash_retry_", async (dir) => {
+    // The first is overdue when the restart comes; the others are still in the future.
+    const delays = [150, 1_100, 1_600, 2_400];
+    const problems: string[] = [];
+    const killedPid = await killedWhen(
+      new WorkerProcess("retry", dir, delays.join(",")),
+      (w) => w.count("waiting") >= delays.length,
+    );
     // Widen the gap between "the original schedule" and "a schedule restarted at restart".
     await sleep(300);
-    let resumer: { pid: number; recoveringAt: number; readyAt: number };
-    {
-      await using last = new WorkerProcess("resume", dir);
-      const status = await last.exit(FINISH_TIMEOUT_MS);
-      if (!status.success) throw new Error(`The resumer failed: ${await last.stderr()}`);
-      const recovering = last.events.find((e) => e.type === "recovering")!;
-      const ready = last.events.find((e) => e.type === "ready")!;
-      resumer = { pid: last.pid, recoveringAt: recovering.at, readyAt: ready.at };
-    }
+    const last = await resumed(dir);
+    const resumer = {
+      pid: last.pid,
+      recoveringAt: last.all("recovering")[0].at,
+      readyAt: last.all("ready")[0].at,
+    };
 
     const ev = await readEvidence(dir);
     let futureAtRestart = 0;
@@ -560,9 +472,7 @@ Deno.test("engine keeps a retry's schedule across kill -9 during the wait", asyn
       );
     }
     if (problems.length > 0) fail(problems, "retry wait");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 // The README's rule: an interrupted attempt counts towards `maxAttempts`, so
@@ -570,23 +480,12 @@ Deno.test("engine keeps a retry's schedule across kill -9 during the wait", asyn
 // killed during its last allowed attempt therefore fails its run at the
 // restart: recorded, terminal, not re-run and not left hanging.
 Deno.test("engine fails a run whose step was killed during its last allowed attempt", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "weft_crash_last_" });
-  try {
-    let killedPid: number;
-    {
-      await using first = new WorkerProcess("last", dir);
-      const reached = await first.until(() => first.count("start") >= 1);
-      const status = await first.kill();
-      if (!reached || status.signal !== "SIGKILL") {
-        throw new Error(`The worker ended before the kill: ${await first.stderr()}`);
-      }
-      killedPid = first.pid;
-    }
-    {
-      await using last = new WorkerProcess("resume", dir);
-      const status = await last.exit(FINISH_TIMEOUT_MS);
-      if (!status.success) throw new Error(`The resumer failed: ${await last.stderr()}`);
-    }
+  await inTempDir("weft_crash_last_", async (dir) => {
+    const killedPid = await killedWhen(
+      new WorkerProcess("last", dir),
+      (w) => w.count("start") >= 1,
+    );
+    await resumed(dir);
     const ev = await readEvidence(dir);
     const run = ev.runs.find((r) => r.workflow === LAST_ATTEMPT_WORKFLOW);
     const step = run && ev.steps.get(run.id)!.get("only");
@@ -611,9 +510,7 @@ Deno.test("engine fails a run whose step was killed during its last allowed atte
       if (ev.active.length > 0) problems.push(`runs still active: ${ev.active.join()}`);
     }
     if (problems.length > 0) fail(problems, "last allowed attempt");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 // The sharpest moment of "kill -9 at any moment": the process dies as a
@@ -622,24 +519,17 @@ Deno.test("engine fails a run whose step was killed during its last allowed atte
 // and runs attempt 3; otherwise attempt 2 runs twice and its first execution
 // leaves no trace.
 Deno.test("engine records an attempt killed as its body starts and runs a new one", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "weft_crash_selfkill_" });
-  try {
+  await inTempDir("weft_crash_selfkill_", async (dir) => {
     let killedPid: number;
     {
       await using first = new WorkerProcess("selfkill", dir);
-      const status = await first.exit(FINISH_TIMEOUT_MS);
-      if (status.signal !== "SIGKILL") {
+      const status = await first.exitWithin(FINISH_TIMEOUT_MS);
+      if (status === "timeout" || status.signal !== "SIGKILL") {
         throw new Error(`The worker did not kill itself: ${JSON.stringify(status)}`);
       }
       killedPid = first.pid;
     }
-    let resumerPid: number;
-    {
-      await using last = new WorkerProcess("resume", dir);
-      const status = await last.exit(FINISH_TIMEOUT_MS);
-      if (!status.success) throw new Error(`The resumer failed: ${await last.stderr()}`);
-      resumerPid = last.pid;
-    }
+    const resumerPid = (await resumed(dir)).pid;
     const ev = await readEvidence(dir);
     const problems: string[] = [];
     const run = ev.runs.find((r) => r.workflow === SELF_KILL_WORKFLOW);
@@ -662,9 +552,7 @@ Deno.test("engine records an attempt killed as its body starts and runs a new on
       }
     }
     if (problems.length > 0) fail(problems, "attempt killed as its body starts");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 // Recovery resumes runs one by one. A step it finds ready while every slot is
