@@ -36,7 +36,16 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { checkCommittedOnce, readSideLog, readStoredRuns, seeded } from "./_history_checks.ts";
+import {
+  checkCommittedOnce,
+  readKvFile,
+  readSideLog,
+  readStoredRuns,
+  seeded,
+  seedFromEnv,
+  throwViolations,
+} from "./_history_checks.ts";
+import { type EventOf as FixtureEventOf, FixtureProcess, sleep } from "./_subprocess.ts";
 import { type HistoryEvent, TERMINAL_RUN_STATUSES } from "../mod.ts";
 import { keyLayout } from "../engine/keys.ts";
 import type { RunRecord, StepRecord } from "../engine/records.ts";
@@ -53,8 +62,6 @@ import {
   WORKER_SETTINGS,
 } from "./fixtures/multi_workflows.ts";
 
-const ROOT = `${import.meta.dirname}/..`;
-const WORKER = `${import.meta.dirname}/fixtures/multi_worker.ts`;
 const RUNS = 300;
 const STEPS = Object.keys(DAG);
 const { workerTimeoutMs } = WORKER_SETTINGS;
@@ -81,11 +88,7 @@ const HARD_DEADLINE_MS = 60_000;
 /** How long a worker may take to exit after SIGTERM. */
 const EXIT_TIMEOUT_MS = 10_000;
 
-const seedFromEnv = Deno.env.get("MULTI_SEED");
-const SEED = seedFromEnv ? Number(seedFromEnv) : Date.now() % 2 ** 31;
-console.log(`multi_worker_test seed=${SEED} (replay with MULTI_SEED=${SEED})`);
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+const SEED = seedFromEnv("MULTI_SEED", "multi_worker_test");
 
 // ------------------------------------------------------------------ workers
 
@@ -115,85 +118,31 @@ type WorkerEvent =
   }
   | { type: "closed"; at: number };
 
-type EventOf<T extends WorkerEvent["type"]> = Extract<WorkerEvent, { type: T }>;
+type EventOf<T extends WorkerEvent["type"]> = FixtureEventOf<WorkerEvent, T>;
 
 const bodyKey = (e: { runId: string; step: string; attempt: number }) =>
   `${e.runId}/${e.step}/${e.attempt}`;
 
-/** One worker process, its parsed stdout and its stderr. */
-class WorkerProcess implements AsyncDisposable {
-  readonly events: WorkerEvent[] = [];
+/**
+ * A `fixtures/multi_worker.ts` process in `mode` on the KV file and side log
+ * of `dir`, with the bodies it runs and when it last committed.
+ */
+class WorkerProcess extends FixtureProcess<WorkerEvent> {
   /** Bodies started and not yet ended, by `runId/step/attempt`. */
   readonly running = new Map<string, BodyEntry>();
   /** When this worker last reported a commit (its own clock), 0 before the first. */
   lastCommitAt = 0;
-  readonly #counts = new Map<string, number>();
-  readonly #child: Deno.ChildProcess;
-  readonly #reading: Promise<void>;
-  readonly #stderrReading: Promise<void>;
-  #stderr = "";
-  #exited = false;
 
-  constructor(readonly role: string, mode: "start" | "work", dir: string, runs?: number) {
-    this.#child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--config",
-        `${ROOT}/deno.json`,
-        WORKER,
-        mode,
-        `${dir}/weft.kv`,
-        `${dir}/side.log`,
-        ...(runs === undefined ? [] : [String(runs)]),
-      ],
-      cwd: ROOT,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.#child.status.then(() => this.#exited = true);
-    this.#reading = this.#read();
-    this.#stderrReading = this.#readStderr();
+  constructor(role: string, mode: "start" | "work", dir: string, runs?: number) {
+    super("multi_worker.ts", [
+      mode,
+      `${dir}/weft.kv`,
+      `${dir}/side.log`,
+      ...(runs === undefined ? [] : [String(runs)]),
+    ], { role });
   }
 
-  get pid(): number {
-    return this.#child.pid;
-  }
-
-  /** Whether the process has exited. */
-  get exited(): boolean {
-    return this.#exited;
-  }
-
-  count(type: WorkerEvent["type"]): number {
-    return this.#counts.get(type) ?? 0;
-  }
-
-  all<T extends WorkerEvent["type"]>(type: T): EventOf<T>[] {
-    return this.events.filter((e): e is EventOf<T> => e.type === type);
-  }
-
-  last<T extends WorkerEvent["type"]>(type: T): EventOf<T> | undefined {
-    return this.events.findLast((e): e is EventOf<T> => e.type === type);
-  }
-
-  async #read(): Promise<void> {
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for await (const chunk of this.#child.stdout) {
-      buffer += decoder.decode(chunk, { stream: true });
-      for (let i = buffer.indexOf("\n"); i >= 0; i = buffer.indexOf("\n")) {
-        const line = buffer.slice(0, i);
-        buffer = buffer.slice(i + 1);
-        if (line.trim()) this.#record(JSON.parse(line));
-      }
-    }
-  }
-
-  #record(event: WorkerEvent): void {
-    this.events.push(event);
-    this.#counts.set(event.type, this.count(event.type) + 1);
+  protected override onEvent(event: WorkerEvent): void {
     if (event.type === "body") {
       if (event.phase === "start") this.running.set(bodyKey(event), event);
       else this.running.delete(bodyKey(event));
@@ -202,74 +151,26 @@ class WorkerProcess implements AsyncDisposable {
     }
   }
 
-  async #readStderr(): Promise<void> {
-    const decoder = new TextDecoder();
-    for await (const chunk of this.#child.stderr) {
-      this.#stderr += decoder.decode(chunk, { stream: true });
-    }
-  }
-
-  /** The last `lines` lines of stderr so far. */
-  stderrTail(lines = 15): string {
-    return this.#stderr.trimEnd().split("\n").slice(-lines).join("\n");
-  }
-
-  /** Sends a signal; a process that has exited ignores it. */
-  signal(signal: "SIGSTOP" | "SIGCONT" | "SIGTERM"): void {
-    try {
-      this.#child.kill(signal);
-    } catch (error) {
-      if (!this.#exited) throw error;
-    }
-  }
-
-  /** Sends SIGKILL (if still running; a stopped process dies too) and waits until it is gone. */
-  async kill(): Promise<Deno.CommandStatus> {
-    try {
-      this.#child.kill("SIGKILL");
-    } catch {
-      // Already exited: the status says how.
-    }
-    return await this.#settle();
-  }
-
   /** Sends SIGTERM and waits for the exit; kills and throws after `timeoutMs`. */
   async terminate(timeoutMs: number): Promise<Deno.CommandStatus> {
     this.signal("SIGTERM");
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), timeoutMs);
-    });
-    const status = await Promise.race([this.#child.status, timedOut]);
-    clearTimeout(timer);
+    const status = await this.exitWithin(timeoutMs);
     if (status === "timeout") {
-      await this.kill();
       throw new Error(
         `The ${this.role} worker (pid ${this.pid}) did not exit within ${timeoutMs} ms of ` +
           `SIGTERM (seed ${SEED})\n${this.stderrTail()}`,
       );
     }
-    return await this.#settle();
-  }
-
-  async #settle(): Promise<Deno.CommandStatus> {
-    const status = await this.#child.status;
-    await this.#reading;
-    await this.#stderrReading;
     return status;
   }
 
   /** One line about what this worker did, for failure messages. */
   describe(): string {
     const stats = this.last("stats");
-    return `${this.role} (pid ${this.pid}${this.#exited ? ", exited" : ""}): ` +
+    return `${this.role} (pid ${this.pid}${this.exited ? ", exited" : ""}): ` +
       `${this.count("ack")} acks, ${this.all("body").filter((b) => b.phase === "start").length} ` +
       `bodies started, ${this.running.size} in flight, ${this.count("committed")} commits; ` +
       `last stats ${JSON.stringify(stats ?? null)}`;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.kill();
   }
 }
 
@@ -290,17 +191,14 @@ interface Evidence {
 async function readEvidence(dir: string): Promise<Evidence> {
   const bodies = await readSideLog<BodyEntry>(`${dir}/side.log`);
   // Every worker has exited: this process is the only one on the file.
-  const kv = await Deno.openKv(`${dir}/weft.kv`);
-  try {
+  return await readKvFile(`${dir}/weft.kv`, async (kv) => {
     const keys = keyLayout();
     const leftovers: string[] = [];
     for (const prefix of [keys.dueIndex(), keys.allOwned()]) {
       for await (const entry of kv.list({ prefix })) leftovers.push(entry.key.join("/"));
     }
     return { ...(await readStoredRuns(kv)), leftovers, bodies };
-  } finally {
-    kv.close();
-  }
+  });
 }
 
 /** Counts runs by status, reading the KV file the workers are writing. */
@@ -723,12 +621,7 @@ Deno.test("workers on one KV file survive SIGKILL and SIGSTOP: every run once, f
     await sleep(extraMs);
     const killedInFlight = killed.running.size;
     const killAt = Date.now();
-    const killStatus = await killed.kill();
-    assert.equal(
-      killStatus.signal,
-      "SIGKILL",
-      `the killed worker ended before its kill (seed ${SEED}): ${JSON.stringify(killStatus)}`,
-    );
+    await killed.mustKill(`seed ${SEED}`);
     notes.push(
       `SIGKILL ${killAt - contAt} ms after SIGCONT, after ack ${starter.count("ack")}, ` +
         `${killedInFlight} bodies in flight`,
@@ -828,11 +721,7 @@ Deno.test("workers on one KV file survive SIGKILL and SIGSTOP: every run once, f
         }`,
       ].join("\n"),
     );
-    if (problems.length > 0) {
-      assert.fail(
-        `${problems.length} violation(s) (${context()}):\n${problems.slice(0, 40).join("\n")}`,
-      );
-    }
+    if (problems.length > 0) throwViolations(problems, context());
   } finally {
     for (const w of workers) await w.kill();
     pollKv?.close();
