@@ -13,6 +13,7 @@ import {
   workflow,
 } from "../mod.ts";
 import { testEngine, waitFor } from "./_helpers.ts";
+import { approvalWorkflow, lateWaitWorkflow } from "./fixtures/wait_workflows.ts";
 
 const DAY = 24 * 3600_000;
 
@@ -118,24 +119,7 @@ Deno.test("durable sleep: until a computed time, past the KV queue's 30-day limi
   assert.deepEqual(done.steps["until-renewal"].output, { until: new Date(at).toISOString() });
 });
 
-const approval = workflow("approval", { input: z.object({ doc: z.string() }) })
-  .step("submit", ({ input }) => ({ doc: input.doc }))
-  .waitForEvent("decision", {
-    needs: ["submit"],
-    event: "decided",
-    schema: z.object({ approved: z.boolean(), by: z.string() }),
-    timeoutMs: 3 * DAY,
-  })
-  .step(
-    "record",
-    { needs: ["decision"] },
-    ({ results }) =>
-      results.decision.timedOut
-        ? "expired"
-        : `${
-          results.decision.payload.approved ? "approved" : "rejected"
-        } by ${results.decision.payload.by}`,
-  );
+const approval = approvalWorkflow({ timeoutMs: 3 * DAY });
 
 Deno.test("wait for an event: a signal ends the wait with its payload; the run waits on disk", async () => {
   await using t = await testEngine([approval]);
@@ -172,17 +156,7 @@ Deno.test("wait for an event: its timeout ends it with a timed-out marker", asyn
 Deno.test("wait for an event: one sent before the wait starts is kept for it", async () => {
   let release!: () => void;
   const gate = new Promise<void>((r) => release = r);
-  const wf = workflow("early")
-    .step("slow", async () => {
-      await gate;
-      return 1;
-    })
-    .waitForEvent("go", { needs: ["slow"], event: "go", schema: z.object({ n: z.number() }) })
-    .step(
-      "after",
-      { needs: ["go"] },
-      ({ results }) => results.go.timedOut ? -1 : results.go.payload.n,
-    );
+  const wf = lateWaitWorkflow("early", gate);
   await using t = await testEngine([wf]);
   const run = await t.engine.start("early", {});
   await waitFor(async () => (await t.engine.get(run.id)).steps.slow.status === "running");

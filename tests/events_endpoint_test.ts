@@ -6,53 +6,21 @@
  * while a refused one stores nothing.
  */
 import assert from "node:assert/strict";
-import type { Hono } from "hono";
-import { z } from "zod";
-import { createEngine, type Engine, NonRetryableError, workflow } from "../mod.ts";
+import { NonRetryableError, workflow } from "../mod.ts";
 import { keyLayout } from "../engine/keys.ts";
-import { type AppOptions, createApp } from "../http/app.ts";
-import { ErrorBodySchema, RunSnapshotSchema, SignalResultSchema } from "../http/schemas.ts";
+import type { AppOptions } from "../http/app.ts";
+import { RunSnapshotSchema, SignalResultSchema } from "../http/schemas.ts";
 import { waitFor } from "./_helpers.ts";
+import { approvalWorkflow, lateWaitWorkflow } from "./fixtures/wait_workflows.ts";
+import { type AppHarness as Harness, appHarness, fails, ok, TOKEN, UNKNOWN_ID } from "./_app.ts";
 
-const TOKEN = "s3cret-token";
-const UNKNOWN_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
 const ULID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
-
-const Decision = z.object({ approved: z.boolean(), by: z.string() });
-
-interface Harness extends AsyncDisposable {
-  app: Hono;
-  engine: Engine;
-  kv: Deno.Kv;
-  /** Lets the gated steps and compensations finish. */
-  openGate(): void;
-}
 
 /** Workflows made per test, so no test shares a gate with another. */
 function testWorkflows() {
   const gate = Promise.withResolvers<void>();
-  const approval = workflow("approval", { input: z.object({ doc: z.string() }) })
-    .step("submit", ({ input }) => input.doc)
-    .waitForEvent("decision", { needs: ["submit"], event: "decided", schema: Decision })
-    .step(
-      "record",
-      { needs: ["decision"] },
-      ({ results }) =>
-        results.decision.timedOut
-          ? "expired"
-          : `${
-            results.decision.payload.approved ? "approved" : "rejected"
-          } by ${results.decision.payload.by}`,
-    );
   // Its wait begins only once the gate opens.
-  const late = workflow("late")
-    .step("slow", async () => await gate.promise)
-    .waitForEvent("go", { needs: ["slow"], event: "go", schema: z.object({ n: z.number() }) })
-    .step(
-      "after",
-      { needs: ["go"] },
-      ({ results }) => results.go.timedOut ? -1 : results.go.payload.n,
-    );
+  const late = lateWaitWorkflow("late", gate.promise);
   // Fails at once and stays compensating until the gate opens.
   const undo = workflow("undo")
     .step("book", { compensate: async () => await gate.promise }, () => "booked")
@@ -60,25 +28,12 @@ function testWorkflows() {
     .step("charge", { needs: ["book"], retry: { maxAttempts: 1 } }, () => {
       throw new NonRetryableError("card declined");
     });
-  return { gate, workflows: [approval, late, undo] };
+  return { gate, workflows: [approvalWorkflow(), late, undo] };
 }
 
-async function setup(options: Omit<AppOptions, "engine"> = {}): Promise<Harness> {
-  const { gate, workflows } = testWorkflows();
-  const kv = await Deno.openKv(":memory:");
-  const engine = await createEngine({ kv, workflows, maxInputBytes: 2048 });
-  const app = createApp({ engine, maxBodyBytes: 8192, ...options });
-  return {
-    app,
-    engine,
-    kv,
-    openGate: () => gate.resolve(),
-    async [Symbol.asyncDispose]() {
-      gate.resolve();
-      await engine.close();
-      kv.close();
-    },
-  };
+/** The app over this file's workflows; the gate holds their slow steps and compensations. */
+function setup(options: Omit<AppOptions, "engine"> = {}): Promise<Harness> {
+  return appHarness(testWorkflows(), options);
 }
 
 function send(
@@ -93,27 +48,6 @@ function send(
     body,
     headers: { "content-type": "application/json", ...headers },
   }));
-}
-
-async function ok<T extends z.ZodType>(
-  res: Response,
-  status: number,
-  schema: T,
-): Promise<z.output<T>> {
-  const text = await res.text();
-  assert.equal(res.status, status, `expected ${status}, got ${res.status}: ${text}`);
-  assert.match(res.headers.get("content-type") ?? "", /^application\/json/);
-  return schema.parse(JSON.parse(text));
-}
-
-/** Asserts an error response: its status, code and shape. */
-async function fails(res: Response, status: number, code: string) {
-  const text = await res.text();
-  assert.equal(res.status, status, `expected ${status} ${code}, got ${res.status}: ${text}`);
-  const { error } = ErrorBodySchema.parse(JSON.parse(text));
-  assert.equal(error.code, code);
-  assert.ok(error.message.length > 0);
-  return error;
 }
 
 /** Starts an `approval` run and waits until it waits for its event. */

@@ -17,8 +17,8 @@ import { order } from "../workflows/order.ts";
 import { type AppOptions, createApp } from "../http/app.ts";
 import { MAX_JSON_DEPTH } from "../http/body.ts";
 import { LOGIN_PATH, LOGOUT_PATH } from "../dashboard/login.tsx";
+import { type AppHarness as Harness, appHarness, fails, ok, TOKEN, UNKNOWN_ID } from "./_app.ts";
 import {
-  ErrorBodySchema,
   HealthSchema,
   RunPageSchema,
   RunSnapshotSchema,
@@ -26,17 +26,6 @@ import {
   WorkflowInfoSchema,
   WorkflowListSchema,
 } from "../http/schemas.ts";
-
-const TOKEN = "s3cret-token";
-const UNKNOWN_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
-
-interface Harness extends AsyncDisposable {
-  app: Hono;
-  engine: Engine;
-  kv: Deno.Kv;
-  /** Lets every `gated` step finish. */
-  openGate(): void;
-}
 
 /** Workflows made per test, so no test shares state with another. */
 function testWorkflows() {
@@ -63,31 +52,12 @@ function testWorkflows() {
   return { gate, workflows: [echo, gated, custom, order, short] };
 }
 
-async function setup(
+/** The app over this file's workflows; the gate holds every `gated` step. */
+function setup(
   options: Omit<AppOptions, "engine"> = {},
   engineOptions: Partial<EngineOptions> = {},
 ): Promise<Harness> {
-  const { gate, workflows } = testWorkflows();
-  const kv = await Deno.openKv(":memory:");
-  const engine = await createEngine({
-    kv,
-    workflows,
-    maxInputBytes: 2048,
-    shutdownGraceMs: 1_000,
-    ...engineOptions,
-  });
-  const app = createApp({ engine, maxBodyBytes: 8192, ...options });
-  return {
-    app,
-    engine,
-    kv,
-    openGate: () => gate.resolve(),
-    async [Symbol.asyncDispose]() {
-      gate.resolve();
-      await engine.close();
-      kv.close();
-    },
-  };
+  return appHarness(testWorkflows(), options, { shutdownGraceMs: 1_000, ...engineOptions });
 }
 
 function post(
@@ -97,31 +67,6 @@ function post(
   headers: Record<string, string> = { "content-type": "application/json" },
 ): Promise<Response> {
   return Promise.resolve(app.request(path, { method: "POST", body, headers }));
-}
-
-async function ok<T extends z.ZodType>(
-  res: Response,
-  status: number,
-  schema: T,
-): Promise<z.output<T>> {
-  const text = await res.text();
-  assert.equal(res.status, status, `expected ${status}, got ${res.status}: ${text}`);
-  assert.match(res.headers.get("content-type") ?? "", /^application\/json/);
-  return schema.parse(JSON.parse(text));
-}
-
-/** Asserts an error response: its status, code and exact shape. */
-async function fails(res: Response, status: number, code: string) {
-  const text = await res.text();
-  assert.equal(res.status, status, `expected ${status} ${code}, got ${res.status}: ${text}`);
-  assert.match(res.headers.get("content-type") ?? "", /^application\/json/);
-  const body = JSON.parse(text);
-  assert.deepEqual(Object.keys(body), ["error"]);
-  for (const key of Object.keys(body.error)) assert.ok(["code", "message", "issues"].includes(key));
-  const { error } = ErrorBodySchema.parse(body);
-  assert.equal(error.code, code);
-  assert.ok(error.message.length > 0);
-  return error;
 }
 
 async function start(app: Hono, name: string, input: unknown, headers?: Record<string, string>) {
