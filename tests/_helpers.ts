@@ -18,6 +18,37 @@ export function deferred<T = void>() {
   return { promise, resolve, reject };
 }
 
+/**
+ * `kv`, except that every atomic commit first asks `failure`: when it
+ * returns an error, the commit rejects with it and writes nothing, as on a
+ * full or failing disk. Everything else goes to `kv`.
+ */
+export function failingCommits(kv: Deno.Kv, failure: () => Error | undefined): Deno.Kv {
+  const opHandler: ProxyHandler<Deno.AtomicOperation> = {
+    get(op, prop, receiver) {
+      if (prop === "commit") {
+        return () => {
+          const error = failure();
+          return error ? Promise.reject(error) : op.commit();
+        };
+      }
+      const value = Reflect.get(op, prop);
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        value.apply(op, args);
+        return receiver;
+      };
+    },
+  };
+  return new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "atomic") return () => new Proxy(target.atomic(), opHandler);
+      const value = Reflect.get(target, prop);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
 /** Runs `fn` in a new temporary directory named from `prefix`, removed afterwards. */
 export async function inTempDir<T>(prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await Deno.makeTempDir({ prefix });

@@ -16,7 +16,7 @@ import {
   UnknownWorkflowError,
   workflow,
 } from "../mod.ts";
-import { deferred, testEngine, waitFor } from "./_helpers.ts";
+import { deferred, failingCommits, testEngine, waitFor } from "./_helpers.ts";
 
 Deno.test("engine runs the issue's order usage as written, with typed results", async () => {
   const realFetch = globalThis.fetch;
@@ -597,31 +597,12 @@ Deno.test("engine keeps a step's newest errors within a bounded record", async (
 /** A KV handle whose next `failures` commits throw, as a full disk would. */
 function flakyKv(kv: Deno.Kv) {
   const state = { failures: 0 };
-  const opHandler: ProxyHandler<Deno.AtomicOperation> = {
-    get(op, prop, receiver) {
-      if (prop === "commit") {
-        return () => {
-          if (state.failures === 0) return op.commit();
-          state.failures--;
-          return Promise.reject(new Error("disk full (simulated)"));
-        };
-      }
-      const value = Reflect.get(op, prop);
-      if (typeof value !== "function") return value;
-      return (...args: unknown[]) => {
-        value.apply(op, args);
-        return receiver;
-      };
-    },
+  const failure = () => {
+    if (state.failures === 0) return undefined;
+    state.failures--;
+    return new Error("disk full (simulated)");
   };
-  const proxy = new Proxy(kv, {
-    get(target, prop) {
-      if (prop === "atomic") return () => new Proxy(target.atomic(), opHandler);
-      const value = Reflect.get(target, prop);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  });
-  return { kv: proxy, state };
+  return { kv: failingCommits(kv, failure), state };
 }
 
 Deno.test("engine reloads a run from KV after a failed write, running no attempt twice", async () => {

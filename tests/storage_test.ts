@@ -10,7 +10,7 @@ import { createEngine, StorageFullError, workflow } from "../mod.ts";
 import { attachQueueHandler } from "../engine/queue_listener.ts";
 import { StorageGuard } from "../engine/storage.ts";
 import { FakeClock } from "../engine/clock.ts";
-import { testEngine, waitFor } from "./_helpers.ts";
+import { failingCommits, testEngine, waitFor } from "./_helpers.ts";
 
 const MIN = 1_000_000;
 
@@ -111,27 +111,8 @@ Deno.test("StorageGuard marks the store full on a disk-full write error until a 
 /** A KV handle whose commits throw `message` while `state.failing`. */
 function failingKv(kv: Deno.Kv, message: string) {
   const state = { failing: false };
-  const opHandler: ProxyHandler<Deno.AtomicOperation> = {
-    get(op, prop, receiver) {
-      if (prop === "commit") {
-        return () => state.failing ? Promise.reject(new TypeError(message)) : op.commit();
-      }
-      const value = Reflect.get(op, prop);
-      if (typeof value !== "function") return value;
-      return (...args: unknown[]) => {
-        value.apply(op, args);
-        return receiver;
-      };
-    },
-  };
-  const proxy = new Proxy(kv, {
-    get(target, prop) {
-      if (prop === "atomic") return () => new Proxy(target.atomic(), opHandler);
-      const value = Reflect.get(target, prop);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  });
-  return { kv: proxy, state };
+  const failure = () => state.failing ? new TypeError(message) : undefined;
+  return { kv: failingCommits(kv, failure), state };
 }
 
 Deno.test("cancel reaches a run this worker still leases after its writes kept failing", async () => {
