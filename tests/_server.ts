@@ -1,4 +1,4 @@
-/** A `server.ts` child process on a real port, for end-to-end tests. */
+/** A `server.ts` child process (a server on a real port, or a worker), for end-to-end tests. */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 
@@ -47,19 +47,30 @@ export function startRecord(stdout: string, field: "url" | "workerId"): LogLine 
   return logLines(stdout).find((r) => r.logger === "weft.server" && field in r.properties);
 }
 
-/** A server child process, killed on dispose if still running. */
+/** A server (or worker) child process, killed on dispose if still running. */
 export class ServerProcess implements AsyncDisposable {
-  readonly url: URL;
+  readonly #url: URL | undefined;
   readonly #child: Deno.ChildProcess;
   readonly #drained: Promise<unknown>;
   readonly #out: Output;
   #status?: Deno.CommandStatus;
 
-  private constructor(child: Deno.ChildProcess, drained: Promise<unknown>, out: Output, url: URL) {
+  private constructor(
+    child: Deno.ChildProcess,
+    drained: Promise<unknown>,
+    out: Output,
+    url: URL | undefined,
+  ) {
     this.#child = child;
     this.#drained = drained;
     this.#out = out;
-    this.url = url;
+    this.#url = url;
+  }
+
+  /** The address the server listens on. A worker has none: it throws. */
+  get url(): URL {
+    if (!this.#url) throw new TypeError("A worker (--worker) listens on no address");
+    return this.#url;
   }
 
   /** Everything the server printed to stdout so far. */
@@ -72,8 +83,13 @@ export class ServerProcess implements AsyncDisposable {
     return this.#out.stderr;
   }
 
-  /** Starts `server.ts` with `args` and resolves once it prints its start line. */
+  /**
+   * Starts `server.ts` with `args` and resolves once it prints its start
+   * record: with a `url` for a server, a `workerId` for a worker (`--worker`
+   * in `args`).
+   */
   static async start(args: string[]): Promise<ServerProcess> {
+    const field = args.includes("--worker") ? "workerId" : "url";
     const child = new Deno.Command(Deno.execPath(), {
       args: [...SERVE, ...args],
       cwd: ROOT,
@@ -83,13 +99,13 @@ export class ServerProcess implements AsyncDisposable {
       env: { NO_COLOR: "1" },
     }).spawn();
     const out: Output = { stdout: "", stderr: "" };
-    const listening = Promise.withResolvers<URL>();
+    const listening = Promise.withResolvers<LogLine>();
     const drained = Promise.all([
       drain(child.stdout, (text) => {
         out.stdout += text;
         // The start record: stdout is JSON Lines (see `logLines`).
-        const started = startRecord(out.stdout, "url");
-        if (started) listening.resolve(new URL(started.properties.url as string));
+        const started = startRecord(out.stdout, field);
+        if (started) listening.resolve(started);
       }),
       drain(child.stderr, (text) => out.stderr += text),
     ]).finally(() => listening.reject(new Error(`server exited: ${out.stderr}`)));
@@ -101,7 +117,8 @@ export class ServerProcess implements AsyncDisposable {
       );
     });
     try {
-      const url = await Promise.race([listening.promise, deadline]);
+      const { properties } = await Promise.race([listening.promise, deadline]);
+      const url = field === "url" ? new URL(properties.url as string) : undefined;
       return new ServerProcess(child, drained, out, url);
     } catch (error) {
       try {
@@ -117,8 +134,18 @@ export class ServerProcess implements AsyncDisposable {
     }
   }
 
+  /** Requests `path` of the server. */
   fetch(path: string, init?: RequestInit): Promise<Response> {
     return fetch(new URL(path, this.url), init);
+  }
+
+  /** POSTs `body` to `path` of the server as JSON. */
+  post(path: string, body: unknown): Promise<Response> {
+    return this.fetch(path, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
   }
 
   /** Sends `signal` and resolves with the exit status once the process ended. */

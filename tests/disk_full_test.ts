@@ -39,6 +39,44 @@ function fillUp(path: string): number {
   return written;
 }
 
+/** What {@linkcode onSmallDisk} hands its test. */
+interface SmallDisk {
+  /** A scratch directory, not on the tmpfs. */
+  dir: string;
+  /** Where the tmpfs is mounted. */
+  mnt: string;
+  /** The server, its KV file `kv.sqlite3` on the tmpfs. */
+  server: ServerProcess;
+}
+
+/**
+ * Mounts a 16 MB tmpfs, starts a server of the hardening workflows with its
+ * KV file there and a 2 MB free-space reserve, and runs `fn`; then stops the
+ * server, unmounts the tmpfs and removes what is left.
+ */
+async function onSmallDisk(fn: (disk: SmallDisk) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "weft_disk_" });
+  const mnt = join(dir, "mnt");
+  await Deno.mkdir(mnt);
+  await sh("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mnt);
+  try {
+    await using server = await ServerProcess.start([
+      "--port",
+      "0",
+      "--kv",
+      join(mnt, "kv.sqlite3"),
+      "--workflows",
+      join(ROOT, "tests/fixtures/hardening_workflows.ts"),
+      "--min-free-bytes",
+      String(2 * 1024 * 1024),
+    ]);
+    await fn({ dir, mnt, server });
+  } finally {
+    await sh("umount", mnt).catch((error) => console.error(error));
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 async function eventually<T>(
   what: string,
   probe: () => Promise<T | undefined>,
@@ -57,29 +95,11 @@ Deno.test({
   name: "server on a full disk stays up: writes 503, reads 200, work resumes once space is freed",
   ignore: !isRoot,
   async fn(t) {
-    const dir = await Deno.makeTempDir({ prefix: "weft_disk_" });
-    const mnt = join(dir, "mnt");
-    await Deno.mkdir(mnt);
-    await sh("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mnt);
-    const filler = join(mnt, "filler");
-    const gate = join(dir, "gate-open");
-    try {
-      await using server = await ServerProcess.start([
-        "--port",
-        "0",
-        "--kv",
-        join(mnt, "kv.sqlite3"),
-        "--workflows",
-        join(ROOT, "tests/fixtures/hardening_workflows.ts"),
-        "--min-free-bytes",
-        String(2 * 1024 * 1024),
-      ]);
+    await onSmallDisk(async ({ dir, mnt, server }) => {
+      const filler = join(mnt, "filler");
+      const gate = join(dir, "gate-open");
       const start = (workflow: string, input: unknown) =>
-        server.fetch(`/workflows/${workflow}/runs`, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify(input),
-        });
+        server.post(`/workflows/${workflow}/runs`, input);
       const health = async () => await json(await server.fetch("/healthz"), 200);
       assert.equal((await health()).status, "ok");
 
@@ -185,10 +205,7 @@ Deno.test({
           assert.doesNotMatch(server.stderr, /panicked/);
         },
       );
-    } finally {
-      await sh("umount", mnt).catch((error) => console.error(error));
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });
 
@@ -197,31 +214,13 @@ Deno.test({
     "server on a full disk survives a queue message that falls due (the reserve file makes room)",
   ignore: !isRoot,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "weft_disk_" });
-    const mnt = join(dir, "mnt");
-    await Deno.mkdir(mnt);
-    await sh("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mnt);
-    const filler = join(mnt, "filler");
-    try {
-      await using server = await ServerProcess.start([
-        "--port",
-        "0",
-        "--kv",
-        join(mnt, "kv.sqlite3"),
-        "--workflows",
-        join(ROOT, "tests/fixtures/hardening_workflows.ts"),
-        "--min-free-bytes",
-        String(2 * 1024 * 1024),
-      ]);
+    await onSmallDisk(async ({ mnt, server }) => {
+      const filler = join(mnt, "filler");
       assert.equal((await Deno.stat(join(mnt, "kv.sqlite3.reserve"))).size, 512 * 1024);
       // A retry 4 s away: the run waits in the due index, and the KV queue
       // holds its alarm, which Deno's queue thread moves (a write) when due.
       const created = await json(
-        await server.fetch("/workflows/later/runs", {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify({ retryMs: 4_000 }),
-        }),
+        await server.post("/workflows/later/runs", { retryMs: 4_000 }),
         201,
       );
       await eventually("the retry to be scheduled", async () => {
@@ -249,9 +248,6 @@ Deno.test({
           ),
       );
       assert.equal((await server.stop("SIGTERM")).code, 0, server.stderr);
-    } finally {
-      await sh("umount", mnt).catch((error) => console.error(error));
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });

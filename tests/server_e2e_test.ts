@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { parseConfig, UsageError } from "../server.ts";
-import { drain, json, logLines, ROOT, SERVE, ServerProcess, startRecord } from "./_server.ts";
+import { json, logLines, ROOT, SERVE, ServerProcess } from "./_server.ts";
 
 const MOD_URL = new URL("../mod.ts", import.meta.url).href;
 
@@ -81,11 +81,7 @@ Deno.test("server runs the order workflow over HTTP and keeps its runs across a 
 
       // Killed right after it is stored: it resumes (or has finished) on the next start.
       const inFlight = await json(
-        await server.fetch("/workflows/order/runs", {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify({ orderId: "B2", amount: 5 }),
-        }),
+        await server.post("/workflows/order/runs", { orderId: "B2", amount: 5 }),
         201,
       );
       inFlightId = inFlight.id;
@@ -156,14 +152,8 @@ Deno.test("server in JSON mode writes only JSON lines to stdout: start, access, 
       "--kv",
       join(dir, "kv.sqlite3"),
     ]);
-    const start = async (input: unknown) => {
-      const res = await server.fetch("/workflows/order/runs", {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify(input),
-      });
-      return (await json(res, 201)).id as string;
-    };
+    const start = async (input: unknown) =>
+      (await json(await server.post("/workflows/order/runs", input), 201)).id as string;
     const flaky = await start({ orderId: "flaky-1", amount: 5 });
     const declined = await start({ orderId: "D1", amount: 20_000 });
     const wait = async (id: string) =>
@@ -239,43 +229,18 @@ Deno.test("servers and a worker share one KV file: a run started on one ends on 
     await using second = await ServerProcess.start(["--port", "0", "--kv", kvPath]);
     // A run started on the first is read, and waited for, through the second.
     const created = await json(
-      await first.fetch("/workflows/order/runs", {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ orderId: "S1", amount: 7 }),
-      }),
+      await first.post("/workflows/order/runs", { orderId: "S1", amount: 7 }),
       201,
     );
     const done = await json(await second.fetch(`/runs/${created.id}/wait?timeoutMs=20000`), 200);
     assert.equal(done.status, "succeeded");
     assert.equal(done.output.orderId, "S1");
     // A worker process without HTTP joins the same file.
-    const worker = new Deno.Command(Deno.execPath(), {
-      args: [...SERVE, "--worker", "--kv", kvPath],
-      cwd: ROOT,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).spawn();
-    const out = { stdout: "", stderr: "" };
-    const ready = Promise.withResolvers<void>();
-    const drained = Promise.all([
-      drain(worker.stdout, (text) => {
-        out.stdout += text;
-        if (startRecord(out.stdout, "workerId")) ready.resolve();
-      }),
-      drain(worker.stderr, (text) => out.stderr += text),
-    ]).finally(() => ready.reject(new Error(`worker exited: ${out.stderr}`)));
-    await ready.promise;
-    assert.doesNotMatch(out.stdout, /listening/);
+    await using worker = await ServerProcess.start(["--worker", "--kv", kvPath]);
+    assert.doesNotMatch(worker.stdout, /listening/);
     // The first server dies with a run in flight; the others carry it on.
     const inFlight = await json(
-      await first.fetch("/workflows/order/runs", {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ orderId: "S2", amount: 8 }),
-      }),
+      await first.post("/workflows/order/runs", { orderId: "S2", amount: 8 }),
       201,
     );
     await first.stop("SIGKILL");
@@ -285,9 +250,7 @@ Deno.test("servers and a worker share one KV file: a run started on one ends on 
     );
     assert.equal(carried.status, "succeeded");
     assert.equal(carried.output.orderId, "S2");
-    worker.kill("SIGTERM");
-    assert.equal((await worker.status).code, 0, out.stderr);
-    await drained;
+    assert.equal((await worker.stop("SIGTERM")).code, 0, worker.stderr);
     assert.equal((await second.stop("SIGTERM")).code, 0, second.stderr);
   } finally {
     await Deno.remove(dir, { recursive: true });
