@@ -134,6 +134,11 @@ export class ServerProcess implements AsyncDisposable {
     }
   }
 
+  /** Starts a server on a free port of 127.0.0.1 over the KV file `kvPath`, with `args` too. */
+  static serve(kvPath: string, args: string[] = []): Promise<ServerProcess> {
+    return ServerProcess.start(["--port", "0", "--kv", kvPath, ...args]);
+  }
+
   /** Requests `path` of the server. */
   fetch(path: string, init?: RequestInit): Promise<Response> {
     return fetch(new URL(path, this.url), init);

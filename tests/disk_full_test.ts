@@ -60,11 +60,7 @@ async function onSmallDisk(fn: (disk: SmallDisk) => Promise<void>): Promise<void
   await Deno.mkdir(mnt);
   await sh("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mnt);
   try {
-    await using server = await ServerProcess.start([
-      "--port",
-      "0",
-      "--kv",
-      join(mnt, "kv.sqlite3"),
+    await using server = await ServerProcess.serve(join(mnt, "kv.sqlite3"), [
       "--workflows",
       join(ROOT, "tests/fixtures/hardening_workflows.ts"),
       "--min-free-bytes",

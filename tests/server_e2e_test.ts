@@ -26,14 +26,13 @@ async function runServer(args: string[]) {
 Deno.test("server runs the order workflow over HTTP and keeps its runs across a SIGKILL", async (t) => {
   const dir = await Deno.makeTempDir({ prefix: "weft_e2e_" });
   const kvPath = join(dir, "nested", "weft.sqlite3");
-  const args = ["--port", "0", "--kv", kvPath];
   try {
     let runId = "";
     let finished: unknown;
     let inFlightId = "";
 
     await t.step("first start: drive an order to succeeded, then SIGKILL", async () => {
-      await using server = await ServerProcess.start(args);
+      await using server = await ServerProcess.serve(kvPath);
       assert.notEqual(server.url.port, "0");
       assert.equal(server.url.hostname, "127.0.0.1");
       const [banner] = logLines(server.stdout);
@@ -92,7 +91,7 @@ Deno.test("server runs the order workflow over HTTP and keeps its runs across a 
     });
 
     await t.step("second start on the same KV: the same run, then SIGTERM exits 0", async () => {
-      await using server = await ServerProcess.start(args);
+      await using server = await ServerProcess.serve(kvPath);
       const again = await json(await server.fetch(`/runs/${runId}`), 200);
       assert.deepEqual(again, finished);
       const resumed = await json(
@@ -116,11 +115,7 @@ Deno.test("server runs the order workflow over HTTP and keeps its runs across a 
 Deno.test("server with a token refuses requests without it and SIGINT exits 0", async () => {
   const dir = await Deno.makeTempDir({ prefix: "weft_e2e_" });
   try {
-    await using server = await ServerProcess.start([
-      "--port",
-      "0",
-      "--kv",
-      join(dir, "kv.sqlite3"),
+    await using server = await ServerProcess.serve(join(dir, "kv.sqlite3"), [
       "--token",
       "e2e-secret",
     ]);
@@ -146,12 +141,7 @@ Deno.test("server with a token refuses requests without it and SIGINT exits 0", 
 Deno.test("server in JSON mode writes only JSON lines to stdout: start, access, retry and failure records", async (t) => {
   const dir = await Deno.makeTempDir({ prefix: "weft_e2e_" });
   try {
-    await using server = await ServerProcess.start([
-      "--port",
-      "0",
-      "--kv",
-      join(dir, "kv.sqlite3"),
-    ]);
+    await using server = await ServerProcess.serve(join(dir, "kv.sqlite3"));
     const start = async (input: unknown) =>
       (await json(await server.post("/workflows/order/runs", input), 201)).id as string;
     const flaky = await start({ orderId: "flaky-1", amount: 5 });
@@ -225,8 +215,8 @@ Deno.test("servers and a worker share one KV file: a run started on one ends on 
   const dir = await Deno.makeTempDir({ prefix: "weft_e2e_" });
   try {
     const kvPath = join(dir, "kv.sqlite3");
-    await using first = await ServerProcess.start(["--port", "0", "--kv", kvPath]);
-    await using second = await ServerProcess.start(["--port", "0", "--kv", kvPath]);
+    await using first = await ServerProcess.serve(kvPath);
+    await using second = await ServerProcess.serve(kvPath);
     // A run started on the first is read, and waited for, through the second.
     const created = await json(
       await first.post("/workflows/order/runs", { orderId: "S1", amount: 7 }),

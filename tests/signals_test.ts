@@ -13,11 +13,8 @@ for (const [first, second] of [["SIGTERM", "SIGTERM"], ["SIGINT", "SIGTERM"]] as
   Deno.test(`server given ${first} then ${second} ends its grace period early and charges nothing`, async () => {
     const dir = await Deno.makeTempDir({ prefix: "weft_signals_" });
     const gate = join(dir, "gate-open");
+    const kvPath = join(dir, "kv.sqlite3");
     const args = [
-      "--port",
-      "0",
-      "--kv",
-      join(dir, "kv.sqlite3"),
       "--workflows",
       join(ROOT, "tests/fixtures/hardening_workflows.ts"),
       "--grace-ms",
@@ -26,15 +23,8 @@ for (const [first, second] of [["SIGTERM", "SIGTERM"], ["SIGINT", "SIGTERM"]] as
     try {
       let runId = "";
       {
-        await using server = await ServerProcess.start(args);
-        const created = await json(
-          await server.fetch("/workflows/gated/runs", {
-            method: "POST",
-            headers: { "content-type": "application/json" },
-            body: JSON.stringify({ gate }),
-          }),
-          201,
-        );
+        await using server = await ServerProcess.serve(kvPath, args);
+        const created = await json(await server.post("/workflows/gated/runs", { gate }), 201);
         runId = created.id;
         for (;;) {
           const run = await json(await server.fetch(`/runs/${runId}`), 200);
@@ -51,7 +41,7 @@ for (const [first, second] of [["SIGTERM", "SIGTERM"], ["SIGINT", "SIGTERM"]] as
         assert.equal(status.code, 0, server.stderr);
         assert.match(server.stderr, /Second signal: ending the grace period now/);
       }
-      await using again = await ServerProcess.start(args);
+      await using again = await ServerProcess.serve(kvPath, args);
       const before = await json(await again.fetch(`/runs/${runId}`), 200);
       assert.match(before.steps.hold.errors[0].error.message, /interrupted by engine shut down/);
       await Deno.writeTextFile(gate, "open");
