@@ -20,6 +20,18 @@ export interface FixtureEvent {
   type: string;
 }
 
+/**
+ * What `crash_worker.ts` and `control_flow_worker.ts` print as they start
+ * (`boot`, `recovering` once the KV file is open and `createEngine` begins,
+ * `ready` once it returned) and as they end (`finished`, with the statuses
+ * of the runs they waited for).
+ */
+export type LifecycleEvent =
+  | { type: "boot"; pid: number; at: number }
+  | { type: "recovering"; at: number }
+  | { type: "ready"; at: number }
+  | { type: "finished"; runs: number; statuses: string[] };
+
 /** The events of `E` whose type is `T`. */
 export type EventOf<E extends FixtureEvent, T extends E["type"]> = Extract<E, { type: T }>;
 

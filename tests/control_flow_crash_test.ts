@@ -36,13 +36,14 @@ import {
   readStoredRuns,
   seeded,
   seedFromEnv,
+  type StoredRuns,
   throwViolations,
 } from "./_history_checks.ts";
 import { inTempDir } from "./_helpers.ts";
-import { FixtureProcess, sleep } from "./_subprocess.ts";
+import { FixtureProcess, type LifecycleEvent, sleep } from "./_subprocess.ts";
 import type { HistoryEvent } from "../mod.ts";
 import { keyLayout } from "../engine/keys.ts";
-import type { RunRecord, StepRecord } from "../engine/records.ts";
+import type { RunRecord } from "../engine/records.ts";
 import {
   type BodyEntry,
   type BodyOutput,
@@ -73,9 +74,7 @@ const SEED = seedFromEnv("CF_CRASH_SEED", "control_flow_crash_test");
 // ------------------------------------------------------------------ workers
 
 type WorkerEvent =
-  | { type: "boot"; pid: number; at: number }
-  | { type: "recovering"; at: number }
-  | { type: "ready"; at: number }
+  | LifecycleEvent
   | { type: "ack"; runId: string; key: string; at: number }
   | {
     type: "signaled";
@@ -96,8 +95,7 @@ type WorkerEvent =
     at: number;
     nextAttemptAt?: number;
   }
-  | { type: "armed"; dieAfter: string }
-  | { type: "finished"; runs: number; statuses: string[] };
+  | { type: "armed"; dieAfter: string };
 
 /**
  * A `fixtures/control_flow_worker.ts` process on the KV file and side log of
@@ -259,12 +257,8 @@ async function startRuns(
 
 // ------------------------------------------------------------------ reading the evidence
 
-interface Evidence {
-  runs: RunRecord[];
-  active: string[];
-  steps: Map<string, Map<string, StepRecord>>;
-  outputs: Map<string, Map<string, unknown>>;
-  history: Map<string, HistoryEvent[]>;
+/** What the workers left: the stored runs, and more. */
+interface Evidence extends StoredRuns {
   /** Events left in each run's mailbox (not taken), by run. */
   mailbox: Map<string, unknown[]>;
   /** Every side-log line, in file order. */

@@ -18,12 +18,12 @@ import {
   readStoredRuns,
   seeded,
   seedFromEnv,
+  type StoredRuns,
   throwViolations,
 } from "./_history_checks.ts";
 import { inTempDir } from "./_helpers.ts";
-import { FixtureProcess, type Reach, sleep } from "./_subprocess.ts";
+import { FixtureProcess, type LifecycleEvent, type Reach, sleep } from "./_subprocess.ts";
 import { createEngine, FakeClock, type HistoryEvent, workflow } from "../mod.ts";
-import type { RunRecord, StepRecord } from "../engine/records.ts";
 import {
   CRASH_WORKFLOW,
   DAG,
@@ -50,14 +50,11 @@ const SEED = seedFromEnv("CRASH_SEED", "crash_test");
 // ------------------------------------------------------------------ workers
 
 type WorkerEvent =
-  | { type: "boot"; pid: number; at: number }
-  | { type: "recovering"; at: number }
-  | { type: "ready"; at: number }
+  | LifecycleEvent
   | { type: "ack"; runId: string; index: number }
   | ({ type: "start" } & StartEntry)
   | { type: "committed"; runId: string; step: string; attempt: number }
-  | { type: "waiting"; runId: string; step: string; attempt: number; nextAttemptAt: number }
-  | { type: "finished"; runs: number; statuses: string[] };
+  | { type: "waiting"; runId: string; step: string; attempt: number; nextAttemptAt: number };
 
 /** A `fixtures/crash_worker.ts` process in `mode`, on the KV file and side log of `dir`. */
 class WorkerProcess extends FixtureProcess<WorkerEvent> {
@@ -106,12 +103,8 @@ class WorkerProcess extends FixtureProcess<WorkerEvent> {
 
 // ------------------------------------------------------------------ reading the evidence
 
-interface Evidence {
-  runs: RunRecord[];
-  active: string[];
-  steps: Map<string, Map<string, StepRecord>>;
-  outputs: Map<string, Map<string, unknown>>;
-  history: Map<string, HistoryEvent[]>;
+/** What the workers left: the stored runs, and more. */
+interface Evidence extends StoredRuns {
   /** Side log lines by `runId/step`. */
   starts: Map<string, StartEntry[]>;
 }

@@ -43,12 +43,13 @@ import {
   readStoredRuns,
   seeded,
   seedFromEnv,
+  type StoredRuns,
   throwViolations,
 } from "./_history_checks.ts";
 import { type EventOf as FixtureEventOf, FixtureProcess, sleep } from "./_subprocess.ts";
-import { type HistoryEvent, TERMINAL_RUN_STATUSES } from "../mod.ts";
+import { TERMINAL_RUN_STATUSES } from "../mod.ts";
 import { keyLayout } from "../engine/keys.ts";
-import type { RunRecord, StepRecord } from "../engine/records.ts";
+import type { RunRecord } from "../engine/records.ts";
 import {
   type BodyEntry,
   DAG,
@@ -176,14 +177,10 @@ class WorkerProcess extends FixtureProcess<WorkerEvent> {
 
 // ------------------------------------------------------------------ reading the evidence
 
-interface Evidence {
-  runs: RunRecord[];
-  active: string[];
+/** What the workers left: the stored runs, and more. */
+interface Evidence extends StoredRuns {
   /** Entries left in the due index and in the per-worker lease lists. */
   leftovers: string[];
-  steps: Map<string, Map<string, StepRecord>>;
-  outputs: Map<string, Map<string, unknown>>;
-  history: Map<string, HistoryEvent[]>;
   /** Side-log lines by `runId/step`, starts and ends, in file order. */
   bodies: Map<string, BodyEntry[]>;
 }
