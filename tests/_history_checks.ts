@@ -84,6 +84,30 @@ export function throwViolations(problems: readonly string[], context: string): n
   );
 }
 
+/** How {@linkcode runPlans} names and runs each plan of a scenario. */
+export interface PlanSteps<P> {
+  /** The plans, in order. */
+  plans: readonly P[];
+  /** The step's name for a plan. */
+  name: (plan: P) => string;
+  /** Runs the scenario of a plan, throwing on a violation; returns its notes. */
+  run: (plan: P) => Promise<string>;
+}
+
+/**
+ * Runs a scenario once per plan, each as a step of `t`, printing its notes;
+ * stops at the first failed step: one failure says enough, and the next
+ * plans would only add time (a hang costs each its whole timeout).
+ */
+export async function runPlans<P>(t: Deno.TestContext, steps: PlanSteps<P>): Promise<void> {
+  for (const plan of steps.plans) {
+    const passed = await t.step(steps.name(plan), async () => {
+      console.log(`  ${await steps.run(plan)}`);
+    });
+    if (!passed) break;
+  }
+}
+
 /** mulberry32: a small seeded generator, enough to vary kill and stop moments. */
 export function seeded(seed: number): () => number {
   let a = seed >>> 0;

@@ -34,6 +34,7 @@ import {
   readKvFile,
   readSideLogLines,
   readStoredRuns,
+  runPlans,
   seeded,
   seedFromEnv,
   type StoredRuns,
@@ -579,13 +580,11 @@ Deno.test("control flow: durable sleeps survive kill -9 and end on time, once", 
     { kill: "all-asleep" as const, killResumer: false },
     { kill: "some-awake" as const, killResumer: true },
   ];
-  for (const plan of plans) {
-    const passed = await t.step(
-      `kill when ${plan.kill}${plan.killResumer ? ", then kill the resumer" : ""}`,
-      async () => console.log(`  ${await sleepScenario(plan, random)}`),
-    );
-    if (!passed) break;
-  }
+  await runPlans(t, {
+    plans,
+    name: (plan) => `kill when ${plan.kill}${plan.killResumer ? ", then kill the resumer" : ""}`,
+    run: (plan) => sleepScenario(plan, random),
+  });
 });
 
 // ------------------------------------------------------------------ wait for an event
@@ -757,12 +756,11 @@ async function waitScenario(random: () => number): Promise<string> {
 
 Deno.test("control flow: events sent around kill -9 are each taken once, none lost", async (t) => {
   const random = seeded(SEED + 1);
-  for (let i = 1; i <= 2; i++) {
-    const passed = await t.step(`iteration ${i}`, async () => {
-      console.log(`  ${await waitScenario(random)}`);
-    });
-    if (!passed) break;
-  }
+  await runPlans(t, {
+    plans: [1, 2],
+    name: (i) => `iteration ${i}`,
+    run: () => waitScenario(random),
+  });
 });
 
 // ------------------------------------------------------------------ compensation
@@ -934,13 +932,11 @@ async function sagaScenario(plan: { kill: SagaKill }, random: () => number): Pro
 
 Deno.test("control flow: a compensation chain cut by kill -9 carries on in order, each once", async (t) => {
   const random = seeded(SEED + 2);
-  for (const kill of ["mid-chain", "early"] as const) {
-    const passed = await t.step(
-      `kill ${kill}${kill === "early" ? ", then kill the resumer" : ""}`,
-      async () => console.log(`  ${await sagaScenario({ kill }, random)}`),
-    );
-    if (!passed) break;
-  }
+  await runPlans(t, {
+    plans: ["mid-chain", "early"] as const,
+    name: (kill) => `kill ${kill}${kill === "early" ? ", then kill the resumer" : ""}`,
+    run: (kill) => sagaScenario({ kill }, random),
+  });
 });
 
 // ------------------------------------------------------------------ dynamic fan-out
@@ -1066,13 +1062,11 @@ async function mapScenario(plan: { killResumer: boolean }, random: () => number)
 
 Deno.test("control flow: a map cut by kill -9 redoes no finished item and commits each once", async (t) => {
   const random = seeded(SEED + 4);
-  for (const killResumer of [false, true]) {
-    const passed = await t.step(
-      `kill mid-way${killResumer ? ", then kill the resumer mid-way" : ""}`,
-      async () => console.log(`  ${await mapScenario({ killResumer }, random)}`),
-    );
-    if (!passed) break;
-  }
+  await runPlans(t, {
+    plans: [false, true],
+    name: (killResumer) => `kill mid-way${killResumer ? ", then kill the resumer mid-way" : ""}`,
+    run: (killResumer) => mapScenario({ killResumer }, random),
+  });
 });
 
 // ------------------------------------------------------------------ sub-workflows
@@ -1228,13 +1222,12 @@ async function childScenario(plan: { killResumer: boolean }, random: () => numbe
 
 Deno.test("control flow: a child start cut by kill -9 starts one child, and the parent gets its result", async (t) => {
   const random = seeded(SEED + 3);
-  for (const killResumer of [false, true]) {
-    const passed = await t.step(
+  await runPlans(t, {
+    plans: [false, true],
+    name: (killResumer) =>
       `kill while children start${killResumer ? ", then kill the resumer" : ""}`,
-      async () => console.log(`  ${await childScenario({ killResumer }, random)}`),
-    );
-    if (!passed) break;
-  }
+    run: (killResumer) => childScenario({ killResumer }, random),
+  });
 });
 
 // The sharpest moment: the process dies right after the write that records

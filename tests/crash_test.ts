@@ -16,6 +16,7 @@ import {
   readKvFile,
   readSideLog,
   readStoredRuns,
+  runPlans,
   seeded,
   seedFromEnv,
   type StoredRuns,
@@ -377,17 +378,12 @@ Deno.test("engine recovers every run after kill -9 and never re-runs a committed
     { firstKill: "running", killResumer: true },
     { firstKill: "late", killResumer: random() < 0.5 },
   ];
-  for (const plan of plans) {
-    const passed = await t.step(
+  await runPlans(t, {
+    plans,
+    name: (plan) =>
       `kill while ${plan.firstKill}${plan.killResumer ? ", then kill the resumer" : ""}`,
-      async () => {
-        const notes = await crashScenario(plan, random);
-        console.log(`  ${notes}`);
-      },
-    );
-    // One failure says enough; the next scenarios would only add time (a hang costs 15 s).
-    if (!passed) break;
-  }
+    run: (plan) => crashScenario(plan, random),
+  });
 });
 
 Deno.test("engine keeps a retry's schedule across kill -9 during the wait", async () => {
