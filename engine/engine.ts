@@ -556,6 +556,10 @@ class WeftEngine implements Engine {
       tracing: this.#tracing,
       whenWritable: () => this.#storage.whenWritable(),
       queueAllowed: () => this.#storage.writable,
+      lease: {
+        fresh: () => this.#membership.fresh(),
+        confirm: () => this.#membership.confirm(),
+      },
     });
     this.#events.subscribe((e) => this.#countRetries(e));
     this.#events.subscribe((e) => this.#traceRunEnd(e));

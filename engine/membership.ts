@@ -126,6 +126,8 @@ export class Membership {
   >();
   /** This worker's heartbeats that landed since it registered. */
   #landed = 0;
+  /** When the last heartbeat (or the registration) that landed was sent, on this worker's clock. */
+  #beatSentAt = -Infinity;
   #fence: Fence | undefined;
   #beat = 0;
   #ticks = 0;
@@ -175,6 +177,7 @@ export class Membership {
       record.pid = this.#process.pid;
     }
     const key = this.#keys.worker(id);
+    const sentAt = this.#clock.now();
     const result = await commitRetryingLocked(this.#kv, (a) =>
       a.check({ key, versionstamp: null })
         .set(key, record)
@@ -183,6 +186,7 @@ export class Membership {
     this.#fence = { workerId: id, check: { key, versionstamp: result.versionstamp } };
     this.#batcher.fence = this.#fence;
     this.#beat = 0;
+    this.#beatSentAt = sentAt;
     log.debug("Worker {workerId} registered", { workerId: id });
     return id;
   }
@@ -197,6 +201,33 @@ export class Membership {
       this.tick().finally(() => this.#schedule(this.#heartbeatMs));
       end?.();
     }, 0);
+  }
+
+  /**
+   * Whether no other worker can have declared this one dead yet: its last
+   * heartbeat that landed was sent less than half the death timeout ago.
+   * Others count silence from when they first saw that heartbeat, so until
+   * then this worker's leases are its own (clocks running at the same rate).
+   */
+  fresh(): boolean {
+    return this.#clock.now() - this.#beatSentAt < this.#timeoutMs / 2;
+  }
+
+  /**
+   * Writes a new heartbeat, started after any in flight (which may have been
+   * sent before a freeze); resolves once it landed, or once this worker
+   * learned it was fenced.
+   *
+   * @throws {Error} when the heartbeat could not be written (this worker
+   * then cannot know whether its leases are still its own).
+   */
+  async confirm(): Promise<void> {
+    await this.#ticking;
+    const fence = this.#fence;
+    await this.tick();
+    if (this.#fence === fence && !this.fresh()) {
+      throw new Error("this worker's heartbeat could not be written");
+    }
   }
 
   /** One heartbeat and one look at the other workers; exposed for tests. */
@@ -266,6 +297,7 @@ export class Membership {
     const fence = this.#fence;
     if (!fence) return;
     const beat = ++this.#beat;
+    const sentAt = this.#clock.now();
     const result = await commitRetryingLocked(
       this.#kv,
       (a) =>
@@ -274,8 +306,10 @@ export class Membership {
           beat,
         }),
     );
-    if (result.ok) this.#landed++;
-    else if (this.#fence === fence) this.#onFenced(fence);
+    if (result.ok) {
+      this.#landed++;
+      this.#beatSentAt = Math.max(this.#beatSentAt, sentAt);
+    } else if (this.#fence === fence) this.#onFenced(fence);
   }
 
   /** Whether a worker's process is known to be gone from this host. */

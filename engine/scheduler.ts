@@ -103,6 +103,25 @@ export interface SchedulerOptions {
   whenWritable?: () => Promise<void>;
   /** Whether sweep messages may be enqueued now (free space is above the reserve). @default {always} */
   queueAllowed?: () => boolean;
+  /**
+   * Whether this worker's leases are surely still its own, and how to make
+   * sure when they may not be (see {@linkcode LeaseCheck}). @default {always fresh}
+   */
+  lease?: LeaseCheck;
+}
+
+/**
+ * How a worker knows, before a step body starts, that the run's lease is
+ * still its own. A process frozen (SIGSTOP, a VM pause, a long GC) between
+ * the commit that recorded an attempt and the call of its body may have been
+ * declared dead meanwhile, and the attempt given to another worker: the body
+ * must not start then.
+ */
+export interface LeaseCheck {
+  /** True while no other worker can have declared this one dead (its last heartbeat is recent). */
+  fresh(): boolean;
+  /** Writes a heartbeat now; this worker's fenced handler has run if it was fenced. */
+  confirm(): Promise<void>;
 }
 
 /** A run with nothing in flight that is due again within this stays held, on its timer. */
@@ -141,6 +160,7 @@ export class Scheduler {
   /** Runs kept in memory whatever they wait for (being cancelled). */
   readonly #pinned = new Set<LiveRun>();
   readonly #launch: LaunchOptions;
+  readonly #lease: LeaseCheck | undefined;
   readonly #live = new Map<string, LiveRun>();
   readonly #ulid = monotonicFactory();
   #closing = false;
@@ -180,6 +200,7 @@ export class Scheduler {
     this.#children = options.children;
     this.#whenWritable = options.whenWritable ?? (() => Promise.resolve());
     this.#queueAllowed = options.queueAllowed ?? (() => true);
+    this.#lease = options.lease;
     this.#launch = {
       clock: options.clock,
       batcher: options.batcher,
@@ -562,7 +583,32 @@ export class Scheduler {
     live.readyBy.delete(step.name);
     // The body runs only once its attempt is on disk, so a crash at any
     // moment finds the attempt recorded and reruns it as a new one.
-    txn.after.push(() => launchAttempt({ live, step, running }, this.#launch));
+    txn.after.push(() => this.#launchHeld(live, step, running));
+  }
+
+  /**
+   * Starts an attempt's body, unless this worker may have lost the run's
+   * lease since the attempt was written: after a freeze longer than half the
+   * death timeout it first writes a heartbeat, and starts the body only if
+   * it was not fenced (a fence drops every run held).
+   */
+  #launchHeld(live: LiveRun, step: StepDefinition, running: RunningAttempt): void {
+    const lease = this.#lease;
+    if (!lease || lease.fresh()) return void launchAttempt({ live, step, running }, this.#launch);
+    const end = this.#activity?.begin();
+    lease.confirm().then(
+      () => {
+        if (this.#stopped || live.dead || live.running.get(step.name) !== running) return;
+        launchAttempt({ live, step, running }, this.#launch);
+      },
+      (error) => {
+        log.warn("Could not confirm this worker's lease; run {runId} is reloaded: {error}", {
+          runId: live.record.id,
+          error,
+        });
+        if (!live.dead) this.#resync(live, error);
+      },
+    ).finally(() => end?.());
   }
 
   /** Gives the attempt's slot back; true if it was still the current attempt. */
@@ -614,7 +660,12 @@ export class Scheduler {
       input: () => live.input,
       results: () => this.#resultsOf(live, step.needs),
       transition: (next, event) =>
-        this.#recordStep(txn, live, { step: step.name, next, ...event, at: this.#clock.now() }),
+        this.#recordStep(txn, live, {
+          step: step.name,
+          next,
+          ...event,
+          at: event.at ?? this.#clock.now(),
+        }),
       startAttempt: () => this.#tryStart(txn, live, step),
       update: (next) => {
         live.steps.set(step.name, next);

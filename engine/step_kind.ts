@@ -61,11 +61,19 @@ export interface StepKindContext {
   random(): number;
   /**
    * Records the step's next state (a legal transition of its status) and
-   * its history event.
+   * its history event, dated `event.at` (default: now). A kind that read the
+   * clock to compute the record passes that reading, so the event and the
+   * record agree (a retry's `nextAttemptAt - at` is its delay).
    */
   transition(
     next: StepRecord,
-    event: { attempt: number; error?: ErrorData; nextAttemptAt?: number; durationMs?: number },
+    event: {
+      attempt: number;
+      error?: ErrorData;
+      nextAttemptAt?: number;
+      durationMs?: number;
+      at?: number;
+    },
   ): void;
   /** Changes the step's record without a history event (bookkeeping, such as when to look again). */
   update(next: StepRecord): void;

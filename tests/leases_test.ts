@@ -259,6 +259,128 @@ Deno.test("a worker starved itself declares nobody dead on waking: silence count
   }
 });
 
+/**
+ * `kv` whose next commit that writes a run record resolves only when
+ * `frozen` does: as if the process froze right after that commit was durable.
+ */
+function freezingAfterRunWrite(kv: Deno.Kv, frozen: Promise<void>): Deno.Kv {
+  let armed = true;
+  const runs = keyLayout().runs();
+  const isRunKey = (key: Deno.KvKey) =>
+    key.length === runs.length + 1 && runs.every((part, i) => key[i] === part);
+  return new Proxy(kv, {
+    get(target, prop) {
+      if (prop !== "atomic") {
+        const value = Reflect.get(target, prop);
+        return typeof value === "function" ? value.bind(target) : value;
+      }
+      return () => {
+        const op = target.atomic();
+        let writesRun = false;
+        const proxy: Deno.AtomicOperation = new Proxy(op, {
+          get(o, p) {
+            if (p === "commit") {
+              return async () => {
+                const result = await o.commit();
+                if (armed && writesRun && result.ok) {
+                  armed = false;
+                  await frozen;
+                }
+                return result;
+              };
+            }
+            if (p === "set") {
+              return (key: Deno.KvKey, value: unknown, options?: { expireIn?: number }) => {
+                if (isRunKey(key)) writesRun = true;
+                o.set(key, value, options);
+                return proxy;
+              };
+            }
+            const value = Reflect.get(o, p);
+            if (typeof value !== "function") return value;
+            return (...args: unknown[]) => {
+              value.apply(o, args);
+              return proxy;
+            };
+          },
+        });
+        return proxy;
+      };
+    },
+  });
+}
+
+Deno.test("a worker frozen between recording an attempt and starting its body starts no body once fenced", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_frozen_" });
+  const path = join(dir, "kv.sqlite3");
+  const starts: number[] = [];
+  const gates: (() => void)[] = [];
+  const wf = workflow("long").step("s", { timeoutMs: 3_600_000 }, async ({ attempt }) => {
+    starts.push(attempt);
+    await new Promise<void>((resolve) => gates.push(resolve));
+    return `attempt ${attempt}`;
+  });
+  const frozen = deferred();
+  const kvA = await Deno.openKv(path);
+  const kvB = await Deno.openKv(path);
+  const clockA = new FakeClock();
+  const clockB = new FakeClock();
+  const settings = {
+    workflows: [wf],
+    heartbeatIntervalMs: 1_000,
+    workerTimeoutMs: 5_000,
+    pollIntervalMs: 100,
+    detectDeadProcesses: false,
+  };
+  const a = await createEngine({
+    ...settings,
+    kv: freezingAfterRunWrite(kvA, frozen.promise),
+    clock: clockA,
+  });
+  const b = await createEngine({ ...settings, kv: kvB, clock: clockB });
+  try {
+    await a.idle();
+    // A writes the run with its first attempt running, then "freezes".
+    const started = a.start("long", null);
+    await waitFor(
+      async () => (await Array.fromAsync(kvB.list({ prefix: keyLayout().runs() }))).length === 1,
+      "the run and its attempt on disk",
+    );
+    // B sees A silent past the timeout, fences it and runs attempt 2.
+    // (B's idle() would wait for that body: real pauses instead.)
+    for (let i = 0; i < 8 && b.stats().fencedOthers === 0; i++) {
+      await clockB.advance(1_000);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(b.stats().fencedOthers, 1, "B declared A dead");
+    await waitFor(() => starts.includes(2), "B runs attempt 2", 5_000);
+    // A wakes 6 s later, its timers due, and carries on from the commit.
+    clockA.tick(6_000);
+    frozen.resolve();
+    const run = await started;
+    await waitFor(() => a.stats().fenced === 1, "A learns it was fenced");
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(starts, [2], "attempt 1's body never started: A's lease was gone");
+    gates[0]();
+    const done = await b.result(run.id);
+    assert.equal(done.output, "attempt 2");
+    const history = await b.history(run.id);
+    const interrupted = history.find((e) => e.type === "step" && e.to === "waiting");
+    assert.equal(
+      interrupted?.type === "step" && interrupted.error?.name,
+      "AttemptInterruptedError",
+    );
+  } finally {
+    for (const g of gates) g();
+    frozen.resolve();
+    await a.close({ graceMs: 0 });
+    await b.close({ graceMs: 0 });
+    kvA.close();
+    kvB.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("cancel of a run held by another worker reaches it through that worker's inbox", async () => {
   const dir = await Deno.makeTempDir({ prefix: "weft_inbox_" });
   const wf = workflow("held").step(

@@ -409,7 +409,9 @@ function checkEvidence(ev: Evidence, tl: Timeline, problems: string[]): Findings
         if (!byKill && !byStop) {
           problems.push(
             `${at}: attempt ${k} ran in ${start.pid} (started ${start.at}, ended ${end?.at}), ` +
-              `which was neither killed nor stopped then, yet was interrupted (${error.message})`,
+              `which was neither killed nor stopped then, yet was interrupted (${error.message}); ` +
+              `killed pid ${tl.killedPid} at ${tl.killAt}, stopped pid ${tl.stoppedPid} first at ` +
+              `${tl.firstStopAt}, last at ${tl.stopAt}, continued at ${tl.contAt}`,
           );
           continue;
         }

@@ -49,14 +49,14 @@ function attemptFailed(
     const nextAttemptAt = now + delayMs;
     ctx.transition(
       { ...rec, status: transitionStep(rec.status, "waiting"), errors, nextAttemptAt },
-      { attempt, error: data, nextAttemptAt, durationMs },
+      { attempt, error: data, nextAttemptAt, durationMs, at: now },
     );
     ctx.armTimer(nextAttemptAt);
     return;
   }
   ctx.transition(
     { ...rec, status: transitionStep(rec.status, "failed"), errors, finishedAt: now },
-    { attempt, error: data, durationMs },
+    { attempt, error: data, durationMs, at: now },
   );
   const reason = error instanceof StepTimeoutError
     ? "timed out"
