@@ -94,6 +94,31 @@ Deno.test("stored stacks are cut to 4 KB in all, causes included, and engine err
   assert.equal(toErrorData(new AttemptInterruptedError("s", 1)).stack, undefined);
 });
 
+Deno.test("a stack is formatted once for an error that keeps it, and never for one that does not", () => {
+  const reads = new Map<Error, number>();
+  const counted = <E extends Error>(error: E): E => {
+    const stack = error.stack;
+    reads.set(error, 0);
+    Object.defineProperty(error, "stack", {
+      get: () => (reads.set(error, reads.get(error)! + 1), stack),
+    });
+    return error;
+  };
+  const kept = counted(new TypeError("bug"));
+  assert.match(toErrorData(kept).stack!, /^TypeError: bug/);
+  assert.equal(reads.get(kept), 1);
+  for (
+    const error of [
+      counted(new RetryAfterError("not yet", 1_000)),
+      counted(new StepTimeoutError("s", 1, 10)),
+      counted(new AttemptInterruptedError("s", 1)),
+    ]
+  ) {
+    assert.equal(toErrorData(error).stack, undefined);
+    assert.equal(reads.get(error), 0, `${error.name}'s stack is not formatted`);
+  }
+});
+
 Deno.test("the run page shows a failed attempt's stack, escaped", async () => {
   await using kit = await createTestEngine({ workflows: [buggy] });
   const page = new Hono();
