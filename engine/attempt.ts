@@ -29,6 +29,8 @@ export interface AttemptSpec {
   clock: Clock;
   /** Calls the body; it receives `controller.signal`. */
   body: () => unknown;
+  /** Called once the body settled, or once it is known never to start. @default {undefined} */
+  onSettled?: () => void;
 }
 
 /**
@@ -65,7 +67,10 @@ export function runAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
     const timer = clock.setTimeout(() => {
       controller.abort(new StepTimeoutError(spec.step, spec.attempt, spec.timeoutMs));
     }, spec.timeoutMs);
-    if (controller.signal.aborted) return onAbort();
+    if (controller.signal.aborted) {
+      spec.onSettled?.();
+      return onAbort();
+    }
     controller.signal.addEventListener("abort", onAbort, { once: true });
     // The body starts in a job of its own, called by nothing else: a stack
     // it throws holds its own frames, not those of the commit that launched
@@ -76,6 +81,12 @@ export function runAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
         if (settled) throw NOT_STARTED;
       })
       .then(spec.body)
-      .then((value) => finish({ ok: true, value }), (error) => finish({ ok: false, error }));
+      .then((value) => {
+        spec.onSettled?.();
+        finish({ ok: true, value });
+      }, (error) => {
+        spec.onSettled?.();
+        finish({ ok: false, error });
+      });
   });
 }

@@ -30,27 +30,41 @@ Deno.test("runAttempt calls the body in a job of its own, so a stack it throws h
   assert.equal(frames.length, 1, `only the body's frame: ${frames.join(" | ")}`);
 });
 
-Deno.test("runAttempt never calls the body of an attempt aborted before it started", async () => {
-  let called = false;
-  const controller = new AbortController();
-  const outcome = runAttempt(spec(() => called = true, controller));
+Deno.test("runAttempt never calls the body of an attempt aborted before it started", async (t) => {
   const reason = new StepCancelledError("s", "the run was cancelled");
-  controller.abort(reason);
-  const ended = await outcome;
-  assert.ok(!ended.ok && ended.error === reason);
-  await new Promise((resolve) => setTimeout(resolve, 0));
-  assert.ok(!called);
+  for (const when of ["before runAttempt", "before its microtask"]) {
+    await t.step(`aborted ${when}`, async () => {
+      let called = false, settled = 0;
+      const controller = new AbortController();
+      if (when === "before runAttempt") controller.abort(reason);
+      const outcome = runAttempt({
+        ...spec(() => called = true, controller),
+        onSettled: () => settled++,
+      });
+      controller.abort(reason);
+      const ended = await outcome;
+      assert.ok(!ended.ok && ended.error === reason);
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      assert.ok(!called);
+      assert.equal(settled, 1, "onSettled still called, once");
+    });
+  }
 });
 
-Deno.test("runAttempt ends a body that ignores its signal at its timeout", async () => {
+Deno.test("runAttempt calls onSettled when the body settles, even after its outcome", async () => {
   const clock = new FakeClock(0);
-  const controller = new AbortController();
   let release = () => {};
-  const outcome = runAttempt(spec(() => new Promise<void>((r) => release = r), controller, clock));
+  let settled = 0;
+  const outcome = runAttempt({
+    ...spec(() => new Promise<void>((r) => release = r), new AbortController(), clock),
+    onSettled: () => settled++,
+  });
   await Promise.resolve();
   await clock.advance(1_000);
   const ended = await outcome;
   assert.ok(!ended.ok && ended.error instanceof StepTimeoutError);
-  assert.ok(controller.signal.aborted);
+  assert.equal(settled, 0, "the body still runs");
   release();
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(settled, 1);
 });
