@@ -7,6 +7,9 @@
 import type { Clock } from "./clock.ts";
 import { StepTimeoutError } from "./errors.ts";
 
+/** Skips the body of an attempt that ended before it started. */
+const NOT_STARTED = Symbol("not started");
+
 /** How an attempt ended. */
 export type AttemptOutcome =
   | { ok: true; value: unknown }
@@ -26,12 +29,16 @@ export interface AttemptSpec {
   clock: Clock;
   /** Calls the body; it receives `controller.signal`. */
   body: () => unknown;
+  /** Called once the body settled, or once it is known never to start. @default {undefined} */
+  onSettled?: () => void;
 }
 
 /**
  * Runs the body until it settles, times out, or is aborted, whichever comes
  * first. On timeout the signal aborts with a {@linkcode StepTimeoutError}.
- * The outcome never waits for a body that ignores its signal.
+ * The outcome never waits for a body that ignores its signal. The body is
+ * called in a microtask, not before this returns, and not at all when the
+ * attempt ended (aborted) before that.
  *
  * @example
  * ```ts
@@ -60,15 +67,26 @@ export function runAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
     const timer = clock.setTimeout(() => {
       controller.abort(new StepTimeoutError(spec.step, spec.attempt, spec.timeoutMs));
     }, spec.timeoutMs);
-    if (controller.signal.aborted) return onAbort();
-    controller.signal.addEventListener("abort", onAbort, { once: true });
-    try {
-      Promise.resolve(spec.body()).then(
-        (value) => finish({ ok: true, value }),
-        (error) => finish({ ok: false, error }),
-      );
-    } catch (error) {
-      finish({ ok: false, error });
+    if (controller.signal.aborted) {
+      spec.onSettled?.();
+      return onAbort();
     }
+    controller.signal.addEventListener("abort", onAbort, { once: true });
+    // The body starts in a job of its own, called by nothing else: a stack
+    // it throws holds its own frames, not those of the commit that launched
+    // it, which makes it shorter to read and cheaper to format (Deno spends
+    // some 10 µs on each frame).
+    Promise.resolve()
+      .then(() => {
+        if (settled) throw NOT_STARTED;
+      })
+      .then(spec.body)
+      .then((value) => {
+        spec.onSettled?.();
+        finish({ ok: true, value });
+      }, (error) => {
+        spec.onSettled?.();
+        finish({ ok: false, error });
+      });
   });
 }

@@ -509,11 +509,12 @@ const ENGINE_MADE = [
   RetryAfterError,
 ];
 
-/** `text` cut to at most `maxBytes` bytes of UTF-8, on a character boundary. */
-function cutToBytes(text: string, maxBytes: number): string {
+/** `text` cut to at most `maxBytes` bytes of UTF-8, on a character boundary, and its size. */
+function cutToBytes(text: string, maxBytes: number): { text: string; bytes: number } {
   const bytes = new TextEncoder().encode(text);
-  if (bytes.byteLength <= maxBytes) return text;
-  return new TextDecoder().decode(bytes.subarray(0, maxBytes)).replace(/\uFFFD$/, "");
+  if (bytes.byteLength <= maxBytes) return { text, bytes: bytes.byteLength };
+  const cut = new TextDecoder().decode(bytes.subarray(0, maxBytes)).replace(/\uFFFD$/, "");
+  return { text: cut, bytes: new TextEncoder().encode(cut).byteLength };
 }
 
 /**
@@ -563,10 +564,15 @@ function errorData(error: unknown, depth: number, budget: { bytes: number }): Er
   }
   if (error instanceof RetryAfterError) details.delayMs = error.delayMs;
   if (Object.keys(details).length > 0) data.details = details;
-  const stack = typeof error.stack === "string" ? error.stack : undefined;
-  if (stack && budget.bytes > 0 && !ENGINE_MADE.some((type) => error instanceof type)) {
-    data.stack = cutToBytes(stack, budget.bytes);
-    budget.bytes -= new TextEncoder().encode(data.stack).byteLength;
+  // Reading `stack` makes the runtime format it (some 10 µs a frame): only
+  // for an error whose stack is kept, once.
+  if (budget.bytes > 0 && !ENGINE_MADE.some((type) => error instanceof type)) {
+    const stack = error.stack;
+    if (typeof stack === "string" && stack) {
+      const cut = cutToBytes(stack, budget.bytes);
+      data.stack = cut.text;
+      budget.bytes -= cut.bytes;
+    }
   }
   if (error.cause !== undefined && depth < 3) {
     data.cause = errorData(error.cause, depth + 1, budget);

@@ -54,7 +54,7 @@ export class EventHub {
    * the run's `trace`, when it has one.
    */
   emit(e: EngineEvent, options: { trace?: RunTrace } = {}): void {
-    logEvent(e, traceIdsOf(options.trace));
+    logEvent(e, options.trace);
     for (const listener of this.#listeners) {
       try {
         listener(e);
@@ -74,26 +74,27 @@ const RUN_MESSAGES: Record<RunStatus, string> = {
   compensating: "Run {runId} is compensating its succeeded steps: {error.message}",
 };
 
-/** One structured record per committed transition. */
-function logEvent(
-  { runId, workflow, event }: EngineEvent,
-  ids: { traceId: string; spanId: string } | undefined,
-): void {
+/**
+ * One structured record per committed transition. Its properties are built
+ * only when a sink takes the record's level (by default, none does).
+ */
+function logEvent({ runId, workflow, event }: EngineEvent, trace: RunTrace | undefined): void {
   if (event.type === "run") {
-    const props = {
-      ...ids,
+    const props = () => ({
+      ...traceIdsOf(trace),
       workflow,
       runId,
       status: event.to,
       durationMs: event.durationMs,
       error: event.error,
-    };
-    if (event.to === "failed") log.warn(RUN_MESSAGES.failed, { ...props, ...failedStepOf(event) });
+      ...(event.to === "failed" ? failedStepOf(event) : {}),
+    });
+    if (event.to === "failed") log.warn(RUN_MESSAGES.failed, props);
     else log.info(RUN_MESSAGES[event.to], props);
     return;
   }
-  const props = {
-    ...ids,
+  const props = () => ({
+    ...traceIdsOf(trace),
     workflow,
     runId,
     step: event.step,
@@ -102,7 +103,7 @@ function logEvent(
     error: event.error,
     status: event.to,
     ...retryOf(event),
-  };
+  });
   const timedOut = event.error?.name === StepTimeoutError.name;
   const interrupted = event.error?.name === AttemptInterruptedError.name;
   switch (event.to) {

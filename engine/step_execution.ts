@@ -115,48 +115,43 @@ export function launchAttempt(target: AttemptTarget, options: LaunchOptions): vo
   for (const n of step.reads ?? step.needs) {
     if (live.results.has(n)) results[n] = live.results.get(n);
   }
+  const { clock, activity } = options;
+  // The body counts as work from its launch (it starts a microtask later)
+  // until it settles, except while it sleeps.
+  const busy = activity && new BodyActivity(activity);
+  const sleep = (ms: number, signal: AbortSignal = controller.signal) => {
+    busy?.park();
+    const slept = sleepOn(clock, ms, signal);
+    slept.then(() => busy?.unpark(), () => busy?.unpark());
+    return slept;
+  };
+  const ctx = {
+    input: live.input,
+    results,
+    signal: controller.signal,
+    attempt,
+    runId: live.record.id,
+    workflow: live.def.name,
+    step: step.name,
+    log: stepLog,
+    now: () => clock.now(),
+    sleep,
+    // A compensation and `onFailure` learn why the run is ending.
+    ...(step.phase === "compensation"
+      ? { failedStep: live.record.failedStep, error: live.record.error }
+      : {}),
+  };
+  // The body's own spans (a fetch, say) are children of the attempt's. It
+  // is bound, not wrapped: a stack it throws at once holds its frames only.
+  const inContext = traced?.context;
   runAttempt({
     step: step.name,
     attempt,
     timeoutMs: step.timeoutMs,
     controller,
-    clock: options.clock,
-    body: () => {
-      const { clock, activity } = options;
-      const busy = activity && new BodyActivity(activity);
-      const sleep = (ms: number, signal: AbortSignal = controller.signal) => {
-        busy?.park();
-        const slept = sleepOn(clock, ms, signal);
-        slept.then(() => busy?.unpark(), () => busy?.unpark());
-        return slept;
-      };
-      try {
-        const call = () =>
-          step.fn({
-            input: live.input,
-            results,
-            signal: controller.signal,
-            attempt,
-            runId: live.record.id,
-            workflow: live.def.name,
-            step: step.name,
-            log: stepLog,
-            now: () => clock.now(),
-            sleep,
-            // A compensation and `onFailure` learn why the run is ending.
-            ...(step.phase === "compensation"
-              ? { failedStep: live.record.failedStep, error: live.record.error }
-              : {}),
-          });
-        // The body's own spans (a fetch, say) are children of the attempt's.
-        const value = traced ? context.with(traced.context, call) : call();
-        Promise.resolve(value).then(() => busy?.done(), () => busy?.done());
-        return value;
-      } catch (error) {
-        busy?.done();
-        throw error;
-      }
-    },
+    clock,
+    body: inContext ? () => context.with(inContext, step.fn, step, ctx) : step.fn.bind(step, ctx),
+    onSettled: () => busy?.done(),
   }).then((outcome) => {
     if (traced) options.tracing!.endAttempt(traced.span, outcome);
     // A late result of an abandoned or superseded attempt never touches state.

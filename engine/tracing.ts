@@ -110,6 +110,17 @@ function errorName(error: unknown): string {
   return error instanceof Error ? error.name || "Error" : "Error";
 }
 
+const PROBE = ROOT_CONTEXT.setValue(Symbol("weft.probe"), true);
+
+/**
+ * Whether `context.with` makes a context active: false under the no-op
+ * context manager that stands in while none is registered. Asked each
+ * time, as one may be registered at any moment.
+ */
+function entersContexts(): boolean {
+  return context.with(PROBE, () => context.active()) !== ROOT_CONTEXT;
+}
+
 /**
  * Makes the spans of one engine from a tracer provider.
  *
@@ -204,12 +215,16 @@ export class Tracing {
     };
   }
 
-  /** Starts the span of one attempt, a child of the run's start span; see {@linkcode endAttempt}. */
+  /**
+   * Starts the span of one attempt, a child of the run's start span; see
+   * {@linkcode endAttempt}. `context` is the one to run the body in, absent
+   * when no context manager is registered (entering it would change nothing).
+   */
   startAttempt(
     run: Pick<RunRecord, "id" | "workflow" | "trace">,
     step: string,
     attempt: number,
-  ): { span: Span; context: Context } {
+  ): { span: Span; context?: Context } {
     const parent = this.#parentOf(run.trace);
     const span = this.#tracer().startSpan(`step ${run.workflow}/${step}`, {
       kind: SpanKind.CONSUMER,
@@ -221,7 +236,7 @@ export class Tracing {
         [TraceAttribute.Attempt]: attempt,
       },
     }, parent);
-    return { span, context: trace.setSpan(parent, span) };
+    return entersContexts() ? { span, context: trace.setSpan(parent, span) } : { span };
   }
 
   /** Ends an attempt's span with its outcome. */

@@ -44,6 +44,18 @@ Deno.test("a TypeError is retried by default and its stack is stored with each a
   assert.match(done.error!.cause!.stack!, /buggyStep/);
 });
 
+Deno.test("a stored stack holds the step's own frames only, none of the engine that ran it", async () => {
+  await using kit = await createTestEngine({ workflows: [buggy] });
+  const run = await kit.start("buggy", {});
+  const done = await kit.runToEnd(run.id);
+  for (const { error } of done.steps.count.errors) {
+    const frames = error.stack!.split("\n").filter((line) => /^\s+at /.test(line));
+    assert.match(frames[0], /at buggyStep \(.*stacks_test\.ts/);
+    assert.equal(frames.length, 2, "buggyStep, then the step's body");
+    assert.ok(frames.every((f) => /stacks_test\.ts/.test(f)), error.stack);
+  }
+});
+
 Deno.test("wrapping a TypeError in NonRetryableError fails the step at once, keeping both stacks", async () => {
   const strict = workflow("strict").step("count", ({ input }) => {
     try {
@@ -78,6 +90,31 @@ Deno.test("stored stacks are cut to 4 KB in all, causes included, and engine err
   assert.equal(bytes(toErrorData(huge).stack!), MAX_STACK_BYTES);
   assert.equal(toErrorData(new StepTimeoutError("s", 1, 10)).stack, undefined);
   assert.equal(toErrorData(new AttemptInterruptedError("s", 1)).stack, undefined);
+});
+
+Deno.test("a stack is formatted once for an error that keeps it, and never for one that does not", () => {
+  const reads = new Map<Error, number>();
+  const counted = <E extends Error>(error: E): E => {
+    const stack = error.stack;
+    reads.set(error, 0);
+    Object.defineProperty(error, "stack", {
+      get: () => (reads.set(error, reads.get(error)! + 1), stack),
+    });
+    return error;
+  };
+  const kept = counted(new TypeError("bug"));
+  assert.match(toErrorData(kept).stack!, /^TypeError: bug/);
+  assert.equal(reads.get(kept), 1);
+  for (
+    const error of [
+      counted(new RetryAfterError("not yet", 1_000)),
+      counted(new StepTimeoutError("s", 1, 10)),
+      counted(new AttemptInterruptedError("s", 1)),
+    ]
+  ) {
+    assert.equal(toErrorData(error).stack, undefined);
+    assert.equal(reads.get(error), 0, `${error.name}'s stack is not formatted`);
+  }
 });
 
 Deno.test("the run page shows a failed attempt's stack, escaped", async () => {

@@ -1,5 +1,13 @@
 /** OpenTelemetry spans of runs and attempts, one trace across a restart; trace ids in logs. */
 import assert from "node:assert/strict";
+import { AsyncLocalStorage } from "node:async_hooks";
+import {
+  type Context,
+  context,
+  type ContextManager,
+  ROOT_CONTEXT,
+  trace,
+} from "@opentelemetry/api";
 import { reset } from "@logtape/logtape";
 import {
   BasicTracerProvider,
@@ -166,4 +174,72 @@ Deno.test("without a tracer provider set up, runs store no trace and still run",
   const run = await kit.start("traced", null, { traceparent: TRACEPARENT });
   const done = await kit.runToEnd(run.id);
   assert.equal(done.status, "succeeded");
+});
+
+/** The smallest context manager: the active context lives in an AsyncLocalStorage. */
+class StorageContextManager implements ContextManager {
+  readonly #storage = new AsyncLocalStorage<Context>();
+  active(): Context {
+    return this.#storage.getStore() ?? ROOT_CONTEXT;
+  }
+  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
+    ctx: Context,
+    fn: F,
+    thisArg?: ThisParameterType<F>,
+    ...args: A
+  ): ReturnType<F> {
+    return this.#storage.run(ctx, () => fn.apply(thisArg, args));
+  }
+  bind<T>(ctx: Context, target: T): T {
+    if (typeof target !== "function") return target;
+    return ((...args: unknown[]) =>
+      this.with(ctx, target as (...a: unknown[]) => unknown, undefined, ...args)) as T;
+  }
+  enable(): this {
+    return this;
+  }
+  disable(): this {
+    return this;
+  }
+}
+
+Deno.test("a step body runs in its attempt's span once a context manager is registered", async (t) => {
+  const { exporter, provider } = inMemoryTracing();
+  const seen: (string | undefined)[] = [];
+  const wf = workflow("in-span").step("a", async () => {
+    seen.push(trace.getActiveSpan()?.spanContext().spanId);
+    await Promise.resolve();
+    provider.getTracer("body").startSpan("fetch").end();
+    return 1;
+  });
+  await using kit = await createTestEngine({
+    workflows: [wf],
+    engine: { tracerProvider: provider },
+  });
+  await t.step(
+    "without one, the body sees no active span (entering one would change nothing)",
+    async () => {
+      const run = await kit.start("in-span", null);
+      await kit.runToEnd(run.id);
+      assert.deepEqual(seen, [undefined]);
+    },
+  );
+  await t.step(
+    "with one, the body's span and its own spans are the attempt's children",
+    async () => {
+      assert.ok(context.setGlobalContextManager(new StorageContextManager()));
+      try {
+        exporter.reset();
+        const run = await kit.start("in-span", null);
+        await kit.runToEnd(run.id);
+        const attempt = exporter.getFinishedSpans().find((s) => s.name === "step in-span/a")!;
+        const fetch = exporter.getFinishedSpans().find((s) => s.name === "fetch")!;
+        assert.equal(seen[1], attempt.spanContext().spanId);
+        assert.equal(parentOf(fetch), attempt.spanContext().spanId);
+        assert.equal(fetch.spanContext().traceId, attempt.spanContext().traceId);
+      } finally {
+        context.disable();
+      }
+    },
+  );
 });
