@@ -23,6 +23,7 @@
 import { getLogger } from "@logtape/logtape";
 import { trace, type TracerProvider } from "@opentelemetry/api";
 import { Activity } from "./activity.ts";
+import { Admission } from "./admission.ts";
 import { isTraceparent, Tracing } from "./tracing.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { CommitBatcher, type Fence } from "./commit_batcher.ts";
@@ -339,7 +340,10 @@ export interface Engine {
 }
 const log = getLogger(["weft", "engine"]);
 
-/** Writes waiting to commit beyond which `start` waits (about four commits' worth of starts). */
+/**
+ * Starts admitted and not yet committed, and writes waiting to commit, beyond
+ * which `start` waits (about four commits' worth of starts).
+ */
 const START_BACKLOG = 400;
 
 /** Run ids are ULIDs: 26 characters of Crockford's base32. */
@@ -410,6 +414,7 @@ class WeftEngine implements Engine {
   readonly #graceMs: number;
   readonly #useQueue: boolean;
   readonly #pendingStarts = new Map<string, Promise<StartResult>>();
+  readonly #admission = new Admission(START_BACKLOG);
   #registering: Promise<unknown> | undefined;
   #fencedCount = 0;
   #closing = false;
@@ -1139,24 +1144,31 @@ class WeftEngine implements Engine {
     idempotencyKey: string | undefined,
     traceOptions: Pick<StartOptions, "traceparent" | "tracestate">,
   ): Promise<StartResult> {
-    // Backpressure: a flood of starts waits for earlier writes to commit
-    // instead of holding thousands of uncommitted runs in memory.
-    await this.#batcher.room(START_BACKLOG);
-    await this.#registering;
-    if (this.#closing) throw new EngineClosedError();
-    if (!this.#storage.writable) throw this.#storageError();
-    const started = this.#tracing.startRun(def.name, traceOptions);
+    // Backpressure: a flood of starts waits for earlier ones (and other
+    // writes) to commit instead of holding thousands of uncommitted runs in
+    // memory. The gate counts starts, since a burst made in one tick finds
+    // the write queue still empty.
+    await this.#admission.enter();
     let summary: RunSummary | undefined;
     try {
-      summary = await this.#scheduler.create(def, inputJson, {
-        idempotencyKey,
-        trace: started.trace,
-      });
-    } catch (error) {
-      started.end(undefined, error);
-      throw error;
+      await this.#batcher.room(START_BACKLOG);
+      await this.#registering;
+      if (this.#closing) throw new EngineClosedError();
+      if (!this.#storage.writable) throw this.#storageError();
+      const started = this.#tracing.startRun(def.name, traceOptions);
+      try {
+        summary = await this.#scheduler.create(def, inputJson, {
+          idempotencyKey,
+          trace: started.trace,
+        });
+      } catch (error) {
+        started.end(undefined, error);
+        throw error;
+      }
+      started.end(summary?.id);
+    } finally {
+      this.#admission.leave();
     }
-    started.end(summary?.id);
     if (summary) return { ...summary, created: true };
     // Another writer took the idempotency key first: return its run.
     const existing = await this.#store.getIdempotent(def.name, idempotencyKey!);
