@@ -349,6 +349,15 @@ const START_BACKLOG = 400;
 /** Run ids are ULIDs: 26 characters of Crockford's base32. */
 const RUN_ID_PATTERN = /^[0-9A-HJKMNP-TV-Z]{26}$/;
 
+/**
+ * The UTF-8 size of `text`, exact when it may exceed `limit`; otherwise a
+ * bound under it, found without encoding (a UTF-16 unit is at most 3 bytes).
+ */
+function utf8Bytes(text: string, limit: number): number {
+  if (text.length * 3 <= limit) return text.length;
+  return new TextEncoder().encode(text).byteLength;
+}
+
 /** Anything that is not a run id names no run (and never reaches KV as an oversized key). */
 function checkRunId(runId: string): void {
   if (typeof runId !== "string" || !RUN_ID_PATTERN.test(runId)) {
@@ -644,7 +653,7 @@ class WeftEngine implements Engine {
         }]),
       );
     }
-    const size = new TextEncoder().encode(json).byteLength;
+    const size = utf8Bytes(json, this.#maxInputBytes);
     if (size > this.#maxInputBytes) {
       return Promise.reject(new InputTooLargeError(workflow, size, this.#maxInputBytes));
     }
@@ -842,9 +851,9 @@ class WeftEngine implements Engine {
         message: `Payload is not JSON-serializable: ${(error as Error).message}`,
       }], subject);
     }
-    const size = new TextEncoder().encode(json).byteLength;
     // An event is stored in one KV value, with room for its envelope.
     const limit = Math.min(this.#maxInputBytes, 60_000);
+    const size = utf8Bytes(json, limit);
     if (size > limit) throw new InputTooLargeError(def.name, size, limit);
     const value = JSON.parse(json);
     const action = `send event '${event}' to run '${runId}'`;
@@ -1138,37 +1147,45 @@ class WeftEngine implements Engine {
     return { ...summarize(record), created: false };
   }
 
-  async #create(
+  /**
+   * Creates a run once the admission gate lets it in. Backpressure: a flood
+   * of starts waits for earlier ones (and other writes) to commit instead of
+   * holding thousands of uncommitted runs in memory. The gate counts starts,
+   * since a burst made in one tick finds the write queue still empty.
+   */
+  #create(
     def: AnyWorkflow,
     inputJson: string,
     idempotencyKey: string | undefined,
     traceOptions: Pick<StartOptions, "traceparent" | "tracestate">,
   ): Promise<StartResult> {
-    // Backpressure: a flood of starts waits for earlier ones (and other
-    // writes) to commit instead of holding thousands of uncommitted runs in
-    // memory. The gate counts starts, since a burst made in one tick finds
-    // the write queue still empty.
-    await this.#admission.enter();
+    return this.#admission.run(() =>
+      this.#createAdmitted(def, inputJson, idempotencyKey, traceOptions)
+    );
+  }
+
+  async #createAdmitted(
+    def: AnyWorkflow,
+    inputJson: string,
+    idempotencyKey: string | undefined,
+    traceOptions: Pick<StartOptions, "traceparent" | "tracestate">,
+  ): Promise<StartResult> {
+    await this.#batcher.room(START_BACKLOG);
+    await this.#registering;
+    if (this.#closing) throw new EngineClosedError();
+    if (!this.#storage.writable) throw this.#storageError();
+    const started = this.#tracing.startRun(def.name, traceOptions);
     let summary: RunSummary | undefined;
     try {
-      await this.#batcher.room(START_BACKLOG);
-      await this.#registering;
-      if (this.#closing) throw new EngineClosedError();
-      if (!this.#storage.writable) throw this.#storageError();
-      const started = this.#tracing.startRun(def.name, traceOptions);
-      try {
-        summary = await this.#scheduler.create(def, inputJson, {
-          idempotencyKey,
-          trace: started.trace,
-        });
-      } catch (error) {
-        started.end(undefined, error);
-        throw error;
-      }
-      started.end(summary?.id);
-    } finally {
-      this.#admission.leave();
+      summary = await this.#scheduler.create(def, inputJson, {
+        idempotencyKey,
+        trace: started.trace,
+      });
+    } catch (error) {
+      started.end(undefined, error);
+      throw error;
     }
+    started.end(summary?.id);
     if (summary) return { ...summary, created: true };
     // Another writer took the idempotency key first: return its run.
     const existing = await this.#store.getIdempotent(def.name, idempotencyKey!);

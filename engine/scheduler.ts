@@ -25,7 +25,13 @@ import {
 } from "./errors.ts";
 import type { EventHub } from "./events.ts";
 import type { KeyLayout } from "./keys.ts";
-import { type LiveRun, liveSnapshot, newLiveRun, type RunningAttempt } from "./live_run.ts";
+import {
+  type LiveRun,
+  liveSnapshot,
+  newLiveRun,
+  NO_WRITE,
+  type RunningAttempt,
+} from "./live_run.ts";
 import { itemName, PARKED_MS } from "./keys.ts";
 import { encodeOutput, INLINE_OUTPUT_BYTES, splitJson } from "./output.ts";
 import { readiness, runOutcome } from "./readiness.ts";
@@ -344,10 +350,7 @@ export class Scheduler {
     await this.#batcher.drain();
     this.#stopped = true;
     const closed = new EngineClosedError();
-    for (const live of this.#live.values()) {
-      for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
-      live.retryTimers.clear();
-    }
+    for (const live of this.#live.values()) this.#clearTimers(live);
     this.#waiters.rejectAll(closed);
     this.#live.clear();
     await this.#batcher.drain();
@@ -475,7 +478,7 @@ export class Scheduler {
   async deliver(live: LiveRun, events: readonly RunEvent[]): Promise<void> {
     if (live.dead || isTerminalRun(live.record.status)) return;
     const known = new Set(live.mailbox.map((e) => e.id));
-    for (const e of events) if (!known.has(e.id) && !live.taken.has(e.id)) live.mailbox.push(e);
+    for (const e of events) if (!known.has(e.id) && !live.taken?.has(e.id)) live.mailbox.push(e);
     live.mailbox.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
     const txn = new Txn();
     for (const s of live.def.steps) {
@@ -530,10 +533,9 @@ export class Scheduler {
       this.#beginAttempt(txn, live, step, capKey);
       return;
     }
-    live.readyBy.set(step.name, txn.status);
     txn.gated.add(live);
     if (live.queued.size === 0) this.#queuedRuns++;
-    live.queued.add(step.name);
+    live.queued.set(step.name, txn.status);
     this.#slots.enqueue({ runId: live.record.id, step: step.name, capKey, cap: step.concurrency });
     txn.after.push(() => this.#schedulePump());
   }
@@ -559,7 +561,6 @@ export class Scheduler {
       capKey,
     };
     live.running.set(step.name, running);
-    live.readyBy.delete(step.name);
     // The body runs only once its attempt is on disk, so a crash at any
     // moment finds the attempt recorded and reruns it as a new one.
     txn.after.push(() => launchAttempt({ live, step, running }, this.#launch));
@@ -639,7 +640,7 @@ export class Scheduler {
         const i = live.mailbox.findIndex((e) => e.event === event);
         if (i < 0) return undefined;
         const [taken] = live.mailbox.splice(i, 1);
-        live.taken.add(taken.id);
+        (live.taken ??= new Set()).add(taken.id);
         txn.extraDeletes.push(this.#keys.event(live.record.id, taken.id));
         return taken;
       },
@@ -654,7 +655,7 @@ export class Scheduler {
         if (step.phase === "compensation") {
           // One failed compensation does not stop the others; the run's
           // error names it once they have all ended.
-          live.failedCompensations.add(step.name);
+          (live.failedCompensations ??= new Set()).add(step.name);
           return this.#resolved(txn, live, step);
         }
         this.#endRun(txn, live, "failed", error, step.name);
@@ -664,13 +665,13 @@ export class Scheduler {
 
   /** A step's definition, or a map item's, by name. */
   #stepDef(live: LiveRun, name: string): StepDefinition | undefined {
-    return live.def.getStep(name) ?? live.itemDefs.get(name);
+    return live.def.getStep(name) ?? live.itemDefs?.get(name);
   }
 
   /** The run's steps, and the items of its maps that started. */
   *#stepsOf(live: LiveRun): Iterable<StepDefinition> {
     yield* live.def.steps;
-    yield* live.itemDefs.values();
+    if (live.itemDefs) yield* live.itemDefs.values();
   }
 
   /** An item of a map step ended for good: its map step decides what follows. */
@@ -687,9 +688,9 @@ export class Scheduler {
   /** The definition item `index` of map step `map` runs as: a task whose body gets the item. */
   #itemDef(live: LiveRun, map: StepDefinition, index: number): StepDefinition {
     const name = itemName(map.name, index);
-    const known = live.itemDefs.get(name);
+    const known = live.itemDefs?.get(name);
     if (known) return known;
-    const item = live.mapItems.get(map.name)?.[index];
+    const item = live.mapItems?.get(map.name)?.[index];
     const def: StepDefinition = Object.freeze({
       name,
       kind: "task" as const,
@@ -704,7 +705,7 @@ export class Scheduler {
       // deno-lint-ignore no-explicit-any
       fn: (ctx: any) => map.fn({ ...ctx, item, index, step: map.name }),
     });
-    live.itemDefs.set(name, def);
+    (live.itemDefs ??= new Map()).set(name, def);
     return def;
   }
 
@@ -714,12 +715,12 @@ export class Scheduler {
     const runId = live.record.id;
     return {
       store: (items) => {
-        live.mapItems.set(map.name, items);
+        (live.mapItems ??= new Map()).set(map.name, items);
         splitJson(JSON.stringify(items)).forEach((chunk, i) =>
           txn.extraSets.push([this.#keys.mapInput(runId, map.name, i), chunk])
         );
       },
-      count: () => live.mapItems.get(map.name)?.length ?? 0,
+      count: () => live.mapItems?.get(map.name)?.length ?? 0,
       record: (index) => live.steps.get(itemName(map.name, index)),
       value: (index) => live.results.get(itemName(map.name, index)),
       start: (index) => {
@@ -839,7 +840,7 @@ export class Scheduler {
     }
     const { endsAs = "failed", ...record } = live.record;
     let error = record.error;
-    if (live.failedCompensations.size > 0 && error) {
+    if (live.failedCompensations && live.failedCompensations.size > 0 && error) {
       const names = [...live.failedCompensations];
       error = {
         ...error,
@@ -866,12 +867,12 @@ export class Scheduler {
     }
     this.#planSweep(txn, dueAt);
     txn.after.push(() => {
-      if (this.#closing || live.dead || live.retryTimers.has(step.name)) return;
+      if (this.#closing || live.dead || live.retryTimers?.has(step.name)) return;
       const timer = this.#clock.setTimeout(() => {
-        live.retryTimers.delete(step.name);
+        live.retryTimers?.delete(step.name);
         this.#timerDue(live, step);
       }, dueAt - this.#clock.now());
-      live.retryTimers.set(step.name, timer);
+      (live.retryTimers ??= new Map()).set(step.name, timer);
     });
   }
 
@@ -921,10 +922,10 @@ export class Scheduler {
           new StepCancelledError(s.name, status === "cancelled" ? "run cancelled" : "run failed"),
         );
       }
-      const timer = live.retryTimers.get(s.name);
+      const timer = live.retryTimers?.get(s.name);
       if (timer) {
         this.#clock.clearTimeout(timer);
-        live.retryTimers.delete(s.name);
+        live.retryTimers!.delete(s.name);
       }
       if (rec.status === "awaiting" && rec.childRunId !== undefined) {
         // Cancelling the parent cancels the child, once this write is on disk.
@@ -936,7 +937,7 @@ export class Scheduler {
       if (to === "skipped") next.skipReason = "the run ended first";
       recordStep(txn, live, { step: s.name, next, attempt: rec.attempts, at: this.#clock.now() });
     }
-    for (const step of live.queued) this.#slots.forget(live.record.id, step);
+    for (const step of live.queued.keys()) this.#slots.forget(live.record.id, step);
     if (live.queued.size > 0) this.#queuedRuns--;
     live.queued.clear();
     live.record = { ...live.record, error };
@@ -961,7 +962,7 @@ export class Scheduler {
       // Work whose ready record is still being written would only hold a
       // slot while it waits; durable work goes first.
       const granted = this.#slots.takeFitting((r) =>
-        this.#live.get(r.runId)?.readyBy.get(r.step)?.durable ?? true
+        this.#live.get(r.runId)?.queued.get(r.step)?.durable ?? true
       );
       // Fewer than half the idle runs kept are left: claim more, in a batch.
       if (this.#queuedRuns * 2 <= this.#maxIdleRuns() && this.#slots.inUse < this.#slots.max) {
@@ -1008,13 +1009,14 @@ export class Scheduler {
     if (this.#sweepDueAt !== undefined && this.#sweepDueAt <= now) this.#sweepDueAt = undefined;
     // Held runs' timers may be lost too: fire those that are due.
     for (const live of [...this.#live.values()]) {
+      if (!live.retryTimers) continue;
       for (const [name, timer] of [...live.retryTimers]) {
         const step = this.#stepDef(live, name);
         if (!step) continue;
         const due = this.#kindOf(step).dueAt(live.steps.get(name)!);
         if (due === undefined || due > now) continue;
         this.#clock.clearTimeout(timer);
-        live.retryTimers.delete(name);
+        live.retryTimers?.delete(name);
         this.#timerDue(live, step);
       }
     }
@@ -1136,7 +1138,11 @@ export class Scheduler {
       for (const live of affected) this.#resync(live, error, txn.steps.get(live));
       throw error;
     }
-    for (const live of touched) live.uncommitted--;
+    for (const live of touched) {
+      live.uncommitted--;
+      // A settled write holds its commit's result: let it go.
+      if (live.lastCommit === write) live.lastCommit = NO_WRITE;
+    }
     if (!ok) {
       if (txn.enqueues.length > 0) this.#sweepDueAt = undefined;
       return false;
@@ -1269,6 +1275,13 @@ export class Scheduler {
     });
   }
 
+  /** Clears the run's retry timers. */
+  #clearTimers(live: LiveRun): void {
+    if (!live.retryTimers) return;
+    for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
+    live.retryTimers = undefined;
+  }
+
   /** Drops a run from memory without writing anything. */
   #forget(live: LiveRun): void {
     live.dead = true;
@@ -1277,9 +1290,8 @@ export class Scheduler {
       this.#finishAttempt(live, name, r);
       r.controller.abort(new StepCancelledError(name, "run reloaded"));
     }
-    for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
-    live.retryTimers.clear();
-    for (const step of live.queued) this.#slots.forget(live.record.id, step);
+    this.#clearTimers(live);
+    for (const step of live.queued.keys()) this.#slots.forget(live.record.id, step);
     if (live.queued.size > 0) this.#queuedRuns--;
     live.queued.clear();
     if (this.#live.get(live.record.id) === live) this.#live.delete(live.record.id);
