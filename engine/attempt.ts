@@ -47,28 +47,42 @@ export interface AttemptSpec {
  */
 export function runAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
   const { controller, clock } = spec;
+  const { signal } = controller;
+  if (signal.aborted) return Promise.resolve({ ok: false, error: signal.reason });
+  const startedAt = clock.now();
+  let value: unknown;
+  try {
+    value = spec.body();
+  } catch (error) {
+    return Promise.resolve({ ok: false, error });
+  }
+  if (signal.aborted) return Promise.resolve({ ok: false, error: signal.reason });
+  // A body that returned a value has ended: no timer is needed (none could
+  // have fired while it ran, as timers do not interrupt synchronous code).
+  if (!isThenable(value)) return Promise.resolve({ ok: true, value });
   return new Promise<AttemptOutcome>((resolve) => {
     let settled = false;
     const finish = (outcome: AttemptOutcome) => {
       if (settled) return;
       settled = true;
       clock.clearTimeout(timer);
-      controller.signal.removeEventListener("abort", onAbort);
+      signal.removeEventListener("abort", onAbort);
       resolve(outcome);
     };
-    const onAbort = () => finish({ ok: false, error: controller.signal.reason });
+    const onAbort = () => finish({ ok: false, error: signal.reason });
+    // The limit counts from the start of the body, its synchronous part included.
     const timer = clock.setTimeout(() => {
       controller.abort(new StepTimeoutError(spec.step, spec.attempt, spec.timeoutMs));
-    }, spec.timeoutMs);
-    if (controller.signal.aborted) return onAbort();
-    controller.signal.addEventListener("abort", onAbort, { once: true });
-    try {
-      Promise.resolve(spec.body()).then(
-        (value) => finish({ ok: true, value }),
-        (error) => finish({ ok: false, error }),
-      );
-    } catch (error) {
-      finish({ ok: false, error });
-    }
+    }, Math.max(0, spec.timeoutMs - (clock.now() - startedAt)));
+    signal.addEventListener("abort", onAbort, { once: true });
+    Promise.resolve(value).then(
+      (value) => finish({ ok: true, value }),
+      (error) => finish({ ok: false, error }),
+    );
   });
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === "object" || typeof value === "function") && value !== null &&
+    typeof (value as { then?: unknown }).then === "function";
 }

@@ -1186,7 +1186,7 @@ class WeftEngine implements Engine {
       throw error;
     }
     started.end(summary?.id);
-    if (summary) return { ...summary, created: true };
+    if (summary) return Object.assign(summary, { created: true });
     // Another writer took the idempotency key first: return its run.
     const existing = await this.#store.getIdempotent(def.name, idempotencyKey!);
     return await this.#existing(existing!);

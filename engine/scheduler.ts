@@ -235,7 +235,8 @@ export class Scheduler {
       this.#forget(live);
       return undefined;
     }
-    return { ...summary, status: live.record.status };
+    summary.status = live.record.status;
+    return summary;
   }
 
   /** Records a new run of `def` in `txn`, held by this worker, and starts its first steps. */
@@ -275,7 +276,7 @@ export class Scheduler {
     txn.record(live, { type: "run", seq: live.nextSeq++, at: now, from: null, to: "pending" });
     for (const s of def.steps) this.#evaluate(txn, live, s);
     this.#checkComplete(txn, live);
-    txn.consider.add(live);
+    txn.consider(live);
     return live;
   }
 
@@ -465,7 +466,7 @@ export class Scheduler {
       }
     }
     this.#checkComplete(txn, live);
-    txn.consider.add(live);
+    txn.consider(live);
     if (options.txn) return live;
     await this.#commit(txn);
     return this.#live.get(runId) === live ? live : undefined;
@@ -485,7 +486,7 @@ export class Scheduler {
       if (live.steps.get(s.name)!.status !== "awaiting") continue;
       this.#kindOf(s).eventArrived?.(this.#ctx(txn, live, s));
     }
-    txn.consider.add(live);
+    txn.consider(live);
     await this.#commit(txn);
   }
 
@@ -533,7 +534,7 @@ export class Scheduler {
       this.#beginAttempt(txn, live, step, capKey);
       return;
     }
-    txn.gated.add(live);
+    txn.gate(live);
     if (live.queued.size === 0) this.#queuedRuns++;
     live.queued.set(step.name, txn.status);
     this.#slots.enqueue({ runId: live.record.id, step: step.name, capKey, cap: step.concurrency });
@@ -1044,7 +1045,7 @@ export class Scheduler {
    * step is, and drops it from memory: from now on it is any worker's.
    */
   #release(txn: Txn, live: LiveRun, dueAt = this.#nextDue(live)): void {
-    txn.leases.set(live, { kind: "due", dueAt });
+    txn.setLease(live, { kind: "due", dueAt });
     this.#planSweep(txn, dueAt);
     this.#forget(live);
     live.released = true;
@@ -1078,14 +1079,17 @@ export class Scheduler {
 
   /** Decides, for every run `txn` touches, whether this worker keeps holding it. */
   #settleLeases(txn: Txn): void {
-    const runs = new Set([...txn.runs.keys(), ...txn.steps.keys(), ...txn.gated, ...txn.consider]);
+    const runs = new Set(txn.runs.keys());
+    for (const live of txn.steps.keys()) runs.add(live);
+    for (const live of txn.gated) runs.add(live);
+    for (const live of txn.considered) runs.add(live);
     for (const live of runs) {
       this.#shortWaits.delete(live);
-      if (txn.leases.has(live) || isTerminalRun(live.record.status)) continue;
+      if (txn.leaseOf(live) || isTerminalRun(live.record.status)) continue;
       if (live.dead) continue;
       const created = txn.runs.get(live)?.fromStatus === null;
       if (!this.#shouldRelease(live, created)) {
-        if (created) txn.leases.set(live, { kind: "hold" });
+        if (created) txn.setLease(live, { kind: "hold" });
         continue;
       }
       // A run due again within a second (a short backoff) stays, on its
@@ -1117,11 +1121,9 @@ export class Scheduler {
     const terminal = endedRuns(txn);
     for (const live of terminal) this.#tellParent(txn, live);
     const op = toWriteOp(txn, this.#keys, this.#owner());
-    const touched = new Set([...txn.runs.keys(), ...txn.steps.keys()]);
+    const touched = new Set(txn.runs.keys());
+    for (const live of txn.steps.keys()) touched.add(live);
     const write = this.#batcher.write(op);
-    // Runs whose queued steps wait for this write to be durable are reloaded
-    // too if it fails, or they would wait for ever.
-    const affected = new Set([...touched, ...txn.gated]);
     for (const live of touched) {
       live.uncommitted++;
       live.lastCommit = write;
@@ -1135,6 +1137,10 @@ export class Scheduler {
       if (error instanceof FencedError) throw error;
       log.error("A KV commit failed; affected runs are reloaded from KV: {error}", { error });
       if (txn.enqueues.length > 0) this.#sweepDueAt = undefined;
+      // Runs whose queued steps wait for this write to be durable are reloaded
+      // too, or they would wait for ever.
+      const affected = new Set(touched);
+      for (const live of txn.gated) affected.add(live);
       for (const live of affected) this.#resync(live, error, txn.steps.get(live));
       throw error;
     }

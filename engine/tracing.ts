@@ -20,11 +20,13 @@ import {
   context,
   defaultTextMapGetter,
   defaultTextMapSetter,
+  isSpanContextValid,
   ROOT_CONTEXT,
   type Span,
   SpanKind,
   SpanStatusCode,
   trace,
+  type Tracer,
   type TracerProvider,
 } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
@@ -142,8 +144,11 @@ export class Tracing {
     this.#clock = clock;
   }
 
-  #tracer() {
-    return this.#provider.getTracer("weft");
+  #tracerCache: Tracer | undefined;
+
+  /** Got once: a proxy tracer of the global provider follows a provider registered later. */
+  #tracer(): Tracer {
+    return this.#tracerCache ??= this.#provider.getTracer("weft");
   }
 
   /** The context a stored trace continues; the root context for a run without one. */
@@ -180,14 +185,18 @@ export class Tracing {
       startTime: this.#clock.now(),
       attributes: { [TraceAttribute.Workflow]: workflow },
     }, parent);
-    const carrier: Record<string, string> = {};
-    this.#propagator.inject(trace.setSpan(parent, span), carrier, defaultTextMapSetter);
-    const stored: RunTrace | undefined = span.isRecording() && isTraceparent(carrier.traceparent)
-      ? {
-        traceparent: carrier.traceparent,
-        ...(carrier.tracestate ? { tracestate: carrier.tracestate } : {}),
+    // Only a recording span's context is stored: a run without tracing stores none.
+    let stored: RunTrace | undefined;
+    if (span.isRecording()) {
+      const carrier: Record<string, string> = {};
+      this.#propagator.inject(trace.setSpan(parent, span), carrier, defaultTextMapSetter);
+      if (isTraceparent(carrier.traceparent)) {
+        stored = {
+          traceparent: carrier.traceparent,
+          ...(carrier.tracestate ? { tracestate: carrier.tracestate } : {}),
+        };
       }
-      : undefined;
+    }
     return {
       trace: stored,
       end: (runId, error) => {
@@ -221,6 +230,11 @@ export class Tracing {
         [TraceAttribute.Attempt]: attempt,
       },
     }, parent);
+    // A span that records nothing and carries no trace (no tracer set up)
+    // would give the body's own spans nothing to join.
+    if (!span.isRecording() && !isSpanContextValid(span.spanContext())) {
+      return { span, context: parent };
+    }
     return { span, context: trace.setSpan(parent, span) };
   }
 
