@@ -717,23 +717,27 @@ class WeftEngine implements Engine {
     }
     let remove = () => {};
     const done = new Promise<RunSnapshot>((resolve, reject) => {
+      // Added before the run is read, so an end committed meanwhile is not missed.
+      if (!signal) {
+        remove = this.#waiters.add(runId, { resolve, reject });
+        return;
+      }
       const onAbort = () => {
         remove();
-        reject(signal!.reason);
+        reject(signal.reason);
       };
       const waiter: Waiter = {
         resolve: (snapshot) => {
-          signal?.removeEventListener("abort", onAbort);
+          signal.removeEventListener("abort", onAbort);
           resolve(snapshot);
         },
         reject: (error) => {
-          signal?.removeEventListener("abort", onAbort);
+          signal.removeEventListener("abort", onAbort);
           reject(error);
         },
       };
-      // Added before the run is read, so an end committed meanwhile is not missed.
       remove = this.#waiters.add(runId, waiter);
-      signal?.addEventListener("abort", onAbort, { once: true });
+      signal.addEventListener("abort", onAbort, { once: true });
     });
     if (!this.#scheduler.runs.has(runId)) {
       // One read of the record: a caller waiting for thousands of runs reads

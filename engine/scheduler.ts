@@ -25,6 +25,7 @@ import {
 } from "./errors.ts";
 import type { EventHub } from "./events.ts";
 import type { KeyLayout } from "./keys.ts";
+import { KindContext, type KindOps } from "./kind_context.ts";
 import {
   type LiveRun,
   liveSnapshot,
@@ -33,7 +34,7 @@ import {
   type RunningAttempt,
 } from "./live_run.ts";
 import { itemName, PARKED_MS } from "./keys.ts";
-import { encodeOutput, INLINE_OUTPUT_BYTES, splitJson } from "./output.ts";
+import { INLINE_OUTPUT_BYTES, splitJson } from "./output.ts";
 import { readiness, runOutcome } from "./readiness.ts";
 import { queueMessageSchema, type RunEvent, type RunRecord, type StepRecord } from "./records.ts";
 import { loadRun } from "./recovery.ts";
@@ -608,61 +609,36 @@ export class Scheduler {
 
   /** What a step's kind may do to it, recorded in `txn`. */
   #ctx(txn: Txn, live: LiveRun, step: StepDefinition): StepKindContext {
-    return {
-      step,
-      record: () => live.steps.get(step.name)!,
-      now: () => this.#clock.now(),
-      random: this.#random,
-      input: () => live.input,
-      results: () => this.#resultsOf(live, step.needs),
-      transition: (next, event) =>
-        this.#recordStep(txn, live, { step: step.name, next, ...event, at: this.#clock.now() }),
-      startAttempt: () => this.#tryStart(txn, live, step),
-      update: (next) => {
-        live.steps.set(step.name, next);
-        txn.touchStep(live, step.name);
-      },
-      startChild: (childDef, input) => {
-        // The served definition of that name (a test may serve a stubbed copy).
-        const def = this.#defs.get(childDef.name);
-        if (!def) {
-          throw new Error(`this engine does not serve the child's workflow '${childDef.name}'`);
-        }
-        const child = this.#newRun(txn, def, JSON.stringify(input) ?? "null", {
-          parent: { runId: live.record.id, step: step.name },
-          // A child's spans belong to its parent's trace.
-          ...(live.record.trace ? { trace: live.record.trace } : {}),
-        });
-        return child.record.id;
-      },
-      armTimer: (atMs) => this.#armTimer(txn, live, step, atMs),
-      encode: (value) => encodeOutput(step.name, 0, value, INLINE_OUTPUT_BYTES),
-      takeEvent: (event) => {
-        const i = live.mailbox.findIndex((e) => e.event === event);
-        if (i < 0) return undefined;
-        const [taken] = live.mailbox.splice(i, 1);
-        (live.taken ??= new Set()).add(taken.id);
-        txn.extraDeletes.push(this.#keys.event(live.record.id, taken.id));
-        return taken;
-      },
-      succeeded: (value) => {
-        live.results.set(step.name, value);
-        if (step.itemOf) return this.#itemEnded(txn, live, step, { ok: true });
-        this.#resolved(txn, live, step);
-      },
-      items: () => this.#itemsCtx(txn, live, step),
-      failRun: (error) => {
-        if (step.itemOf) return this.#itemEnded(txn, live, step, { ok: false, error });
-        if (step.phase === "compensation") {
-          // One failed compensation does not stop the others; the run's
-          // error names it once they have all ended.
-          (live.failedCompensations ??= new Set()).add(step.name);
-          return this.#resolved(txn, live, step);
-        }
-        this.#endRun(txn, live, "failed", error, step.name);
-      },
-    };
+    return new KindContext(this.#kindOps, txn, live, step);
   }
+
+  /** What every {@linkcode KindContext} of this scheduler reaches of it. */
+  readonly #kindOps: KindOps = {
+    now: () => this.#clock.now(),
+    random: () => this.#random(),
+    resultsOf: (live, names) => this.#resultsOf(live, names),
+    recordStep: (txn, live, change) => this.#recordStep(txn, live, change),
+    tryStart: (txn, live, step) => this.#tryStart(txn, live, step),
+    startChild: (txn, live, step, childDef, input) => {
+      // The served definition of that name (a test may serve a stubbed copy).
+      const def = this.#defs.get(childDef.name);
+      if (!def) {
+        throw new Error(`this engine does not serve the child's workflow '${childDef.name}'`);
+      }
+      const child = this.#newRun(txn, def, JSON.stringify(input) ?? "null", {
+        parent: { runId: live.record.id, step: step.name },
+        // A child's spans belong to its parent's trace.
+        ...(live.record.trace ? { trace: live.record.trace } : {}),
+      });
+      return child.record.id;
+    },
+    armTimer: (txn, live, step, atMs) => this.#armTimer(txn, live, step, atMs),
+    eventKey: (runId, eventId) => this.#keys.event(runId, eventId),
+    itemEnded: (txn, live, item, outcome) => this.#itemEnded(txn, live, item, outcome),
+    resolved: (txn, live, step) => this.#resolved(txn, live, step),
+    items: (txn, live, map) => this.#itemsCtx(txn, live, map),
+    failRun: (txn, live, error, step) => this.#endRun(txn, live, "failed", error, step),
+  };
 
   /** A step's definition, or a map item's, by name. */
   #stepDef(live: LiveRun, name: string): StepDefinition | undefined {

@@ -263,7 +263,7 @@ export function jsonLength(event: HistoryEvent): number {
     if (value === undefined) continue;
     let size: number;
     if (typeof value === "number") size = numberLength(value);
-    else if (typeof value === "string" && !NEEDS_ESCAPE.test(value)) size = value.length + 2;
+    else if (typeof value === "string" && isPlain(value)) size = value.length + 2;
     else if (value === null) size = 4;
     else return JSON.stringify(event).length;
     n += (first ? 0 : 1) + key.length + 3 + size; // ,"key":value
@@ -272,8 +272,14 @@ export function jsonLength(event: HistoryEvent): number {
   return n + 1; // "}"
 }
 
-/** Characters JSON writes escaped (and lone surrogates, to be safe). */
-const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+/** Whether JSON writes `text` as it is: no quote, backslash, control character or surrogate. */
+function isPlain(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return false;
+  }
+  return true;
+}
 
 function numberLength(value: number): number {
   if (!Number.isSafeInteger(value) || value < 0) return String(value).length;
