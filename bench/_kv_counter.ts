@@ -74,83 +74,101 @@ type AnyFn = (...args: any[]) => any;
  * ```
  */
 export function countingKv(kv: Deno.Kv, counts: KvCounts): Deno.Kv {
+  // One wrapper per method, made on first use: binding on every call would
+  // make the counter's own garbage part of what a benchmark measures.
+  const wrappers = new Map<PropertyKey, unknown>();
   return new Proxy(kv, {
     get(target, prop) {
       const value = Reflect.get(target, prop, target);
       if (typeof value !== "function") return value;
-      const fn = (value as AnyFn).bind(target);
-      switch (prop) {
-        case "atomic":
-          return () => countingAtomic(fn(), counts);
-        case "listenQueue":
-          return (handler: (message: unknown) => unknown) =>
-            fn((message: unknown) => {
-              counts.delivered++;
-              return handler(message);
-            });
-        case "enqueue":
-          return (message: unknown, options?: { delay?: number }) => {
-            if ((options?.delay ?? 0) > 0) counts.delayed++;
-            else counts.enqueued++;
-            return fn(message, options);
-          };
-        case "get":
-        case "getMany":
-        case "list":
-          return (...args: unknown[]) => {
-            counts.reads++;
-            return fn(...args);
-          };
-        default:
-          return fn;
-      }
+      let wrapper = wrappers.get(prop);
+      if (wrapper === undefined) wrappers.set(prop, wrapper = wrap(target, prop, value as AnyFn));
+      return wrapper;
     },
   });
+
+  function wrap(target: Deno.Kv, prop: PropertyKey, value: AnyFn): unknown {
+    const fn = value.bind(target);
+    switch (prop) {
+      case "atomic":
+        return () => countingAtomic(fn(), counts);
+      case "listenQueue":
+        return (handler: (message: unknown) => unknown) =>
+          fn((message: unknown) => {
+            counts.delivered++;
+            return handler(message);
+          });
+      case "enqueue":
+        return (message: unknown, options?: { delay?: number }) => {
+          if ((options?.delay ?? 0) > 0) counts.delayed++;
+          else counts.enqueued++;
+          return fn(message, options);
+        };
+      case "get":
+      case "getMany":
+      case "list":
+        return (...args: unknown[]) => {
+          counts.reads++;
+          return fn(...args);
+        };
+      default:
+        return fn;
+    }
+  }
 }
 
 function countingAtomic(op: Deno.AtomicOperation, counts: KvCounts): Deno.AtomicOperation {
+  const wrappers = new Map<PropertyKey, unknown>();
   const proxy: Deno.AtomicOperation = new Proxy(op, {
     get(target, prop) {
       const value = Reflect.get(target, prop, target);
       if (typeof value !== "function") return value;
-      const fn = (value as AnyFn).bind(target);
-      if (typeof prop === "string" && MUTATIONS.has(prop)) {
-        return (...args: unknown[]) => {
-          counts.mutations++;
-          // Weft's keys are [prefix, kind, ...]; a check passes { key }.
-          const key =
-            (prop === "check" ? (args[0] as Deno.AtomicCheck).key : args[0]) as Deno.KvKey;
-          const kind = `${prop} ${String(key?.[1] ?? "?")}`;
-          counts.byKey.set(kind, (counts.byKey.get(kind) ?? 0) + 1);
-          fn(...args);
-          return proxy;
-        };
-      }
-      if (prop === "enqueue") {
-        return (message: unknown, options?: { delay?: number }) => {
-          if ((options?.delay ?? 0) > 0) counts.delayed++;
-          else counts.enqueued++;
-          fn(message, options);
-          return proxy;
-        };
-      }
-      if (prop === "commit") {
-        return async () => {
-          const t0 = performance.now();
-          try {
-            const result = await fn();
-            counts.commitMs.push(performance.now() - t0);
-            if (result.ok) counts.commits++;
-            else counts.failedCommits++;
-            return result;
-          } catch (error) {
-            counts.thrownCommits++;
-            throw error;
-          }
-        };
-      }
-      return fn;
+      let wrapper = wrappers.get(prop);
+      if (wrapper === undefined) wrappers.set(prop, wrapper = wrap(target, prop, value as AnyFn));
+      return wrapper;
     },
   });
   return proxy;
+
+  function wrap(target: Deno.AtomicOperation, prop: PropertyKey, value: AnyFn): unknown {
+    const fn = value.bind(target);
+    if (typeof prop === "string" && MUTATIONS.has(prop)) {
+      const kinds = new Map<unknown, string>();
+      return (...args: unknown[]) => {
+        counts.mutations++;
+        // Weft's keys are [prefix, kind, ...]; a check passes { key }.
+        const key = (prop === "check" ? (args[0] as Deno.AtomicCheck).key : args[0]) as Deno.KvKey;
+        const part = key?.[1];
+        let kind = kinds.get(part);
+        if (kind === undefined) kinds.set(part, kind = `${prop} ${String(part ?? "?")}`);
+        counts.byKey.set(kind, (counts.byKey.get(kind) ?? 0) + 1);
+        fn(...args);
+        return proxy;
+      };
+    }
+    if (prop === "enqueue") {
+      return (message: unknown, options?: { delay?: number }) => {
+        if ((options?.delay ?? 0) > 0) counts.delayed++;
+        else counts.enqueued++;
+        fn(message, options);
+        return proxy;
+      };
+    }
+    if (prop === "commit") {
+      return async () => {
+        const t0 = performance.now();
+        try {
+          const result = await fn();
+          counts.commitMs.push(performance.now() - t0);
+          if (result.ok) counts.commits++;
+          else counts.failedCommits++;
+          return result;
+        } catch (error) {
+          counts.thrownCommits++;
+          throw error;
+        }
+      };
+    }
+    return fn;
+  }
 }

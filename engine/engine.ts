@@ -23,6 +23,7 @@
 import { getLogger } from "@logtape/logtape";
 import { trace, type TracerProvider } from "@opentelemetry/api";
 import { Activity } from "./activity.ts";
+import { Admission } from "./admission.ts";
 import { isTraceparent, Tracing } from "./tracing.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { CommitBatcher, type Fence } from "./commit_batcher.ts";
@@ -339,11 +340,23 @@ export interface Engine {
 }
 const log = getLogger(["weft", "engine"]);
 
-/** Writes waiting to commit beyond which `start` waits (about four commits' worth of starts). */
+/**
+ * Starts admitted and not yet committed, and writes waiting to commit, beyond
+ * which `start` waits (about four commits' worth of starts).
+ */
 const START_BACKLOG = 400;
 
 /** Run ids are ULIDs: 26 characters of Crockford's base32. */
 const RUN_ID_PATTERN = /^[0-9A-HJKMNP-TV-Z]{26}$/;
+
+/**
+ * The UTF-8 size of `text`, exact when it may exceed `limit`; otherwise a
+ * bound under it, found without encoding (a UTF-16 unit is at most 3 bytes).
+ */
+function utf8Bytes(text: string, limit: number): number {
+  if (text.length * 3 <= limit) return text.length;
+  return new TextEncoder().encode(text).byteLength;
+}
 
 /** Anything that is not a run id names no run (and never reaches KV as an oversized key). */
 function checkRunId(runId: string): void {
@@ -410,6 +423,7 @@ class WeftEngine implements Engine {
   readonly #graceMs: number;
   readonly #useQueue: boolean;
   readonly #pendingStarts = new Map<string, Promise<StartResult>>();
+  readonly #admission = new Admission(START_BACKLOG);
   #registering: Promise<unknown> | undefined;
   #fencedCount = 0;
   #closing = false;
@@ -643,7 +657,7 @@ class WeftEngine implements Engine {
         }]),
       );
     }
-    const size = new TextEncoder().encode(json).byteLength;
+    const size = utf8Bytes(json, this.#maxInputBytes);
     if (size > this.#maxInputBytes) {
       return Promise.reject(new InputTooLargeError(workflow, size, this.#maxInputBytes));
     }
@@ -707,23 +721,27 @@ class WeftEngine implements Engine {
     }
     let remove = () => {};
     const done = new Promise<RunSnapshot>((resolve, reject) => {
+      // Added before the run is read, so an end committed meanwhile is not missed.
+      if (!signal) {
+        remove = this.#waiters.add(runId, { resolve, reject });
+        return;
+      }
       const onAbort = () => {
         remove();
-        reject(signal!.reason);
+        reject(signal.reason);
       };
       const waiter: Waiter = {
         resolve: (snapshot) => {
-          signal?.removeEventListener("abort", onAbort);
+          signal.removeEventListener("abort", onAbort);
           resolve(snapshot);
         },
         reject: (error) => {
-          signal?.removeEventListener("abort", onAbort);
+          signal.removeEventListener("abort", onAbort);
           reject(error);
         },
       };
-      // Added before the run is read, so an end committed meanwhile is not missed.
       remove = this.#waiters.add(runId, waiter);
-      signal?.addEventListener("abort", onAbort, { once: true });
+      signal.addEventListener("abort", onAbort, { once: true });
     });
     if (!this.#scheduler.runs.has(runId)) {
       // One read of the record: a caller waiting for thousands of runs reads
@@ -841,9 +859,9 @@ class WeftEngine implements Engine {
         message: `Payload is not JSON-serializable: ${(error as Error).message}`,
       }], subject);
     }
-    const size = new TextEncoder().encode(json).byteLength;
     // An event is stored in one KV value, with room for its envelope.
     const limit = Math.min(this.#maxInputBytes, 60_000);
+    const size = utf8Bytes(json, limit);
     if (size > limit) throw new InputTooLargeError(def.name, size, limit);
     const value = JSON.parse(json);
     const action = `send event '${event}' to run '${runId}'`;
@@ -1137,14 +1155,29 @@ class WeftEngine implements Engine {
     return { ...summarize(record), created: false };
   }
 
-  async #create(
+  /**
+   * Creates a run once the admission gate lets it in. Backpressure: a flood
+   * of starts waits for earlier ones (and other writes) to commit instead of
+   * holding thousands of uncommitted runs in memory. The gate counts starts,
+   * since a burst made in one tick finds the write queue still empty.
+   */
+  #create(
     def: AnyWorkflow,
     inputJson: string,
     idempotencyKey: string | undefined,
     traceOptions: Pick<StartOptions, "traceparent" | "tracestate">,
   ): Promise<StartResult> {
-    // Backpressure: a flood of starts waits for earlier writes to commit
-    // instead of holding thousands of uncommitted runs in memory.
+    return this.#admission.run(() =>
+      this.#createAdmitted(def, inputJson, idempotencyKey, traceOptions)
+    );
+  }
+
+  async #createAdmitted(
+    def: AnyWorkflow,
+    inputJson: string,
+    idempotencyKey: string | undefined,
+    traceOptions: Pick<StartOptions, "traceparent" | "tracestate">,
+  ): Promise<StartResult> {
     await this.#batcher.room(START_BACKLOG);
     await this.#registering;
     if (this.#closing) throw new EngineClosedError();
@@ -1161,7 +1194,7 @@ class WeftEngine implements Engine {
       throw error;
     }
     started.end(summary?.id);
-    if (summary) return { ...summary, created: true };
+    if (summary) return Object.assign(summary, { created: true });
     // Another writer took the idempotency key first: return its run.
     const existing = await this.#store.getIdempotent(def.name, idempotencyKey!);
     return await this.#existing(existing!);

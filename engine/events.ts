@@ -74,62 +74,84 @@ const RUN_MESSAGES: Record<RunStatus, string> = {
   compensating: "Run {runId} is compensating its succeeded steps: {error.message}",
 };
 
+/** The level and message of a transition's log record. */
+function recordOf(
+  event: HistoryEvent,
+): { level: "debug" | "info" | "warning" | "error"; message: string } {
+  if (event.type === "run") {
+    return { level: event.to === "failed" ? "warning" : "info", message: RUN_MESSAGES[event.to] };
+  }
+  const timedOut = event.error?.name === StepTimeoutError.name;
+  const interrupted = event.error?.name === AttemptInterruptedError.name;
+  switch (event.to) {
+    case "running":
+      return { level: "debug", message: "Step {step} attempt {attempt} started" };
+    case "succeeded":
+      return { level: "info", message: "Step {step} succeeded in {durationMs} ms" };
+    case "waiting":
+      if (interrupted) {
+        return {
+          level: "warning",
+          message: "Step {step} attempt {attempt} was interrupted; recovering",
+        };
+      }
+      if (timedOut) {
+        return {
+          level: "warning",
+          message: "Step {step} attempt {attempt} timed out; retrying in {delayMs} ms",
+        };
+      }
+      return {
+        level: "warning",
+        message: "Step {step} attempt {attempt} failed, retrying in {delayMs} ms: {error.message}",
+      };
+    case "failed":
+      return timedOut
+        ? { level: "error", message: "Step {step} attempt {attempt} timed out; giving up" }
+        : { level: "error", message: "Step {step} failed: {error.message}" };
+    default:
+      return { level: "info", message: `Step {step} ${event.to}` };
+  }
+}
+
 /**
- * One structured record per committed transition. Its properties are built
- * only when a sink takes the record's level (by default, none does).
+ * One structured record per committed transition; its properties are built
+ * only when some sink takes the record's level.
  */
 function logEvent({ runId, workflow, event }: EngineEvent, trace: RunTrace | undefined): void {
-  if (event.type === "run") {
-    const props = () => ({
-      ...traceIdsOf(trace),
+  const { level, message } = recordOf(event);
+  if (!log.isEnabledFor(level)) return;
+  const ids = traceIdsOf(trace);
+  const props = event.type === "run"
+    ? {
+      ...ids,
       workflow,
       runId,
       status: event.to,
       durationMs: event.durationMs,
       error: event.error,
       ...(event.to === "failed" ? failedStepOf(event) : {}),
-    });
-    if (event.to === "failed") log.warn(RUN_MESSAGES.failed, props);
-    else log.info(RUN_MESSAGES[event.to], props);
-    return;
-  }
-  const props = () => ({
-    ...traceIdsOf(trace),
-    workflow,
-    runId,
-    step: event.step,
-    attempt: event.attempt,
-    durationMs: event.durationMs,
-    error: event.error,
-    status: event.to,
-    ...retryOf(event),
-  });
-  const timedOut = event.error?.name === StepTimeoutError.name;
-  const interrupted = event.error?.name === AttemptInterruptedError.name;
-  switch (event.to) {
-    case "running":
-      log.debug("Step {step} attempt {attempt} started", props);
-      break;
-    case "succeeded":
-      log.info("Step {step} succeeded in {durationMs} ms", props);
-      break;
-    case "waiting":
-      if (interrupted) log.warn("Step {step} attempt {attempt} was interrupted; recovering", props);
-      else if (timedOut) {
-        log.warn("Step {step} attempt {attempt} timed out; retrying in {delayMs} ms", props);
-      } else {
-        log.warn(
-          "Step {step} attempt {attempt} failed, retrying in {delayMs} ms: {error.message}",
-          props,
-        );
-      }
-      break;
-    case "failed":
-      if (timedOut) log.error("Step {step} attempt {attempt} timed out; giving up", props);
-      else log.error("Step {step} failed: {error.message}", props);
-      break;
+    }
+    : {
+      ...ids,
+      workflow,
+      runId,
+      step: event.step,
+      attempt: event.attempt,
+      durationMs: event.durationMs,
+      error: event.error,
+      status: event.to,
+      ...retryOf(event),
+    };
+  switch (level) {
+    case "debug":
+      return log.debug(message, props);
+    case "info":
+      return log.info(message, props);
+    case "warning":
+      return log.warn(message, props);
     default:
-      log.info(`Step {step} ${event.to}`, props);
+      return log.error(message, props);
   }
 }
 

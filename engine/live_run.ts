@@ -63,15 +63,19 @@ export interface LiveRun {
   nextSeq: number;
   /** Attempts in flight, by step. */
   running: Map<string, RunningAttempt>;
-  /** In-process timers of steps waiting for a retry, by step. */
-  retryTimers: Map<string, TimerHandle>;
-  /** Steps waiting for a concurrency slot. */
-  queued: Set<string>;
-  /** The write that made a queued or waiting step ready, until it starts. */
-  readyBy: Map<string, PendingWrite>;
+  /**
+   * In-process timers of steps waiting for a retry, by step; absent while
+   * there are none (most runs never have one, and thousands may be held).
+   */
+  retryTimers?: Map<string, TimerHandle>;
+  /**
+   * Steps waiting for a concurrency slot, each with the write that made it
+   * ready: it starts only once that write is on disk.
+   */
+  queued: Map<string, PendingWrite>;
   /** Writes of this run not yet committed. */
   uncommitted: number;
-  /** The latest write of this run. */
+  /** The latest write of this run (a settled promise once it is committed). */
   lastCommit: Promise<unknown>;
   /** Dropped from memory (released, or a failed write); nothing of it may act any more. */
   dead: boolean;
@@ -80,14 +84,17 @@ export interface LiveRun {
   /** Events delivered to it that no wait step has taken yet, oldest first. */
   mailbox: RunEvent[];
   /** Ids of events its wait steps took (a later read of the mailbox may still list them). */
-  taken: Set<string>;
+  taken?: Set<string>;
   /** Compensation steps that failed for good, while it is compensating. */
-  failedCompensations: Set<string>;
+  failedCompensations?: Set<string>;
   /** The items of its map steps that started, by step. */
-  mapItems: Map<string, readonly unknown[]>;
+  mapItems?: Map<string, readonly unknown[]>;
   /** The definitions the engine runs its map items as, by item name (`step[index]`). */
-  itemDefs: Map<string, StepDefinition>;
+  itemDefs?: Map<string, StepDefinition>;
 }
+
+/** The `lastCommit` of a run with no write yet, or whose last write is committed. */
+export const NO_WRITE: Promise<unknown> = Promise.resolve();
 
 /**
  * A live run of `def` with nothing in flight yet.
@@ -113,7 +120,8 @@ export interface LiveRun {
  * ```
  */
 export function newLiveRun(def: AnyWorkflow, stored: StoredRun): LiveRun {
-  return {
+  // The collections most runs never use are created when first needed.
+  const live: LiveRun = {
     def,
     record: stored.record,
     input: stored.input,
@@ -121,19 +129,15 @@ export function newLiveRun(def: AnyWorkflow, stored: StoredRun): LiveRun {
     results: stored.results,
     nextSeq: stored.nextSeq,
     running: new Map(),
-    retryTimers: new Map(),
-    queued: new Set(),
-    readyBy: new Map(),
+    queued: new Map(),
     uncommitted: 0,
-    lastCommit: Promise.resolve(),
+    lastCommit: NO_WRITE,
     dead: false,
     released: false,
     mailbox: stored.mailbox ?? [],
-    taken: new Set(),
-    failedCompensations: new Set(),
-    mapItems: stored.mapItems ?? new Map(),
-    itemDefs: new Map(),
   };
+  if (stored.mapItems) live.mapItems = stored.mapItems;
+  return live;
 }
 
 /** Whether every step that `step` needs has succeeded. */

@@ -25,9 +25,16 @@ import {
 } from "./errors.ts";
 import type { EventHub } from "./events.ts";
 import type { KeyLayout } from "./keys.ts";
-import { type LiveRun, liveSnapshot, newLiveRun, type RunningAttempt } from "./live_run.ts";
+import { KindContext, type KindOps } from "./kind_context.ts";
+import {
+  type LiveRun,
+  liveSnapshot,
+  newLiveRun,
+  NO_WRITE,
+  type RunningAttempt,
+} from "./live_run.ts";
 import { itemName, PARKED_MS } from "./keys.ts";
-import { encodeOutput, INLINE_OUTPUT_BYTES, splitJson } from "./output.ts";
+import { INLINE_OUTPUT_BYTES, splitJson } from "./output.ts";
 import { readiness, runOutcome } from "./readiness.ts";
 import { queueMessageSchema, type RunEvent, type RunRecord, type StepRecord } from "./records.ts";
 import { loadRun } from "./recovery.ts";
@@ -250,7 +257,8 @@ export class Scheduler {
       this.#forget(live);
       return undefined;
     }
-    return { ...summary, status: live.record.status };
+    summary.status = live.record.status;
+    return summary;
   }
 
   /** Records a new run of `def` in `txn`, held by this worker, and starts its first steps. */
@@ -290,7 +298,7 @@ export class Scheduler {
     txn.record(live, { type: "run", seq: live.nextSeq++, at: now, from: null, to: "pending" });
     for (const s of def.steps) this.#evaluate(txn, live, s);
     this.#checkComplete(txn, live);
-    txn.consider.add(live);
+    txn.consider(live);
     return live;
   }
 
@@ -365,10 +373,7 @@ export class Scheduler {
     await this.#batcher.drain();
     this.#stopped = true;
     const closed = new EngineClosedError();
-    for (const live of this.#live.values()) {
-      for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
-      live.retryTimers.clear();
-    }
+    for (const live of this.#live.values()) this.#clearTimers(live);
     this.#waiters.rejectAll(closed);
     this.#live.clear();
     await this.#batcher.drain();
@@ -483,7 +488,7 @@ export class Scheduler {
       }
     }
     this.#checkComplete(txn, live);
-    txn.consider.add(live);
+    txn.consider(live);
     if (options.txn) return live;
     await this.#commit(txn);
     return this.#live.get(runId) === live ? live : undefined;
@@ -496,14 +501,14 @@ export class Scheduler {
   async deliver(live: LiveRun, events: readonly RunEvent[]): Promise<void> {
     if (live.dead || isTerminalRun(live.record.status)) return;
     const known = new Set(live.mailbox.map((e) => e.id));
-    for (const e of events) if (!known.has(e.id) && !live.taken.has(e.id)) live.mailbox.push(e);
+    for (const e of events) if (!known.has(e.id) && !live.taken?.has(e.id)) live.mailbox.push(e);
     live.mailbox.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
     const txn = new Txn();
     for (const s of live.def.steps) {
       if (live.steps.get(s.name)!.status !== "awaiting") continue;
       this.#kindOf(s).eventArrived?.(this.#ctx(txn, live, s));
     }
-    txn.consider.add(live);
+    txn.consider(live);
     await this.#commit(txn);
   }
 
@@ -551,10 +556,9 @@ export class Scheduler {
       this.#beginAttempt(txn, live, step, capKey);
       return;
     }
-    live.readyBy.set(step.name, txn.status);
-    txn.gated.add(live);
+    txn.gate(live);
     if (live.queued.size === 0) this.#queuedRuns++;
-    live.queued.add(step.name);
+    live.queued.set(step.name, txn.status);
     this.#slots.enqueue({ runId: live.record.id, step: step.name, capKey, cap: step.concurrency });
     txn.after.push(() => this.#schedulePump());
   }
@@ -580,7 +584,6 @@ export class Scheduler {
       capKey,
     };
     live.running.set(step.name, running);
-    live.readyBy.delete(step.name);
     // The body runs only once its attempt is on disk, so a crash at any
     // moment finds the attempt recorded and reruns it as a new one.
     txn.after.push(() => this.#launchHeld(live, step, running));
@@ -652,76 +655,46 @@ export class Scheduler {
 
   /** What a step's kind may do to it, recorded in `txn`. */
   #ctx(txn: Txn, live: LiveRun, step: StepDefinition): StepKindContext {
-    return {
-      step,
-      record: () => live.steps.get(step.name)!,
-      now: () => this.#clock.now(),
-      random: this.#random,
-      input: () => live.input,
-      results: () => this.#resultsOf(live, step.needs),
-      transition: (next, event) =>
-        this.#recordStep(txn, live, {
-          step: step.name,
-          next,
-          ...event,
-          at: event.at ?? this.#clock.now(),
-        }),
-      startAttempt: () => this.#tryStart(txn, live, step),
-      update: (next) => {
-        live.steps.set(step.name, next);
-        txn.touchStep(live, step.name);
-      },
-      startChild: (childDef, input) => {
-        // The served definition of that name (a test may serve a stubbed copy).
-        const def = this.#defs.get(childDef.name);
-        if (!def) {
-          throw new Error(`this engine does not serve the child's workflow '${childDef.name}'`);
-        }
-        const child = this.#newRun(txn, def, JSON.stringify(input) ?? "null", {
-          parent: { runId: live.record.id, step: step.name },
-          // A child's spans belong to its parent's trace.
-          ...(live.record.trace ? { trace: live.record.trace } : {}),
-        });
-        return child.record.id;
-      },
-      armTimer: (atMs) => this.#armTimer(txn, live, step, atMs),
-      encode: (value) => encodeOutput(step.name, 0, value, INLINE_OUTPUT_BYTES),
-      takeEvent: (event) => {
-        const i = live.mailbox.findIndex((e) => e.event === event);
-        if (i < 0) return undefined;
-        const [taken] = live.mailbox.splice(i, 1);
-        live.taken.add(taken.id);
-        txn.extraDeletes.push(this.#keys.event(live.record.id, taken.id));
-        return taken;
-      },
-      succeeded: (value) => {
-        live.results.set(step.name, value);
-        if (step.itemOf) return this.#itemEnded(txn, live, step, { ok: true });
-        this.#resolved(txn, live, step);
-      },
-      items: () => this.#itemsCtx(txn, live, step),
-      failRun: (error) => {
-        if (step.itemOf) return this.#itemEnded(txn, live, step, { ok: false, error });
-        if (step.phase === "compensation") {
-          // One failed compensation does not stop the others; the run's
-          // error names it once they have all ended.
-          live.failedCompensations.add(step.name);
-          return this.#resolved(txn, live, step);
-        }
-        this.#endRun(txn, live, "failed", error, step.name);
-      },
-    };
+    return new KindContext(this.#kindOps, txn, live, step);
   }
+
+  /** What every {@linkcode KindContext} of this scheduler reaches of it. */
+  readonly #kindOps: KindOps = {
+    now: () => this.#clock.now(),
+    random: () => this.#random(),
+    resultsOf: (live, names) => this.#resultsOf(live, names),
+    recordStep: (txn, live, change) => this.#recordStep(txn, live, change),
+    tryStart: (txn, live, step) => this.#tryStart(txn, live, step),
+    startChild: (txn, live, step, childDef, input) => {
+      // The served definition of that name (a test may serve a stubbed copy).
+      const def = this.#defs.get(childDef.name);
+      if (!def) {
+        throw new Error(`this engine does not serve the child's workflow '${childDef.name}'`);
+      }
+      const child = this.#newRun(txn, def, JSON.stringify(input) ?? "null", {
+        parent: { runId: live.record.id, step: step.name },
+        // A child's spans belong to its parent's trace.
+        ...(live.record.trace ? { trace: live.record.trace } : {}),
+      });
+      return child.record.id;
+    },
+    armTimer: (txn, live, step, atMs) => this.#armTimer(txn, live, step, atMs),
+    eventKey: (runId, eventId) => this.#keys.event(runId, eventId),
+    itemEnded: (txn, live, item, outcome) => this.#itemEnded(txn, live, item, outcome),
+    resolved: (txn, live, step) => this.#resolved(txn, live, step),
+    items: (txn, live, map) => this.#itemsCtx(txn, live, map),
+    failRun: (txn, live, error, step) => this.#endRun(txn, live, "failed", error, step),
+  };
 
   /** A step's definition, or a map item's, by name. */
   #stepDef(live: LiveRun, name: string): StepDefinition | undefined {
-    return live.def.getStep(name) ?? live.itemDefs.get(name);
+    return live.def.getStep(name) ?? live.itemDefs?.get(name);
   }
 
   /** The run's steps, and the items of its maps that started. */
   *#stepsOf(live: LiveRun): Iterable<StepDefinition> {
     yield* live.def.steps;
-    yield* live.itemDefs.values();
+    if (live.itemDefs) yield* live.itemDefs.values();
   }
 
   /** An item of a map step ended for good: its map step decides what follows. */
@@ -738,9 +711,9 @@ export class Scheduler {
   /** The definition item `index` of map step `map` runs as: a task whose body gets the item. */
   #itemDef(live: LiveRun, map: StepDefinition, index: number): StepDefinition {
     const name = itemName(map.name, index);
-    const known = live.itemDefs.get(name);
+    const known = live.itemDefs?.get(name);
     if (known) return known;
-    const item = live.mapItems.get(map.name)?.[index];
+    const item = live.mapItems?.get(map.name)?.[index];
     const def: StepDefinition = Object.freeze({
       name,
       kind: "task" as const,
@@ -755,7 +728,7 @@ export class Scheduler {
       // deno-lint-ignore no-explicit-any
       fn: (ctx: any) => map.fn({ ...ctx, item, index, step: map.name }),
     });
-    live.itemDefs.set(name, def);
+    (live.itemDefs ??= new Map()).set(name, def);
     return def;
   }
 
@@ -765,12 +738,12 @@ export class Scheduler {
     const runId = live.record.id;
     return {
       store: (items) => {
-        live.mapItems.set(map.name, items);
+        (live.mapItems ??= new Map()).set(map.name, items);
         splitJson(JSON.stringify(items)).forEach((chunk, i) =>
           txn.extraSets.push([this.#keys.mapInput(runId, map.name, i), chunk])
         );
       },
-      count: () => live.mapItems.get(map.name)?.length ?? 0,
+      count: () => live.mapItems?.get(map.name)?.length ?? 0,
       record: (index) => live.steps.get(itemName(map.name, index)),
       value: (index) => live.results.get(itemName(map.name, index)),
       start: (index) => {
@@ -890,7 +863,7 @@ export class Scheduler {
     }
     const { endsAs = "failed", ...record } = live.record;
     let error = record.error;
-    if (live.failedCompensations.size > 0 && error) {
+    if (live.failedCompensations && live.failedCompensations.size > 0 && error) {
       const names = [...live.failedCompensations];
       error = {
         ...error,
@@ -917,12 +890,12 @@ export class Scheduler {
     }
     this.#planSweep(txn, dueAt);
     txn.after.push(() => {
-      if (this.#closing || live.dead || live.retryTimers.has(step.name)) return;
+      if (this.#closing || live.dead || live.retryTimers?.has(step.name)) return;
       const timer = this.#clock.setTimeout(() => {
-        live.retryTimers.delete(step.name);
+        live.retryTimers?.delete(step.name);
         this.#timerDue(live, step);
       }, dueAt - this.#clock.now());
-      live.retryTimers.set(step.name, timer);
+      (live.retryTimers ??= new Map()).set(step.name, timer);
     });
   }
 
@@ -972,10 +945,10 @@ export class Scheduler {
           new StepCancelledError(s.name, status === "cancelled" ? "run cancelled" : "run failed"),
         );
       }
-      const timer = live.retryTimers.get(s.name);
+      const timer = live.retryTimers?.get(s.name);
       if (timer) {
         this.#clock.clearTimeout(timer);
-        live.retryTimers.delete(s.name);
+        live.retryTimers!.delete(s.name);
       }
       if (rec.status === "awaiting" && rec.childRunId !== undefined) {
         // Cancelling the parent cancels the child, once this write is on disk.
@@ -987,7 +960,7 @@ export class Scheduler {
       if (to === "skipped") next.skipReason = "the run ended first";
       recordStep(txn, live, { step: s.name, next, attempt: rec.attempts, at: this.#clock.now() });
     }
-    for (const step of live.queued) this.#slots.forget(live.record.id, step);
+    for (const step of live.queued.keys()) this.#slots.forget(live.record.id, step);
     if (live.queued.size > 0) this.#queuedRuns--;
     live.queued.clear();
     live.record = { ...live.record, error };
@@ -1012,7 +985,7 @@ export class Scheduler {
       // Work whose ready record is still being written would only hold a
       // slot while it waits; durable work goes first.
       const granted = this.#slots.takeFitting((r) =>
-        this.#live.get(r.runId)?.readyBy.get(r.step)?.durable ?? true
+        this.#live.get(r.runId)?.queued.get(r.step)?.durable ?? true
       );
       // Fewer than half the idle runs kept are left: claim more, in a batch.
       if (this.#queuedRuns * 2 <= this.#maxIdleRuns() && this.#slots.inUse < this.#slots.max) {
@@ -1059,13 +1032,14 @@ export class Scheduler {
     if (this.#sweepDueAt !== undefined && this.#sweepDueAt <= now) this.#sweepDueAt = undefined;
     // Held runs' timers may be lost too: fire those that are due.
     for (const live of [...this.#live.values()]) {
+      if (!live.retryTimers) continue;
       for (const [name, timer] of [...live.retryTimers]) {
         const step = this.#stepDef(live, name);
         if (!step) continue;
         const due = this.#kindOf(step).dueAt(live.steps.get(name)!);
         if (due === undefined || due > now) continue;
         this.#clock.clearTimeout(timer);
-        live.retryTimers.delete(name);
+        live.retryTimers?.delete(name);
         this.#timerDue(live, step);
       }
     }
@@ -1093,7 +1067,7 @@ export class Scheduler {
    * step is, and drops it from memory: from now on it is any worker's.
    */
   #release(txn: Txn, live: LiveRun, dueAt = this.#nextDue(live)): void {
-    txn.leases.set(live, { kind: "due", dueAt });
+    txn.setLease(live, { kind: "due", dueAt });
     this.#planSweep(txn, dueAt);
     this.#forget(live);
     live.released = true;
@@ -1127,14 +1101,17 @@ export class Scheduler {
 
   /** Decides, for every run `txn` touches, whether this worker keeps holding it. */
   #settleLeases(txn: Txn): void {
-    const runs = new Set([...txn.runs.keys(), ...txn.steps.keys(), ...txn.gated, ...txn.consider]);
+    const runs = new Set(txn.runs.keys());
+    for (const live of txn.steps.keys()) runs.add(live);
+    for (const live of txn.gated) runs.add(live);
+    for (const live of txn.considered) runs.add(live);
     for (const live of runs) {
       this.#shortWaits.delete(live);
-      if (txn.leases.has(live) || isTerminalRun(live.record.status)) continue;
+      if (txn.leaseOf(live) || isTerminalRun(live.record.status)) continue;
       if (live.dead) continue;
       const created = txn.runs.get(live)?.fromStatus === null;
       if (!this.#shouldRelease(live, created)) {
-        if (created) txn.leases.set(live, { kind: "hold" });
+        if (created) txn.setLease(live, { kind: "hold" });
         continue;
       }
       // A run due again within a second (a short backoff) stays, on its
@@ -1166,11 +1143,9 @@ export class Scheduler {
     const terminal = endedRuns(txn);
     for (const live of terminal) this.#tellParent(txn, live);
     const op = toWriteOp(txn, this.#keys, this.#owner());
-    const touched = new Set([...txn.runs.keys(), ...txn.steps.keys()]);
+    const touched = new Set(txn.runs.keys());
+    for (const live of txn.steps.keys()) touched.add(live);
     const write = this.#batcher.write(op);
-    // Runs whose queued steps wait for this write to be durable are reloaded
-    // too if it fails, or they would wait for ever.
-    const affected = new Set([...touched, ...txn.gated]);
     for (const live of touched) {
       live.uncommitted++;
       live.lastCommit = write;
@@ -1184,10 +1159,18 @@ export class Scheduler {
       if (error instanceof FencedError) throw error;
       log.error("A KV commit failed; affected runs are reloaded from KV: {error}", { error });
       if (txn.enqueues.length > 0) this.#sweepDueAt = undefined;
+      // Runs whose queued steps wait for this write to be durable are reloaded
+      // too, or they would wait for ever.
+      const affected = new Set(touched);
+      for (const live of txn.gated) affected.add(live);
       for (const live of affected) this.#resync(live, error, txn.steps.get(live));
       throw error;
     }
-    for (const live of touched) live.uncommitted--;
+    for (const live of touched) {
+      live.uncommitted--;
+      // A settled write holds its commit's result: let it go.
+      if (live.lastCommit === write) live.lastCommit = NO_WRITE;
+    }
     if (!ok) {
       if (txn.enqueues.length > 0) this.#sweepDueAt = undefined;
       return false;
@@ -1320,6 +1303,13 @@ export class Scheduler {
     });
   }
 
+  /** Clears the run's retry timers. */
+  #clearTimers(live: LiveRun): void {
+    if (!live.retryTimers) return;
+    for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
+    live.retryTimers = undefined;
+  }
+
   /** Drops a run from memory without writing anything. */
   #forget(live: LiveRun): void {
     live.dead = true;
@@ -1328,9 +1318,8 @@ export class Scheduler {
       this.#finishAttempt(live, name, r);
       r.controller.abort(new StepCancelledError(name, "run reloaded"));
     }
-    for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
-    live.retryTimers.clear();
-    for (const step of live.queued) this.#slots.forget(live.record.id, step);
+    this.#clearTimers(live);
+    for (const step of live.queued.keys()) this.#slots.forget(live.record.id, step);
     if (live.queued.size > 0) this.#queuedRuns--;
     live.queued.clear();
     if (this.#live.get(live.record.id) === live) this.#live.delete(live.record.id);

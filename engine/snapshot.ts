@@ -102,9 +102,14 @@ export type RunSummary = Omit<RunSnapshot, "steps" | "input" | "output">;
 
 const iso = (ms: number | undefined) => ms === undefined ? undefined : new Date(ms).toISOString();
 
+/**
+ * `obj` without its undefined fields, in a new object: deleting them in
+ * place would turn every snapshot into a slow dictionary-mode object.
+ */
 function compact<T extends object>(obj: T): T {
-  for (const k of Object.keys(obj) as (keyof T)[]) if (obj[k] === undefined) delete obj[k];
-  return obj;
+  const out = {} as T;
+  for (const k in obj) if (obj[k] !== undefined) out[k] = obj[k];
+  return out;
 }
 
 function attemptError(e: AttemptError): AttemptErrorSnapshot {

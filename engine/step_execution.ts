@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { getLogger } from "@logtape/logtape";
+import { getLogger, type Logger } from "@logtape/logtape";
 import { context } from "@opentelemetry/api";
 import { type Activity, BodyActivity } from "./activity.ts";
 import { runAttempt } from "./attempt.ts";
@@ -18,6 +18,8 @@ import type { LiveRun, RunningAttempt } from "./live_run.ts";
 import { type EncodedOutput, encodeOutput } from "./output.ts";
 import type { Tracing } from "./tracing.ts";
 import type { StepDefinition } from "../steps/workflow.ts";
+
+const stepLogger = getLogger(["weft", "step"]);
 
 /** Output chunks of 60 KB per write keep each write well under KV's 800 KiB commit limit. */
 const OUTPUT_CHUNKS_PER_WRITE = 8;
@@ -100,16 +102,21 @@ export function launchAttempt(target: AttemptTarget, options: LaunchOptions): vo
   if (live.dead || options.stopped() || live.running.get(step.name) !== running) return;
   const { attempt, controller } = running;
   const traced = options.tracing?.startAttempt(live.record, step.name, attempt);
-  const spanContext = traced?.span.spanContext();
-  const stepLog = getLogger(["weft", "step"]).with({
-    workflow: live.def.name,
-    runId: live.record.id,
-    step: step.name,
-    attempt,
-    ...(traced && traced.span.isRecording()
-      ? { traceId: spanContext!.traceId, spanId: spanContext!.spanId }
-      : {}),
-  });
+  // Built when the body first reads `log`: most bodies never do.
+  let stepLog: Logger | undefined;
+  const logger = () => {
+    if (stepLog) return stepLog;
+    const spanContext = traced?.span.spanContext();
+    return stepLog = stepLogger.with({
+      workflow: live.def.name,
+      runId: live.record.id,
+      step: step.name,
+      attempt,
+      ...(traced && traced.span.isRecording()
+        ? { traceId: spanContext!.traceId, spanId: spanContext!.spanId }
+        : {}),
+    });
+  };
   const results: Record<string, unknown> = {};
   // A skipped step's result is absent, not `undefined`.
   for (const n of step.reads ?? step.needs) {
@@ -133,7 +140,9 @@ export function launchAttempt(target: AttemptTarget, options: LaunchOptions): vo
     runId: live.record.id,
     workflow: live.def.name,
     step: step.name,
-    log: stepLog,
+    get log() {
+      return logger();
+    },
     now: () => clock.now(),
     sleep,
     // A compensation and `onFailure` learn why the run is ending.

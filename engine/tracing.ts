@@ -20,11 +20,13 @@ import {
   context,
   defaultTextMapGetter,
   defaultTextMapSetter,
+  isSpanContextValid,
   ROOT_CONTEXT,
   type Span,
   SpanKind,
   SpanStatusCode,
   trace,
+  type Tracer,
   type TracerProvider,
 } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
@@ -153,8 +155,11 @@ export class Tracing {
     this.#clock = clock;
   }
 
-  #tracer() {
-    return this.#provider.getTracer("weft");
+  #tracerCache: Tracer | undefined;
+
+  /** Got once: a proxy tracer of the global provider follows a provider registered later. */
+  #tracer(): Tracer {
+    return this.#tracerCache ??= this.#provider.getTracer("weft");
   }
 
   /** The context a stored trace continues; the root context for a run without one. */
@@ -191,14 +196,18 @@ export class Tracing {
       startTime: this.#clock.now(),
       attributes: { [TraceAttribute.Workflow]: workflow },
     }, parent);
-    const carrier: Record<string, string> = {};
-    this.#propagator.inject(trace.setSpan(parent, span), carrier, defaultTextMapSetter);
-    const stored: RunTrace | undefined = span.isRecording() && isTraceparent(carrier.traceparent)
-      ? {
-        traceparent: carrier.traceparent,
-        ...(carrier.tracestate ? { tracestate: carrier.tracestate } : {}),
+    // Only a recording span's context is stored: a run without tracing stores none.
+    let stored: RunTrace | undefined;
+    if (span.isRecording()) {
+      const carrier: Record<string, string> = {};
+      this.#propagator.inject(trace.setSpan(parent, span), carrier, defaultTextMapSetter);
+      if (isTraceparent(carrier.traceparent)) {
+        stored = {
+          traceparent: carrier.traceparent,
+          ...(carrier.tracestate ? { tracestate: carrier.tracestate } : {}),
+        };
       }
-      : undefined;
+    }
     return {
       trace: stored,
       end: (runId, error) => {
@@ -236,7 +245,13 @@ export class Tracing {
         [TraceAttribute.Attempt]: attempt,
       },
     }, parent);
-    return entersContexts() ? { span, context: trace.setSpan(parent, span) } : { span };
+    // No context manager (no tracing set up): entering a context does
+    // nothing. A span that records nothing and carries no trace gives the
+    // body's own spans nothing to join.
+    if (!entersContexts() || (!span.isRecording() && !isSpanContextValid(span.spanContext()))) {
+      return { span };
+    }
+    return { span, context: trace.setSpan(parent, span) };
   }
 
   /** Ends an attempt's span with its outcome. */

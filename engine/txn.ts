@@ -20,6 +20,8 @@ export type LeaseChange =
   /** The run waits in the due index until `dueAt`; for a held run, its lease ends. */
   | { kind: "due"; dueAt: number };
 
+const NONE: readonly never[] = Object.freeze([]);
+
 /** History events per KV value, in bytes of JSON (a value holds 64 KiB). */
 export const HISTORY_BYTES_PER_KEY = 40_000;
 
@@ -53,16 +55,10 @@ export class Txn {
   readonly extraDeletes: Deno.KvKey[] = [];
   /** Queue messages sent with the write. */
   readonly enqueues: { value: unknown; delayMs?: number }[] = [];
-  /** Runs with steps queued for a slot that wait for this write to be durable. */
-  readonly gated = new Set<LiveRun>();
-  /**
-   * How the write changes who holds a run: a new run held by this worker or
-   * put in the due index, or a held run given back to the due index. Runs
-   * not named here stay as they are.
-   */
-  readonly leases = new Map<LiveRun, LeaseChange>();
-  /** Runs to look at when committing: given back to the due index if nothing of them is in flight. */
-  readonly consider = new Set<LiveRun>();
+  // Created when first used: most writes gate, lease and reconsider no run.
+  #gated: Set<LiveRun> | undefined;
+  #leases: Map<LiveRun, LeaseChange> | undefined;
+  #consider: Set<LiveRun> | undefined;
   /** Effects to run once the write is durable, in order. */
   readonly after: (() => void)[] = [];
   /**
@@ -96,11 +92,50 @@ export class Txn {
     list.push(event);
   }
 
+  /** Marks a run with steps queued for a slot that wait for this write to be durable. */
+  gate(live: LiveRun): void {
+    (this.#gated ??= new Set()).add(live);
+  }
+
+  /** The runs {@linkcode gate} marked. */
+  get gated(): Iterable<LiveRun> {
+    return this.#gated ?? NONE;
+  }
+
+  /**
+   * Sets how the write changes who holds a run: a new run held by this
+   * worker or put in the due index, or a held run given back to the due
+   * index. Runs without one stay as they are.
+   */
+  setLease(live: LiveRun, change: LeaseChange): void {
+    (this.#leases ??= new Map()).set(live, change);
+  }
+
+  /** The lease change of a run, if {@linkcode setLease} set one. */
+  leaseOf(live: LiveRun): LeaseChange | undefined {
+    return this.#leases?.get(live);
+  }
+
+  /** Every lease change, in the order set. */
+  get leases(): Iterable<[LiveRun, LeaseChange]> {
+    return this.#leases ?? NONE;
+  }
+
+  /** Marks a run to look at when committing: given back to the due index if nothing of it is in flight. */
+  consider(live: LiveRun): void {
+    (this.#consider ??= new Set()).add(live);
+  }
+
+  /** The runs {@linkcode consider} marked. */
+  get considered(): Iterable<LiveRun> {
+    return this.#consider ?? NONE;
+  }
+
   /** Whether there is nothing to write. */
   get empty(): boolean {
     return this.runs.size === 0 && this.steps.size === 0 && this.history.size === 0 &&
       this.extraSets.length === 0 && this.extraDeletes.length === 0 &&
-      this.enqueues.length === 0 && this.leases.size === 0;
+      this.enqueues.length === 0 && (this.#leases?.size ?? 0) === 0;
   }
 }
 
@@ -125,7 +160,7 @@ export class Txn {
  * });
  * const txn = new Txn();
  * txn.touchRun(live, null);
- * txn.leases.set(live, { kind: "hold" });
+ * txn.setLease(live, { kind: "hold" });
  * const op = toWriteOp(txn, keyLayout(["weft"]), "w1");
  * assert.deepEqual(op.sets?.map(([key]) => key.join("/")), [
  *   "weft/run/r1",
@@ -143,7 +178,7 @@ export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
   for (const [live, { fromStatus, idem }] of txn.runs) {
     const r = live.record;
     sets.push([k.run(r.id), r]);
-    const lease = txn.leases.get(live);
+    const lease = txn.leaseOf(live);
     if (fromStatus === null) {
       sets.push([k.byWorkflow(r.workflow, r.id), true]);
       // A new run is held by this worker, unless it waits in the due index.
@@ -194,7 +229,7 @@ export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
       const stored = event.type === "step" && event.error?.stack !== undefined
         ? { ...event, error: withoutStacks(event.error) }
         : event;
-      const size = JSON.stringify(stored).length;
+      const size = jsonLength(stored);
       if (part.length > 0 && bytes + size > HISTORY_BYTES_PER_KEY) {
         sets.push([k.history(live.record.id, part[0].seq), part]);
         part = [];
@@ -206,6 +241,51 @@ export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
     sets.push([k.history(live.record.id, part[0].seq), part]);
   }
   return { sets, deletes, checks, enqueues: txn.enqueues };
+}
+
+/**
+ * `JSON.stringify(event).length`, counted without building the string for
+ * the common event of numbers and plain strings (most writes carry several).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { jsonLength } from "./txn.ts";
+ * const event = { type: "run", seq: 0, at: 1700000000000, from: null, to: "pending" } as const;
+ * assert.equal(jsonLength(event), JSON.stringify(event).length);
+ * ```
+ */
+export function jsonLength(event: HistoryEvent): number {
+  let n = 1; // "{"
+  let first = true;
+  for (const key in event) {
+    const value = (event as unknown as Record<string, unknown>)[key];
+    if (value === undefined) continue;
+    let size: number;
+    if (typeof value === "number") size = numberLength(value);
+    else if (typeof value === "string" && isPlain(value)) size = value.length + 2;
+    else if (value === null) size = 4;
+    else return JSON.stringify(event).length;
+    n += (first ? 0 : 1) + key.length + 3 + size; // ,"key":value
+    first = false;
+  }
+  return n + 1; // "}"
+}
+
+/** Whether JSON writes `text` as it is: no quote, backslash, control character or surrogate. */
+function isPlain(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return false;
+  }
+  return true;
+}
+
+function numberLength(value: number): number {
+  if (!Number.isSafeInteger(value) || value < 0) return String(value).length;
+  let digits = 1;
+  for (let v = value; v >= 10; v = Math.floor(v / 10)) digits++;
+  return digits;
 }
 
 /** `error` and its causes without their stacks. */

@@ -3,7 +3,7 @@ import type { WriteOp } from "./commit_batcher.ts";
 import { keyLayout } from "./keys.ts";
 import { type LiveRun, newLiveRun } from "./live_run.ts";
 import type { HistoryEvent, RunRecord, StepRecord } from "./records.ts";
-import { endedRuns, HISTORY_BYTES_PER_KEY, toWriteOp, Txn } from "./txn.ts";
+import { endedRuns, HISTORY_BYTES_PER_KEY, jsonLength, toWriteOp, Txn } from "./txn.ts";
 import { workflow } from "../steps/workflow.ts";
 
 const keys = keyLayout(["weft"]);
@@ -120,7 +120,7 @@ Deno.test("toWriteOp puts a new run in the due index or gives a held run back", 
     const live = liveRun();
     const txn = new Txn();
     txn.touchRun(live, null);
-    txn.leases.set(live, { kind: "due", dueAt: 7 });
+    txn.setLease(live, { kind: "due", dueAt: 7 });
     const op = toWriteOp(txn, keys, "w1");
     assert.deepEqual(setKeys(op), [
       "weft/run/r1",
@@ -133,7 +133,7 @@ Deno.test("toWriteOp puts a new run in the due index or gives a held run back", 
   await t.step("a held run that only waits is given back: lease deleted, due entry written", () => {
     const live = liveRun({ status: "running" });
     const txn = new Txn();
-    txn.leases.set(live, { kind: "due", dueAt: 9 });
+    txn.setLease(live, { kind: "due", dueAt: 9 });
     const op = toWriteOp(txn, keys, "w1");
     assert.deepEqual(deleteKeys(op), ["weft/owned/w1/r1"]);
     assert.deepEqual(setKeys(op), ["weft/active/r1", "weft/due/9/r1"]);
@@ -234,4 +234,50 @@ Deno.test("Txn keeps the status a run had when first touched", () => {
   txn.touchRun(live);
   assert.equal(txn.runs.get(live)?.fromStatus, "running");
   assert.ok(!txn.empty);
+});
+
+Deno.test("jsonLength counts what JSON.stringify writes, escapes and errors included", () => {
+  const events = [
+    {
+      type: "step",
+      seq: 0,
+      at: 1796188489120,
+      step: "noop",
+      from: "pending",
+      to: "running",
+      attempt: 1,
+    },
+    { type: "run", seq: 12, at: 0, from: null, to: "pending" },
+    {
+      type: "run",
+      seq: 3,
+      at: 5.5,
+      from: "running",
+      to: "failed",
+      durationMs: -3,
+      error: { name: "E", message: 'x"y' },
+    },
+    {
+      type: "step",
+      seq: 10,
+      at: 9,
+      step: "a[12]",
+      from: "waiting",
+      to: "running",
+      attempt: 100,
+      nextAttemptAt: undefined,
+      durationMs: 1e21,
+    },
+    {
+      type: "step",
+      seq: 10,
+      at: 9,
+      step: 'q"\n\u0001\ud800\\',
+      from: "waiting",
+      to: "running",
+      attempt: 9,
+      durationMs: 0,
+    },
+  ] as unknown as HistoryEvent[];
+  for (const event of events) assert.equal(jsonLength(event), JSON.stringify(event).length);
 });
