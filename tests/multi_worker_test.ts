@@ -159,7 +159,8 @@ class WorkerProcess extends FixtureProcess<WorkerEvent> {
     if (status === "timeout") {
       throw new Error(
         `The ${this.role} worker (pid ${this.pid}) did not exit within ${timeoutMs} ms of ` +
-          `SIGTERM (seed ${SEED})\n${this.stderrTail()}`,
+          `SIGTERM (seed ${SEED}); ${this.describe()}; bodies in flight: ` +
+          `${JSON.stringify([...this.running.values()])}\n${this.stderrTail()}`,
       );
     }
     return status;
