@@ -227,15 +227,46 @@ export function createMetrics(engine: MetricsEngine, options: MetricsOptions = {
     "Free bytes on the KV's disk at the last look (-1 when not watched).",
     (s) => s.storage.freeBytes ?? -1,
   );
-  new Counter({
-    name: "weft_kv_commits_total",
-    help: "KV commits made by this engine.",
-    registers,
-    collect() {
-      this.reset();
-      this.inc(engine.stats().commits);
-    },
-  });
+  const fromStatsTotal = (
+    name: string,
+    help: string,
+    pick: (s: ReturnType<MetricsEngine["stats"]>) => number,
+  ) =>
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(pick(engine.stats()));
+      },
+    });
+  fromStatsTotal("weft_kv_commits_total", "KV commits made by this engine.", (s) => s.commits);
+  fromStats(
+    "weft_workers_others",
+    "Other workers registered on this KV at this worker's last look.",
+    (s) => s.otherWorkers,
+  );
+  fromStatsTotal(
+    "weft_runs_claimed_total",
+    "Runs this worker claimed from the due index.",
+    (s) => s.claims,
+  );
+  fromStatsTotal(
+    "weft_worker_fenced_total",
+    "Times this worker found itself fenced (declared dead by another) and registered again.",
+    (s) => s.fenced,
+  );
+  fromStatsTotal(
+    "weft_workers_declared_dead_total",
+    "Other workers this worker declared dead (fenced).",
+    (s) => s.fencedOthers,
+  );
+  fromStatsTotal(
+    "weft_leases_reaped_total",
+    "Runs of dead workers this worker moved back to the due index.",
+    (s) => s.reaped,
+  );
 
   const needsOf = new Map<string, Map<string, readonly string[]>>();
   for (const wf of engine.workflows) {

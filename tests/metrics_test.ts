@@ -189,6 +189,27 @@ Deno.test("metrics measure queue wait for a slot and attempt durations on the cl
   close();
 });
 
+Deno.test("metrics show the workers on the KV: others seen, claims, fences and reaped leases", async () => {
+  const wf = workflow("quick", { input: z.object({}) }).step("only", () => 1);
+  await using te = await testEngine([wf]);
+  // The engine's counters are tested where they are made (tests/leases_test.ts); here, that
+  // each reaches its series.
+  const counters = { otherWorkers: 2, claims: 11, fenced: 1, fencedOthers: 3, reaped: 7 };
+  const { registry, close } = createMetrics({
+    workflows: te.engine.workflows,
+    subscribe: (fn) => te.engine.subscribe(fn),
+    stats: () => ({ ...te.engine.stats(), ...counters }),
+  });
+  assert.equal(await sample(registry, "weft_workers_others"), 2);
+  assert.equal(await sample(registry, "weft_runs_claimed_total"), 11);
+  assert.equal(await sample(registry, "weft_worker_fenced_total"), 1);
+  assert.equal(await sample(registry, "weft_workers_declared_dead_total"), 3);
+  assert.equal(await sample(registry, "weft_leases_reaped_total"), 7);
+  counters.claims = 12;
+  assert.equal(await sample(registry, "weft_runs_claimed_total"), 12, "read at each scrape");
+  close();
+});
+
 Deno.test("GET /metrics serves the Prometheus text format", async () => {
   const wf = workflow("quick", { input: z.object({}) }).step("only", () => 1);
   await using te = await testEngine([wf]);
