@@ -239,16 +239,21 @@ Deno.test("a worker starved itself declares nobody dead on waking: silence count
   const dir = await Deno.makeTempDir({ prefix: "weft_starved_" });
   const wf = workflow("idle").step("s", () => "ok");
   const w = await twoWorkers(dir, [wf]);
-  const [, b] = w.engines;
+  const [a, b] = w.engines;
   try {
+    // Both have beaten once, and B has looked at A's beat since.
+    await a.idle();
     await b.idle();
+    await w.clocks[1].advance(1_000);
+    await b.idle();
+    assert.equal(b.stats().otherWorkers, 1);
     // B's clock jumps 8 s at once, past A's 5 s timeout: to B it is as if
     // its own process had been frozen. A's silence is B's, not A's.
     await w.clocks[1].advance(8_000);
     await b.idle();
     assert.equal(b.stats().fencedOthers, 0, "one late look declares nothing");
     // B beats on, A stays silent: now the silence is A's.
-    for (let i = 0; i < 4 && b.stats().fencedOthers === 0; i++) {
+    for (let i = 0; i < 6 && b.stats().fencedOthers === 0; i++) {
       await w.clocks[1].advance(1_000);
       await b.idle();
     }
@@ -340,6 +345,7 @@ Deno.test("a worker frozen between recording an attempt and starting its body st
   const b = await createEngine({ ...settings, kv: kvB, clock: clockB });
   try {
     await a.idle();
+    await b.idle();
     // A writes the run with its first attempt running, then "freezes".
     const started = a.start("long", null);
     await waitFor(
@@ -348,7 +354,7 @@ Deno.test("a worker frozen between recording an attempt and starting its body st
     );
     // B sees A silent past the timeout, fences it and runs attempt 2.
     // (B's idle() would wait for that body: real pauses instead.)
-    for (let i = 0; i < 8 && b.stats().fencedOthers === 0; i++) {
+    for (let i = 0; i < 12 && b.stats().fencedOthers === 0; i++) {
       await clockB.advance(1_000);
       await new Promise((r) => setTimeout(r, 20));
     }
