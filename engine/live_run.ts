@@ -154,3 +154,9 @@ export function allStepsSucceeded(live: LiveRun): boolean {
 export function liveSnapshot(live: LiveRun): RunSnapshot {
   return snapshotOf(live.record, live.input, live.steps, live.results, live.def);
 }
+
+/** The run's steps, and the items of its maps that started. */
+export function* stepsOf(live: LiveRun): Iterable<StepDefinition> {
+  yield* live.def.steps;
+  if (live.itemDefs) yield* live.itemDefs.values();
+}

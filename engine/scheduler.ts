@@ -32,10 +32,12 @@ import {
   newLiveRun,
   NO_WRITE,
   type RunningAttempt,
+  stepsOf,
 } from "./live_run.ts";
 import { itemName, PARKED_MS } from "./keys.ts";
 import { INLINE_OUTPUT_BYTES, splitJson } from "./output.ts";
 import { readiness, runOutcome } from "./readiness.ts";
+import { RunLeases } from "./run_leases.ts";
 import { queueMessageSchema, type RunEvent, type RunRecord, type StepRecord } from "./records.ts";
 import { loadRun } from "./recovery.ts";
 import type { WaiterRegistry } from "./waiters.ts";
@@ -131,8 +133,6 @@ export interface LeaseCheck {
   confirm(): Promise<void>;
 }
 
-/** A run with nothing in flight that is due again within this stays held, on its timer. */
-const SHORT_WAIT_MS = 1_000;
 /** How long a run of a workflow this worker does not serve waits before it is offered again. */
 const UNSERVED_RETRY_MS = 10_000;
 /** How long a run that could not be read waits before it is tried again. */
@@ -160,12 +160,9 @@ export class Scheduler {
   readonly #children: SchedulerOptions["children"];
   readonly #whenWritable: () => Promise<void>;
   readonly #queueAllowed: () => boolean;
-  /** Held runs that only wait for a timer due within {@linkcode SHORT_WAIT_MS}. */
-  readonly #shortWaits = new Set<LiveRun>();
   /** Runs held with at least one step waiting for a slot (what `maxIdleRuns` bounds). */
   #queuedRuns = 0;
-  /** Runs kept in memory whatever they wait for (being cancelled). */
-  readonly #pinned = new Set<LiveRun>();
+  readonly #leases: RunLeases;
   readonly #launch: LaunchOptions;
   readonly #lease: LeaseCheck | undefined;
   readonly #live = new Map<string, LiveRun>();
@@ -219,6 +216,16 @@ export class Scheduler {
       tracing: options.tracing,
     };
     this.#activity = options.activity;
+    this.#leases = new RunLeases({
+      clock: options.clock,
+      maxIdleRuns: options.maxIdleRuns,
+      queuedRuns: () => this.#queuedRuns,
+      closing: () => this.#closing,
+      dueAt: (step, rec) => this.#kindOf(step).dueAt(rec),
+      forget: (live) => this.#forget(live),
+      planSweep: (txn, dueAt) => this.#planSweep(txn, dueAt),
+      wakeAt: (dueAt) => this.#dispatch.wakeAt(dueAt),
+    });
   }
 
   /** The unfinished runs held, by id. */
@@ -367,8 +374,8 @@ export class Scheduler {
     // Every run held goes back to the due index, so any worker (this one's
     // next start included) carries it on at once, without waiting for this
     // worker to be declared dead.
-    this.#pinned.clear();
-    for (const live of [...this.#live.values()]) this.#release(txn, live);
+    this.#leases.unpinAll();
+    for (const live of [...this.#live.values()]) this.#leases.release(txn, live);
     await this.#commit(txn).catch(() => {});
     await this.#batcher.drain();
     this.#stopped = true;
@@ -393,7 +400,7 @@ export class Scheduler {
    * worker that fenced it gives its runs to whoever claims them.
    */
   dropAll(): void {
-    this.#pinned.clear();
+    this.#leases.unpinAll();
     for (const live of [...this.#live.values()]) this.#forget(live);
     this.#live.clear();
     this.#sweepDueAt = undefined;
@@ -459,7 +466,7 @@ export class Scheduler {
     const other = this.#live.get(runId);
     if (other && !other.dead) return other;
     this.#live.set(runId, live);
-    if (options.pin) this.#pinned.add(live);
+    if (options.pin) this.#leases.pin(live);
     const txn = options.txn ?? new Txn();
     // What was loaded: a step that an earlier one's recovery changed (a sleep
     // that ended starts the steps that need it) is not recovered again.
@@ -689,12 +696,6 @@ export class Scheduler {
   /** A step's definition, or a map item's, by name. */
   #stepDef(live: LiveRun, name: string): StepDefinition | undefined {
     return live.def.getStep(name) ?? live.itemDefs?.get(name);
-  }
-
-  /** The run's steps, and the items of its maps that started. */
-  *#stepsOf(live: LiveRun): Iterable<StepDefinition> {
-    yield* live.def.steps;
-    if (live.itemDefs) yield* live.itemDefs.values();
   }
 
   /** An item of a map step ended for good: its map step decides what follows. */
@@ -935,7 +936,7 @@ export class Scheduler {
     // A compensating run is ending already: its compensations carry on.
     if (live.record.status === "compensating") return;
     const now = this.#clock.now();
-    for (const s of this.#stepsOf(live)) {
+    for (const s of stepsOf(live)) {
       const rec = live.steps.get(s.name)!;
       if (isTerminalStep(rec.status) || s.phase === "compensation") continue;
       const running = live.running.get(s.name);
@@ -1046,94 +1047,11 @@ export class Scheduler {
     this.#dispatch.wakeAt(now);
   }
 
-  // ---------------------------------------------------------------- leases
-
-  /**
-   * Whether a held run should go back to the due index: nothing of it is in
-   * flight, and it either waits only for time or, new, would wait for a slot
-   * behind more idle runs than this worker keeps.
-   */
-  #shouldRelease(live: LiveRun, created: boolean): boolean {
-    if (live.running.size > 0 || this.#pinned.has(live)) return false;
-    if (this.#closing || live.queued.size === 0) return true;
-    // Admission: a new run waits on disk when the idle runs held are many.
-    // A run already held, or just claimed (claims are sized by the room),
-    // keeps its place until its queued steps start.
-    return created && this.#queuedRuns > this.#maxIdleRuns();
-  }
-
-  /**
-   * Gives a held run back to the due index in `txn`, due when its earliest
-   * step is, and drops it from memory: from now on it is any worker's.
-   */
-  #release(txn: Txn, live: LiveRun, dueAt = this.#nextDue(live)): void {
-    txn.setLease(live, { kind: "due", dueAt });
-    this.#planSweep(txn, dueAt);
-    this.#forget(live);
-    live.released = true;
-    txn.after.push(() => {
-      live.released = false;
-      if (dueAt < PARKED_MS) this.#dispatch.wakeAt(dueAt);
-    });
-  }
-
-  /** When a run with nothing in flight next needs a worker. */
-  #nextDue(live: LiveRun): number {
-    const now = this.#clock.now();
-    let dueAt = Infinity;
-    let parked = false;
-    for (const s of this.#stepsOf(live)) {
-      const rec = live.steps.get(s.name)!;
-      if (
-        live.queued.has(s.name) || (rec.status === "pending" && readiness(live, s).kind !== "wait")
-      ) {
-        dueAt = now;
-      } else if (!isTerminalStep(rec.status)) {
-        const at = this.#kindOf(s).dueAt(rec);
-        if (at === Infinity) parked = true;
-        else if (at !== undefined) dueAt = Math.min(dueAt, Math.max(now, at));
-      }
-    }
-    // Only an event wakes a run whose steps all wait for one without a timeout.
-    if (dueAt === Infinity) return parked ? PARKED_MS : now;
-    return dueAt;
-  }
-
-  /** Decides, for every run `txn` touches, whether this worker keeps holding it. */
-  #settleLeases(txn: Txn): void {
-    const runs = new Set(txn.runs.keys());
-    for (const live of txn.steps.keys()) runs.add(live);
-    for (const live of txn.gated) runs.add(live);
-    for (const live of txn.considered) runs.add(live);
-    for (const live of runs) {
-      this.#shortWaits.delete(live);
-      if (txn.leaseOf(live) || isTerminalRun(live.record.status)) continue;
-      if (live.dead) continue;
-      const created = txn.runs.get(live)?.fromStatus === null;
-      if (!this.#shouldRelease(live, created)) {
-        if (created) txn.setLease(live, { kind: "hold" });
-        continue;
-      }
-      // A run due again within a second (a short backoff) stays, on its
-      // timer: writing it back and claiming it again would cost more than
-      // it saves. Bounded like the idle runs.
-      const dueAt = this.#nextDue(live);
-      if (
-        !this.#closing && !created && dueAt - this.#clock.now() <= SHORT_WAIT_MS &&
-        this.#shortWaits.size < this.#maxIdleRuns() && live.queued.size === 0
-      ) {
-        this.#shortWaits.add(live);
-        continue;
-      }
-      this.#release(txn, live, dueAt);
-    }
-  }
-
   // ---------------------------------------------------------------- commits
 
   /** Writes a transaction; effects run only once it is durable. */
   async #commit(txn: Txn): Promise<boolean> {
-    this.#settleLeases(txn);
+    this.#leases.settle(txn);
     if (txn.empty) {
       txn.status.durable = true;
       for (const fn of txn.after) fn();
@@ -1191,7 +1109,7 @@ export class Scheduler {
       const parent = live.record.parent;
       if (parent) this.#children.ended(parent.runId);
       if (this.#live.get(live.record.id) === live) this.#live.delete(live.record.id);
-      this.#pinned.delete(live);
+      this.#leases.unpin(live);
       if (this.#waiters.has(live.record.id)) {
         this.#waiters.resolve(live.record.id, liveSnapshot(live));
       }
@@ -1313,7 +1231,7 @@ export class Scheduler {
   /** Drops a run from memory without writing anything. */
   #forget(live: LiveRun): void {
     live.dead = true;
-    this.#shortWaits.delete(live);
+    this.#leases.dropped(live);
     for (const [name, r] of live.running) {
       this.#finishAttempt(live, name, r);
       r.controller.abort(new StepCancelledError(name, "run reloaded"));
