@@ -12,10 +12,9 @@ import { getLogger } from "@logtape/logtape";
 import { monotonicFactory } from "ulid";
 import type { Activity } from "./activity.ts";
 import type { RunTrace, Tracing } from "./tracing.ts";
-import type { Clock, TimerHandle } from "./clock.ts";
+import type { Clock } from "./clock.ts";
 import type { CommitBatcher } from "./commit_batcher.ts";
 import {
-  AttemptInterruptedError,
   EngineClosedError,
   type ErrorData,
   FencedError,
@@ -38,6 +37,7 @@ import { itemName, PARKED_MS } from "./keys.ts";
 import { INLINE_OUTPUT_BYTES, splitJson } from "./output.ts";
 import { readiness, runOutcome } from "./readiness.ts";
 import { RunLeases } from "./run_leases.ts";
+import { GracePeriod, writeBackRunning } from "./shutdown.ts";
 import { queueMessageSchema, type RunEvent, type RunRecord, type StepRecord } from "./records.ts";
 import { loadRun } from "./recovery.ts";
 import type { WaiterRegistry } from "./waiters.ts";
@@ -47,7 +47,7 @@ import { type RunSnapshot, type RunSummary, summarize } from "./snapshot.ts";
 import { isTerminalRun, isTerminalStep, type StepStatus, transitionStep } from "./states.ts";
 import { type AttemptResult, launchAttempt, type LaunchOptions } from "./step_execution.ts";
 import type { RunStore } from "./store.ts";
-import { boundErrors, recordRunStatus, recordStep } from "./transitions.ts";
+import { recordRunStatus, recordStep } from "./transitions.ts";
 import { endedRuns, toWriteOp, Txn } from "./txn.ts";
 import type { AnyWorkflow, StepDefinition } from "../steps/workflow.ts";
 import { childEndedEvent } from "../steps/kinds/child.ts";
@@ -168,11 +168,9 @@ export class Scheduler {
   readonly #live = new Map<string, LiveRun>();
   readonly #ulid = monotonicFactory();
   #closing = false;
-  #graceCut = false;
-  #endGrace: (() => void) | undefined;
+  readonly #grace: GracePeriod;
   #stopped = false;
   #pumpScheduled = false;
-  #idleWaiters = new Set<() => void>();
   readonly #resyncing = new Set<string>();
   /** Runs whose reload must go again: a write failed while it ran. */
   readonly #reloadAgain = new Set<string>();
@@ -216,6 +214,7 @@ export class Scheduler {
       tracing: options.tracing,
     };
     this.#activity = options.activity;
+    this.#grace = new GracePeriod(options.clock);
     this.#leases = new RunLeases({
       clock: options.clock,
       maxIdleRuns: options.maxIdleRuns,
@@ -329,48 +328,15 @@ export class Scheduler {
    */
   async shutdown(graceMs: number): Promise<void> {
     this.#closing = true;
-    if (this.#runningCount() > 0 && graceMs > 0 && !this.#graceCut) {
-      let timer: TimerHandle | undefined;
-      await Promise.race([
-        new Promise<void>((resolve) => this.#idleWaiters.add(resolve)),
-        new Promise<void>((resolve) => {
-          timer = this.#clock.setTimeout(resolve, graceMs);
-          this.#endGrace = resolve;
-        }),
-      ]);
-      this.#endGrace = undefined;
-      if (timer) this.#clock.clearTimeout(timer);
-      this.#idleWaiters.clear();
-    }
+    if (this.#runningCount() > 0) await this.#grace.wait(graceMs);
     // Attempts still running are abandoned: they are written back as due
     // now, without counting against maxAttempts, so the next start reruns
     // them and a deploy costs no step an attempt.
     const txn = new Txn();
-    const now = this.#clock.now();
-    for (const live of this.#live.values()) {
-      for (const [name, r] of [...live.running]) {
-        // Released first, so a body that ends while this write is in flight
-        // finds its attempt gone and changes nothing.
-        this.#finishAttempt(live, name, r);
-        r.controller.abort(new StepCancelledError(name, "engine closed"));
-        const rec = live.steps.get(name)!;
-        const error = toErrorData(new AttemptInterruptedError(name, r.attempt, "engine shut down"));
-        recordStep(txn, live, {
-          step: name,
-          next: {
-            ...rec,
-            status: transitionStep(rec.status, "waiting"),
-            errors: boundErrors([...rec.errors, { attempt: r.attempt, at: now, error }]),
-            nextAttemptAt: now,
-            uncharged: (rec.uncharged ?? 0) + 1,
-          },
-          attempt: r.attempt,
-          error,
-          nextAttemptAt: now,
-          at: this.#clock.now(),
-        });
-      }
-    }
+    writeBackRunning(txn, this.#live.values(), {
+      clock: this.#clock,
+      finishAttempt: (live, step, running) => this.#finishAttempt(live, step, running),
+    });
     // Every run held goes back to the due index, so any worker (this one's
     // next start included) carries it on at once, without waiting for this
     // worker to be declared dead.
@@ -391,8 +357,7 @@ export class Scheduler {
    * empty): the attempts still running are written back as it does.
    */
   endGrace(): void {
-    this.#graceCut = true;
-    this.#endGrace?.();
+    this.#grace.end();
   }
 
   /**
@@ -628,7 +593,7 @@ export class Scheduler {
     live.running.delete(step);
     this.#slots.release(current.capKey);
     this.#schedulePump();
-    if (this.#runningCount() === 0) { for (const w of this.#idleWaiters) w(); }
+    if (this.#runningCount() === 0) this.#grace.idle();
     return true;
   }
 
