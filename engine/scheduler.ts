@@ -4,7 +4,10 @@
  * it after a backoff, fail or end the run), records each decision in a
  * {@linkcode Txn}, commits it, and acts on it only once it is on disk. It
  * also carries on runs loaded from KV, answers the KV queue's sweeps, and
- * shuts down. Reads, validation and the public API are the engine's.
+ * shuts down. Reads, validation and the public API are the engine's; which
+ * runs it keeps holding is `run_leases.ts`'s, reloads after a failed write
+ * are `run_reloads.ts`'s, and the grace period and the write-back of cut
+ * attempts are `shutdown.ts`'s.
  *
  * @module
  */
@@ -19,7 +22,6 @@ import {
   type ErrorData,
   FencedError,
   StepCancelledError,
-  StorageFullError,
   toErrorData,
 } from "./errors.ts";
 import type { EventHub } from "./events.ts";
@@ -37,6 +39,7 @@ import { itemName, PARKED_MS } from "./keys.ts";
 import { INLINE_OUTPUT_BYTES, splitJson } from "./output.ts";
 import { readiness, runOutcome } from "./readiness.ts";
 import { RunLeases } from "./run_leases.ts";
+import { RunReloads } from "./run_reloads.ts";
 import { GracePeriod, writeBackRunning } from "./shutdown.ts";
 import { queueMessageSchema, type RunEvent, type RunRecord, type StepRecord } from "./records.ts";
 import { loadRun } from "./recovery.ts";
@@ -158,7 +161,6 @@ export class Scheduler {
   readonly #dispatch: SchedulerOptions["dispatch"];
   readonly #maxIdleRuns: () => number;
   readonly #children: SchedulerOptions["children"];
-  readonly #whenWritable: () => Promise<void>;
   readonly #queueAllowed: () => boolean;
   /** Runs held with at least one step waiting for a slot (what `maxIdleRuns` bounds). */
   #queuedRuns = 0;
@@ -171,14 +173,9 @@ export class Scheduler {
   readonly #grace: GracePeriod;
   #stopped = false;
   #pumpScheduled = false;
-  readonly #resyncing = new Set<string>();
-  /** Runs whose reload must go again: a write failed while it ran. */
-  readonly #reloadAgain = new Set<string>();
   /** Map items whose attempts the reload in progress abandoned, by run. */
   readonly #reloadedItems = new Map<string, ReadonlySet<string>>();
-  /** Steps whose attempts a reload abandoned, not charged to `maxAttempts`. */
-  readonly #abandoned = new Map<string, Set<string>>();
-  readonly #commitFailures = new Map<string, number>();
+  readonly #reloads: RunReloads;
   /** When the earliest sweep message still on the queue is due, if any. */
   #sweepDueAt: number | undefined;
   readonly #activity: Activity | undefined;
@@ -200,7 +197,6 @@ export class Scheduler {
     this.#dispatch = options.dispatch;
     this.#maxIdleRuns = options.maxIdleRuns;
     this.#children = options.children;
-    this.#whenWritable = options.whenWritable ?? (() => Promise.resolve());
     this.#queueAllowed = options.queueAllowed ?? (() => true);
     this.#lease = options.lease;
     this.#launch = {
@@ -215,6 +211,15 @@ export class Scheduler {
     };
     this.#activity = options.activity;
     this.#grace = new GracePeriod(options.clock);
+    this.#reloads = new RunReloads({
+      forget: (live) => this.#forget(live),
+      resume: (runId, abandoned) => this.resume(runId, abandoned),
+      lastWrite: (runId) => this.#live.get(runId)?.lastCommit ?? Promise.resolve(),
+      closing: () => this.#closing,
+      whenWritable: options.whenWritable ?? (() => Promise.resolve()),
+      rejectWaiters: (runId, reason) => this.#waiters.reject(runId, reason),
+      activity: options.activity,
+    });
     this.#leases = new RunLeases({
       clock: options.clock,
       maxIdleRuns: options.maxIdleRuns,
@@ -581,7 +586,7 @@ export class Scheduler {
           runId: live.record.id,
           error,
         });
-        if (!live.dead) this.#resync(live, error);
+        if (!live.dead) this.#reloads.reload(live, error);
       },
     ).finally(() => end?.());
   }
@@ -1046,7 +1051,7 @@ export class Scheduler {
       // too, or they would wait for ever.
       const affected = new Set(touched);
       for (const live of txn.gated) affected.add(live);
-      for (const live of affected) this.#resync(live, error, txn.steps.get(live));
+      for (const live of affected) this.#reloads.reload(live, error, txn.steps.get(live));
       throw error;
     }
     for (const live of touched) {
@@ -1059,9 +1064,7 @@ export class Scheduler {
       return false;
     }
     txn.status.durable = true;
-    if (this.#commitFailures.size > 0) {
-      for (const live of touched) this.#commitFailures.delete(live.record.id);
-    }
+    this.#reloads.committed(touched);
     for (const fn of txn.after) fn();
     for (const [live, events] of txn.history) {
       for (const event of events) {
@@ -1119,71 +1122,6 @@ export class Scheduler {
   /** Commits without waiting; a failure is logged and its runs reloaded by `#commit`. */
   #background(txn: Txn): void {
     this.#commit(txn).catch(() => {});
-  }
-
-  /**
-   * After a failed write, drops the run from memory and reloads it from KV
-   * once its own queued writes have settled (commits go out in order). One
-   * reload per run at a time; a failure during a reload makes the reload go
-   * again. After three failures in a row the run stays as it is on disk until
-   * the next start, and its waiters are rejected with the error; waiters are
-   * rejected with `EngineClosedError` if the engine closes meanwhile.
-   */
-  #resync(live: LiveRun, error: unknown, written: ReadonlySet<string> = new Set()): void {
-    if (live.dead && !live.released) return;
-    live.released = false;
-    const runId = live.record.id;
-    // Steps whose write failed were not lost to a crash either: one whose
-    // attempt ended in it is still `running` on disk, and is not charged.
-    const abandoned = new Set([...live.running.keys(), ...written]);
-    this.#forget(live);
-    const pending = this.#abandoned.get(runId) ?? new Set<string>();
-    for (const step of abandoned) pending.add(step);
-    this.#abandoned.set(runId, pending);
-    // A full disk is waited out, however long: it is not this run's fault.
-    const failures = (this.#commitFailures.get(runId) ?? 0) +
-      (error instanceof StorageFullError ? 0 : 1);
-    this.#commitFailures.set(runId, failures);
-    const giveUp = (reason: unknown) => {
-      this.#waiters.reject(runId, reason);
-      this.#abandoned.delete(runId);
-    };
-    if (this.#closing) return giveUp(new EngineClosedError());
-    if (failures > 3) {
-      log.error("Run {runId} is stuck: its writes keep failing ({error}); left as it is on disk", {
-        runId,
-        error,
-      });
-      return giveUp(error);
-    }
-    if (this.#resyncing.has(runId)) {
-      this.#reloadAgain.add(runId);
-      return;
-    }
-    this.#resyncing.add(runId);
-    const end = this.#activity?.begin();
-    (async () => {
-      let lastWrite = live.lastCommit;
-      do {
-        this.#reloadAgain.delete(runId);
-        await lastWrite.catch(() => {});
-        await this.#whenWritable();
-        if (this.#closing) return giveUp(new EngineClosedError());
-        const steps = this.#abandoned.get(runId) ?? new Set<string>();
-        this.#abandoned.delete(runId);
-        await this.resume(runId, steps).catch((e) => {
-          // A failed write of the reload itself comes back through #resync.
-          if (!this.#reloadAgain.has(runId)) throw e;
-        });
-        lastWrite = this.#live.get(runId)?.lastCommit ?? Promise.resolve();
-      } while (this.#reloadAgain.has(runId));
-    })().catch((e) => {
-      log.error("Run {runId} could not be reloaded: {error}", { runId, error: e });
-      giveUp(e);
-    }).finally(() => {
-      this.#resyncing.delete(runId);
-      end?.();
-    });
   }
 
   /** Clears the run's retry timers. */
