@@ -105,11 +105,6 @@ export class Membership {
   readonly #clock: Clock;
   readonly #heartbeatMs: number;
   readonly #timeoutMs: number;
-  /**
-   * This worker's own heartbeats that must land while another's stays
-   * silent before that one is dead: half of those the timeout would hold.
-   */
-  readonly #beatsToDeath: number;
   readonly #onFenced: (fence: Fence) => void;
   readonly #onReaped: (count: number) => void;
   readonly #process: ProcessIdentity | undefined;
@@ -117,15 +112,12 @@ export class Membership {
   #endFirst: (() => void) | undefined;
   readonly #ulid = monotonicFactory();
   /**
-   * Other workers' heartbeats as last seen: versionstamp, when it was first
-   * seen, and how many of this worker's own heartbeats had landed then.
+   * Other workers' heartbeats as last seen: versionstamp, and for how long
+   * this worker has watched it stay unchanged.
    */
-  readonly #seen = new Map<
-    string,
-    { versionstamp: string | null; sinceMs: number; sinceBeats: number }
-  >();
-  /** This worker's heartbeats that landed since it registered. */
-  #landed = 0;
+  readonly #seen = new Map<string, { versionstamp: string | null; silentMs: number }>();
+  /** When this worker last looked at the others' heartbeats, on its clock. */
+  #lastLookAt: number | undefined;
   /** When the last heartbeat (or the registration) that landed was sent, on this worker's clock. */
   #beatSentAt = -Infinity;
   #fence: Fence | undefined;
@@ -150,7 +142,6 @@ export class Membership {
     this.#clock = options.clock;
     this.#heartbeatMs = options.heartbeatIntervalMs;
     this.#timeoutMs = options.workerTimeoutMs;
-    this.#beatsToDeath = Math.max(2, Math.ceil(this.#timeoutMs / this.#heartbeatMs / 2));
     this.#onFenced = options.onFenced;
     this.#onReaped = options.onReaped;
     this.#process = "process" in options ? options.process : thisProcess();
@@ -187,6 +178,9 @@ export class Membership {
     this.#batcher.fence = this.#fence;
     this.#beat = 0;
     this.#beatSentAt = sentAt;
+    // A worker registering again was fenced: what it saw of the others is old.
+    this.#seen.clear();
+    this.#lastLookAt = undefined;
     log.debug("Worker {workerId} registered", { workerId: id });
     return id;
   }
@@ -306,10 +300,8 @@ export class Membership {
           beat,
         }),
     );
-    if (result.ok) {
-      this.#landed++;
-      this.#beatSentAt = Math.max(this.#beatSentAt, sentAt);
-    } else if (this.#fence === fence) this.#onFenced(fence);
+    if (result.ok) this.#beatSentAt = Math.max(this.#beatSentAt, sentAt);
+    else if (this.#fence === fence) this.#onFenced(fence);
   }
 
   /** Whether a worker's process is known to be gone from this host. */
@@ -323,6 +315,14 @@ export class Membership {
   async #fenceDead(): Promise<number> {
     const me = this.#fence?.workerId;
     const now = this.#clock.now();
+    // Silence counts only while this worker watched: the time since its last
+    // look, but no more than two heartbeat intervals. A watcher that was
+    // itself frozen, starved, or blocked on the write lock saw nothing of
+    // that time, and declares nobody dead on its first late look.
+    const watchedMs = this.#lastLookAt === undefined
+      ? 0
+      : Math.min(Math.max(0, now - this.#lastLookAt), 2 * this.#heartbeatMs);
+    this.#lastLookAt = now;
     const beats = new Map<string, string>();
     for await (const e of this.#kv.list({ prefix: this.#keys.heartbeats() })) {
       if (heartbeatSchema.safeParse(e.value).success) {
@@ -339,15 +339,11 @@ export class Membership {
       const versionstamp = beats.get(id) ?? null;
       const seen = this.#seen.get(id);
       if (!seen || seen.versionstamp !== versionstamp) {
-        this.#seen.set(id, { versionstamp, sinceMs: now, sinceBeats: this.#landed });
-      }
-      const since = this.#seen.get(id)!;
-      const silentMs = now - since.sinceMs;
-      // Silence counts only while this worker could beat itself: when the
-      // store was locked, or this process was starved, nobody could.
-      const silentBeats = this.#landed - since.sinceBeats;
+        this.#seen.set(id, { versionstamp, silentMs: 0 });
+      } else seen.silentMs += watchedMs;
+      const silentMs = this.#seen.get(id)!.silentMs;
       const gone = parsed.success && this.#processGone(parsed.data);
-      if (!gone && (silentMs < this.#timeoutMs || silentBeats < this.#beatsToDeath)) continue;
+      if (!gone && silentMs < this.#timeoutMs) continue;
       const fenced = await commitRetryingLocked(
         this.#kv,
         (a) =>

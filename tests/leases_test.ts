@@ -235,7 +235,7 @@ Deno.test("a worker whose heartbeat stops is fenced: another carries its run on,
   }
 });
 
-Deno.test("a worker starved itself declares nobody dead on waking: silence counts only while its own beats land", async () => {
+Deno.test("a worker starved itself declares nobody dead on waking: silence counts only while it watched", async () => {
   const dir = await Deno.makeTempDir({ prefix: "weft_starved_" });
   const wf = workflow("idle").step("s", () => "ok");
   const w = await twoWorkers(dir, [wf]);
@@ -257,7 +257,7 @@ Deno.test("a worker starved itself declares nobody dead on waking: silence count
       await w.clocks[1].advance(1_000);
       await b.idle();
     }
-    assert.equal(b.stats().fencedOthers, 1, "after three of B's own beats, A is dead");
+    assert.equal(b.stats().fencedOthers, 1, "after 5 s of B watching, A is dead");
   } finally {
     await w.close();
     await Deno.remove(dir, { recursive: true });
