@@ -10,6 +10,8 @@ import { StepTimeoutError } from "./errors.ts";
 /** Skips the body of an attempt that ended before it started. */
 const NOT_STARTED = Symbol("not started");
 
+const leaseLost = () => new Error("the attempt's body was not started: its lease was lost");
+
 /** How an attempt ended. */
 export type AttemptOutcome =
   | { ok: true; value: unknown }
@@ -29,6 +31,12 @@ export interface AttemptSpec {
   clock: Clock;
   /** Calls the body; it receives `controller.signal`. */
   body: () => unknown;
+  /**
+   * Asked in the body's own job, just before the body is called: `false`
+   * (or a promise of it) skips the body. The engine checks there that the
+   * run's lease is still its own, as late as it can. @default {always}
+   */
+  mayStart?: () => boolean | Promise<boolean>;
   /** Called once the body settled, or once it is known never to start. @default {undefined} */
   onSettled?: () => void;
 }
@@ -79,6 +87,14 @@ export function runAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
     Promise.resolve()
       .then(() => {
         if (settled) throw NOT_STARTED;
+        const may = spec.mayStart?.();
+        if (may === false) throw leaseLost();
+        if (may instanceof Promise) {
+          return may.then((yes) => {
+            if (settled) throw NOT_STARTED;
+            if (!yes) throw leaseLost();
+          });
+        }
       })
       .then(spec.body)
       .then((value) => {

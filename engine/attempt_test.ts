@@ -68,3 +68,44 @@ Deno.test("runAttempt calls onSettled when the body settles, even after its outc
   await new Promise((resolve) => setTimeout(resolve, 0));
   assert.equal(settled, 1);
 });
+
+Deno.test("runAttempt asks mayStart in the body's job, and waits for its answer", async (t) => {
+  await t.step("false: the body is never called", async () => {
+    let called = false;
+    let asked = false;
+    const outcome = await runAttempt({
+      ...spec(() => called = true),
+      mayStart: () => {
+        asked = true;
+        return false;
+      },
+    });
+    assert.ok(asked && !called);
+    assert.ok(!outcome.ok && /lease was lost/.test(String((outcome.error as Error).message)));
+  });
+  await t.step("a promise of true: the body runs once it resolves", async () => {
+    const order: string[] = [];
+    const outcome = await runAttempt({
+      ...spec(() => {
+        order.push("body");
+        return 7;
+      }),
+      mayStart: () => Promise.resolve().then(() => order.push("confirmed") > 0),
+    });
+    assert.deepEqual(order, ["confirmed", "body"]);
+    assert.ok(outcome.ok && outcome.value === 7);
+  });
+  await t.step("aborted while it waits: the body is never called", async () => {
+    const controller = new AbortController();
+    let called = false;
+    const outcome = await runAttempt({
+      ...spec(() => called = true, controller),
+      mayStart: () => {
+        controller.abort(new StepCancelledError("s", "fenced"));
+        return Promise.resolve(true);
+      },
+    });
+    assert.ok(!called);
+    assert.ok(!outcome.ok && outcome.error instanceof StepCancelledError);
+  });
+});

@@ -48,7 +48,12 @@ import type { MapItemsContext, StepKind, StepKindContext } from "./step_kind.ts"
 import type { Slots } from "./slots.ts";
 import { type RunSnapshot, type RunSummary, summarize } from "./snapshot.ts";
 import { isTerminalRun, isTerminalStep, type StepStatus, transitionStep } from "./states.ts";
-import { type AttemptResult, launchAttempt, type LaunchOptions } from "./step_execution.ts";
+import {
+  type AttemptResult,
+  launchAttempt,
+  type LaunchOptions,
+  type LeaseCheck,
+} from "./step_execution.ts";
 import type { RunStore } from "./store.ts";
 import { recordRunStatus, recordStep } from "./transitions.ts";
 import { endedRuns, toWriteOp, Txn } from "./txn.ts";
@@ -115,25 +120,8 @@ export interface SchedulerOptions {
   whenWritable?: () => Promise<void>;
   /** Whether sweep messages may be enqueued now (free space is above the reserve). @default {always} */
   queueAllowed?: () => boolean;
-  /**
-   * Whether this worker's leases are surely still its own, and how to make
-   * sure when they may not be (see {@linkcode LeaseCheck}). @default {always fresh}
-   */
+  /** Checked just before each step body starts. @default {always fresh} */
   lease?: LeaseCheck;
-}
-
-/**
- * How a worker knows, before a step body starts, that the run's lease is
- * still its own. A process frozen (SIGSTOP, a VM pause, a long GC) between
- * the commit that recorded an attempt and the call of its body may have been
- * declared dead meanwhile, and the attempt given to another worker: the body
- * must not start then.
- */
-export interface LeaseCheck {
-  /** True while no other worker can have declared this one dead (its last heartbeat is recent). */
-  fresh(): boolean;
-  /** Writes a heartbeat now; this worker's fenced handler has run if it was fenced. */
-  confirm(): Promise<void>;
 }
 
 /** How long a run of a workflow this worker does not serve waits before it is offered again. */
@@ -166,7 +154,6 @@ export class Scheduler {
   #queuedRuns = 0;
   readonly #leases: RunLeases;
   readonly #launch: LaunchOptions;
-  readonly #lease: LeaseCheck | undefined;
   readonly #live = new Map<string, LiveRun>();
   readonly #ulid = monotonicFactory();
   #closing = false;
@@ -198,7 +185,6 @@ export class Scheduler {
     this.#maxIdleRuns = options.maxIdleRuns;
     this.#children = options.children;
     this.#queueAllowed = options.queueAllowed ?? (() => true);
-    this.#lease = options.lease;
     this.#launch = {
       clock: options.clock,
       batcher: options.batcher,
@@ -208,6 +194,7 @@ export class Scheduler {
       settle: (t, result) => this.#settle(t.live, t.step, t.running, result),
       activity: options.activity,
       tracing: options.tracing,
+      lease: options.lease,
     };
     this.#activity = options.activity;
     this.#grace = new GracePeriod(options.clock);
@@ -563,32 +550,7 @@ export class Scheduler {
     live.running.set(step.name, running);
     // The body runs only once its attempt is on disk, so a crash at any
     // moment finds the attempt recorded and reruns it as a new one.
-    txn.after.push(() => this.#launchHeld(live, step, running));
-  }
-
-  /**
-   * Starts an attempt's body, unless this worker may have lost the run's
-   * lease since the attempt was written: after a freeze longer than half the
-   * death timeout it first writes a heartbeat, and starts the body only if
-   * it was not fenced (a fence drops every run held).
-   */
-  #launchHeld(live: LiveRun, step: StepDefinition, running: RunningAttempt): void {
-    const lease = this.#lease;
-    if (!lease || lease.fresh()) return void launchAttempt({ live, step, running }, this.#launch);
-    const end = this.#activity?.begin();
-    lease.confirm().then(
-      () => {
-        if (this.#stopped || live.dead || live.running.get(step.name) !== running) return;
-        launchAttempt({ live, step, running }, this.#launch);
-      },
-      (error) => {
-        log.warn("Could not confirm this worker's lease; run {runId} is reloaded: {error}", {
-          runId: live.record.id,
-          error,
-        });
-        if (!live.dead) this.#reloads.reload(live, error);
-      },
-    ).finally(() => end?.());
+    txn.after.push(() => launchAttempt({ live, step, running }, this.#launch));
   }
 
   /** Gives the attempt's slot back; true if it was still the current attempt. */

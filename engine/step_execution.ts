@@ -57,6 +57,22 @@ export interface LaunchOptions {
   activity?: Activity;
   /** Gives each attempt a span. @default {undefined} (none) */
   tracing?: Tracing;
+  /** Checked just before each body starts (see {@linkcode LeaseCheck}). @default {always fresh} */
+  lease?: LeaseCheck;
+}
+
+/**
+ * How a worker knows, just before a step body starts, that the run's lease
+ * is still its own. A process frozen (SIGSTOP, a VM pause, a long GC)
+ * between the commit that recorded an attempt and the call of its body may
+ * have been declared dead meanwhile, and the attempt given to another
+ * worker: the body must not start then.
+ */
+export interface LeaseCheck {
+  /** True while no other worker can have declared this one dead (its last heartbeat is recent). */
+  fresh(): boolean;
+  /** Writes a heartbeat now; this worker's fenced handler has run if it was fenced. */
+  confirm(): Promise<void>;
 }
 
 /**
@@ -161,6 +177,14 @@ export function launchAttempt(target: AttemptTarget, options: LaunchOptions): vo
     clock,
     body: inContext ? () => context.with(inContext, step.fn, step, ctx) : step.fn.bind(step, ctx),
     onSettled: () => busy?.done(),
+    // After a freeze longer than half the death timeout, a heartbeat first:
+    // a fenced worker drops the run, and the body never starts.
+    mayStart: options.lease &&
+      (() =>
+        options.lease!.fresh() ||
+        options.lease!.confirm().then(() =>
+          !live.dead && !options.stopped() && live.running.get(step.name) === running
+        )),
   }).then((outcome) => {
     if (traced) options.tracing!.endAttempt(traced.span, outcome);
     // A late result of an abandoned or superseded attempt never touches state.
