@@ -189,6 +189,21 @@ async function twoWorkers(dir: string, workflows: Parameters<typeof createEngine
   };
 }
 
+/** The run ended with B's second attempt, once, after A's first was interrupted. */
+async function assertTakenOver(b: Engine, runId: string): Promise<void> {
+  const done = await b.result(runId);
+  assert.equal(done.status, "succeeded");
+  assert.equal(done.output, "attempt 2", "the result is B's attempt, never A's");
+  const history = await b.history(runId);
+  const succeeded = history.filter((e) => e.type === "step" && e.to === "succeeded");
+  assert.equal(succeeded.length, 1, "one result committed");
+  const interrupted = history.find((e) => e.type === "step" && e.to === "waiting");
+  assert.equal(
+    interrupted?.type === "step" && interrupted.error?.name,
+    "AttemptInterruptedError",
+  );
+}
+
 Deno.test("a worker whose heartbeat stops is fenced: another carries its run on, its late result is refused", async () => {
   const dir = await Deno.makeTempDir({ prefix: "weft_fence_" });
   const starts: { worker: string; attempt: number }[] = [];
@@ -217,17 +232,7 @@ Deno.test("a worker whose heartbeat stops is fenced: another carries its run on,
     await waitFor(() => a.stats().fenced === 1, "A learns it was fenced");
     await waitFor(() => a.workerId !== aId, "A registered again under a new id");
     gates[1]();
-    const done = await b.result(run.id);
-    assert.equal(done.status, "succeeded");
-    assert.equal(done.output, "attempt 2", "the result is B's attempt, never A's");
-    const history = await b.history(run.id);
-    const succeeded = history.filter((e) => e.type === "step" && e.to === "succeeded");
-    assert.equal(succeeded.length, 1, "one result committed");
-    const interrupted = history.find((e) => e.type === "step" && e.to === "waiting");
-    assert.equal(
-      interrupted?.type === "step" && interrupted.error?.name,
-      "AttemptInterruptedError",
-    );
+    await assertTakenOver(b, run.id);
   } finally {
     for (const g of gates) g();
     await w.close();
@@ -368,14 +373,7 @@ Deno.test("a worker frozen between recording an attempt and starting its body st
     await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(starts, [2], "attempt 1's body never started: A's lease was gone");
     gates[0]();
-    const done = await b.result(run.id);
-    assert.equal(done.output, "attempt 2");
-    const history = await b.history(run.id);
-    const interrupted = history.find((e) => e.type === "step" && e.to === "waiting");
-    assert.equal(
-      interrupted?.type === "step" && interrupted.error?.name,
-      "AttemptInterruptedError",
-    );
+    await assertTakenOver(b, run.id);
   } finally {
     for (const g of gates) g();
     frozen.resolve();
