@@ -570,10 +570,7 @@ class WeftEngine implements Engine {
       tracing: this.#tracing,
       whenWritable: () => this.#storage.whenWritable(),
       queueAllowed: () => this.#storage.writable,
-      lease: {
-        fresh: () => this.#membership.fresh(),
-        confirm: () => this.#membership.confirm(),
-      },
+      lease: this.#membership,
     });
     this.#events.subscribe((e) => this.#countRetries(e));
     this.#events.subscribe((e) => this.#traceRunEnd(e));

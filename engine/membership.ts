@@ -200,8 +200,9 @@ export class Membership {
   /**
    * Whether no other worker can have declared this one dead yet: its last
    * heartbeat that landed was sent less than half the death timeout ago.
-   * Others count silence from when they first saw that heartbeat, so until
-   * then this worker's leases are its own (clocks running at the same rate).
+   * Others count silence only from their first look at that heartbeat, so
+   * until then this worker's leases are its own (clocks running at the same
+   * rate).
    */
   fresh(): boolean {
     return this.#clock.now() - this.#beatSentAt < this.#timeoutMs / 2;

@@ -115,7 +115,9 @@ export interface LeaseCheck {
  */
 export function launchAttempt(target: AttemptTarget, options: LaunchOptions): void {
   const { live, step, running } = target;
-  if (live.dead || options.stopped() || live.running.get(step.name) !== running) return;
+  // Whether this is still the step's attempt, in a live engine, in a run still held.
+  const current = () => !live.dead && !options.stopped() && live.running.get(step.name) === running;
+  if (!current()) return;
   const { attempt, controller } = running;
   const traced = options.tracing?.startAttempt(live.record, step.name, attempt);
   // Built when the body first reads `log`: most bodies never do.
@@ -138,7 +140,7 @@ export function launchAttempt(target: AttemptTarget, options: LaunchOptions): vo
   for (const n of step.reads ?? step.needs) {
     if (live.results.has(n)) results[n] = live.results.get(n);
   }
-  const { clock, activity } = options;
+  const { clock, activity, lease } = options;
   // The body counts as work from its launch (it starts a microtask later)
   // until it settles, except while it sleeps.
   const busy = activity && new BodyActivity(activity);
@@ -179,12 +181,7 @@ export function launchAttempt(target: AttemptTarget, options: LaunchOptions): vo
     onSettled: () => busy?.done(),
     // After a freeze longer than half the death timeout, a heartbeat first:
     // a fenced worker drops the run, and the body never starts.
-    mayStart: options.lease &&
-      (() =>
-        options.lease!.fresh() ||
-        options.lease!.confirm().then(() =>
-          !live.dead && !options.stopped() && live.running.get(step.name) === running
-        )),
+    mayStart: lease && (() => lease.fresh() || lease.confirm().then(current)),
   }).then((outcome) => {
     if (traced) options.tracing!.endAttempt(traced.span, outcome);
     // A late result of an abandoned or superseded attempt never touches state.

@@ -178,19 +178,30 @@ export function createMetrics(engine: MetricsEngine, options: MetricsOptions = {
     buckets: [...(options.queueWaitBuckets ?? DEFAULT_QUEUE_WAIT_BUCKETS)],
     registers,
   });
+  /** A gauge, or a counter (`_total`), read from the engine's stats at each scrape. */
   const fromStats = (
     name: string,
     help: string,
     pick: (s: ReturnType<MetricsEngine["stats"]>) => number,
   ) =>
-    new Gauge({
-      name,
-      help,
-      registers,
-      collect() {
-        this.set(pick(engine.stats()));
-      },
-    });
+    name.endsWith("_total")
+      ? new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(pick(engine.stats()));
+        },
+      })
+      : new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(pick(engine.stats()));
+        },
+      });
   fromStats(
     "weft_runs_in_flight",
     "Runs held in this worker's memory (runs waiting on disk are not counted).",
@@ -227,42 +238,28 @@ export function createMetrics(engine: MetricsEngine, options: MetricsOptions = {
     "Free bytes on the KV's disk at the last look (-1 when not watched).",
     (s) => s.storage.freeBytes ?? -1,
   );
-  const fromStatsTotal = (
-    name: string,
-    help: string,
-    pick: (s: ReturnType<MetricsEngine["stats"]>) => number,
-  ) =>
-    new Counter({
-      name,
-      help,
-      registers,
-      collect() {
-        this.reset();
-        this.inc(pick(engine.stats()));
-      },
-    });
-  fromStatsTotal("weft_kv_commits_total", "KV commits made by this engine.", (s) => s.commits);
+  fromStats("weft_kv_commits_total", "KV commits made by this engine.", (s) => s.commits);
   fromStats(
     "weft_workers_others",
     "Other workers registered on this KV at this worker's last look.",
     (s) => s.otherWorkers,
   );
-  fromStatsTotal(
+  fromStats(
     "weft_runs_claimed_total",
     "Runs this worker claimed from the due index.",
     (s) => s.claims,
   );
-  fromStatsTotal(
+  fromStats(
     "weft_worker_fenced_total",
     "Times this worker found itself fenced (declared dead by another) and registered again.",
     (s) => s.fenced,
   );
-  fromStatsTotal(
+  fromStats(
     "weft_workers_declared_dead_total",
     "Other workers this worker declared dead (fenced).",
     (s) => s.fencedOthers,
   );
-  fromStatsTotal(
+  fromStats(
     "weft_leases_reaped_total",
     "Runs of dead workers this worker moved back to the due index.",
     (s) => s.reaped,
