@@ -149,6 +149,29 @@ export interface StepHistoryEvent {
 /** One transition in a run's history. */
 export type HistoryEvent = RunHistoryEvent | StepHistoryEvent;
 
+/**
+ * A run's first history event: created, `pending`. It says nothing its run
+ * record does not (`createdAt`), so it is not stored; reads of the history
+ * put it back.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { creationEvent, isCreationEvent } from "./records.ts";
+ * const event = creationEvent({ id: "r", workflow: "wf", status: "running", createdAt: 7 });
+ * assert.deepEqual(event, { type: "run", seq: 0, at: 7, from: null, to: "pending" });
+ * assert.ok(isCreationEvent(event));
+ * ```
+ */
+export function creationEvent(run: RunRecord): RunHistoryEvent {
+  return { type: "run", seq: 0, at: run.createdAt, from: null, to: "pending" };
+}
+
+/** Whether `event` is a run's {@linkcode creationEvent}. */
+export function isCreationEvent(event: HistoryEvent): boolean {
+  return event.type === "run" && event.from === null;
+}
+
 /** Schema of {@linkcode HistoryEvent}; history is stored at `[p, "hist", runId, seq]`. */
 export const historyEventSchema: z.ZodType<HistoryEvent> = z.discriminatedUnion("type", [
   z.object({

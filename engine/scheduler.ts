@@ -41,7 +41,13 @@ import { readiness, runOutcome } from "./readiness.ts";
 import { RunLeases } from "./run_leases.ts";
 import { RunReloads } from "./run_reloads.ts";
 import { GracePeriod, writeBackRunning } from "./shutdown.ts";
-import { queueMessageSchema, type RunEvent, type RunRecord, type StepRecord } from "./records.ts";
+import {
+  creationEvent,
+  queueMessageSchema,
+  type RunEvent,
+  type RunRecord,
+  type StepRecord,
+} from "./records.ts";
 import { loadRun } from "./recovery.ts";
 import type { WaiterRegistry } from "./waiters.ts";
 import type { MapItemsContext, StepKind, StepKindContext } from "./step_kind.ts";
@@ -293,7 +299,8 @@ export class Scheduler {
     });
     this.#live.set(id, live);
     txn.runs.set(live, { fromStatus: null, idem: idempotencyKey });
-    txn.record(live, { type: "run", seq: live.nextSeq++, at: now, from: null, to: "pending" });
+    live.nextSeq++;
+    txn.record(live, creationEvent(record));
     for (const s of def.steps) this.#evaluate(txn, live, s);
     this.#checkComplete(txn, live);
     txn.consider(live);

@@ -6,6 +6,7 @@
  */
 import { itemName, type KeyLayout } from "./keys.ts";
 import {
+  creationEvent,
   type HistoryEvent,
   historyEventSchema,
   type OutputRef,
@@ -180,8 +181,18 @@ export class RunStore {
     return joinJson(chunks);
   }
 
-  /** Every recorded transition of a run, oldest first. */
+  /**
+   * Every recorded transition of a run, oldest first, its creation included
+   * (not stored: the run record implies it). Empty for an unknown run.
+   */
   async getHistory(runId: string): Promise<HistoryEvent[]> {
+    const [record, events] = await Promise.all([this.getRun(runId), this.#storedHistory(runId)]);
+    // Files written before the creation event was left out hold it at seq 0.
+    if (record && events[0]?.seq !== 0) events.unshift(creationEvent(record));
+    return events;
+  }
+
+  async #storedHistory(runId: string): Promise<HistoryEvent[]> {
     const events: HistoryEvent[] = [];
     for await (const entry of this.#kv.list({ prefix: this.#keys.histories(runId) })) {
       for (const e of entry.value as unknown[]) {
@@ -280,7 +291,8 @@ export class RunStore {
       const last = parseOrThrow(historyEventSchema, events.at(-1), entry.key);
       return last.seq + 1;
     }
-    return 0;
+    // Only the creation event, which is not stored, took a seq.
+    return 1;
   }
 
   /** The run id started with an idempotency key, or `undefined`. */

@@ -10,7 +10,7 @@ import type { WriteOp } from "./commit_batcher.ts";
 import type { KeyLayout } from "./keys.ts";
 import type { LiveRun } from "./live_run.ts";
 import type { ErrorData } from "./errors.ts";
-import type { HistoryEvent } from "./records.ts";
+import { type HistoryEvent, isCreationEvent } from "./records.ts";
 import { isTerminalRun, type RunStatus } from "./states.ts";
 
 /** How a write changes who holds a run. */
@@ -224,6 +224,8 @@ export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
     let part: HistoryEvent[] = [];
     let bytes = 0;
     for (const event of events) {
+      // Implied by the run record; reads of the history put it back.
+      if (isCreationEvent(event)) continue;
       // The stack stays in the step's record (bounded there) and in the logs;
       // history keeps the error without it, so retries cost no 4 KB each.
       const stored = event.type === "step" && event.error?.stack !== undefined
@@ -238,7 +240,7 @@ export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
       part.push(stored);
       bytes += size;
     }
-    sets.push([k.history(live.record.id, part[0].seq), part]);
+    if (part.length > 0) sets.push([k.history(live.record.id, part[0].seq), part]);
   }
   return { sets, deletes, checks, enqueues: txn.enqueues };
 }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import type { WriteOp } from "./commit_batcher.ts";
 import { keyLayout } from "./keys.ts";
 import { type LiveRun, newLiveRun } from "./live_run.ts";
-import type { HistoryEvent, RunRecord, StepRecord } from "./records.ts";
+import { creationEvent, type HistoryEvent, type RunRecord, type StepRecord } from "./records.ts";
 import { endedRuns, HISTORY_BYTES_PER_KEY, jsonLength, toWriteOp, Txn } from "./txn.ts";
 import { workflow } from "../steps/workflow.ts";
 
@@ -25,7 +25,7 @@ const jsonBytes = (events: HistoryEvent[]) =>
   events.reduce((n, e) => n + JSON.stringify(e).length, 0);
 
 function runEvent(seq: number, to: RunRecord["status"]): HistoryEvent {
-  return { type: "run", seq, at: seq, from: null, to };
+  return { type: "run", seq, at: seq, from: "running", to };
 }
 
 Deno.test("toWriteOp writes a new run with its workflow and active indexes", () => {
@@ -165,6 +165,22 @@ Deno.test("toWriteOp stores a run's history under the seq of its first event", (
     runEvent(4, "running"),
     runEvent(5, "succeeded"),
   ]]]);
+});
+
+Deno.test("toWriteOp leaves out a run's creation event: the run record implies it", () => {
+  const live = liveRun({ status: "pending" });
+  const created = new Txn();
+  created.touchRun(live, null);
+  created.record(live, creationEvent(live.record));
+  assert.deepEqual(setKeys(toWriteOp(created, keys, "w1")).filter((k) => k.includes("hist")), []);
+  const started = new Txn();
+  started.touchRun(live, null);
+  started.record(live, creationEvent(live.record));
+  started.record(live, runEvent(1, "running"));
+  const op = toWriteOp(started, keys, "w1");
+  assert.deepEqual(op.sets!.filter(([key]) => key[1] === "hist"), [
+    [["weft", "hist", "r1", 1], [runEvent(1, "running")]],
+  ]);
 });
 
 Deno.test("toWriteOp splits a long history across keys by size, keeping order", () => {
