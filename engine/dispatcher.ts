@@ -61,11 +61,8 @@ export function claimOp(keys: KeyLayout, owner: string, entry: Deno.KvEntry<unkn
   const runId = String(entry.key.at(-1));
   return {
     checks: [{ key: entry.key, versionstamp: entry.versionstamp }],
-    deletes: [entry.key],
-    sets: [[keys.active(runId), { owner }], [keys.owned(owner, runId), true]] as [
-      Deno.KvKey,
-      unknown,
-    ][],
+    deletes: [entry.key, keys.active(runId)],
+    sets: [[keys.held(runId), { owner }]] as [Deno.KvKey, unknown][],
   };
 }
 

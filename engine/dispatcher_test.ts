@@ -58,8 +58,8 @@ Deno.test("Dispatcher claims due runs once across two handles racing on one file
     const kv = kvs[0];
     for (const [i, list] of ids.entries()) {
       for (const id of list.slice(0, 5)) {
-        assert.deepEqual((await kv.get(keys.active(id))).value, { owner: `w${i}` });
-        assert.equal((await kv.get(keys.owned(`w${i}`, id))).value, true);
+        assert.deepEqual((await kv.get(keys.held(id))).value, { owner: `w${i}` });
+        assert.equal((await kv.get(keys.active(id))).versionstamp, null);
       }
     }
     const left = await Array.fromAsync(kv.list({ prefix: keys.dueIndex() }));

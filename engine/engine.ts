@@ -776,9 +776,9 @@ class WeftEngine implements Engine {
       if (!run) throw new RunNotFoundError(runId);
       if (isTerminalRun(run.status)) throw new RunFinishedError(runId, run.status);
       if (!this.#defs.has(run.workflow)) throw new WorkflowNotServedError(runId, run.workflow);
-      const entry = await this.#kv.get(this.#keys.active(runId));
-      if (entry.value === null) continue;
-      const sched = schedRecordSchema.parse(entry.value);
+      const holder = await this.#store.getHolder(runId);
+      if (!holder) continue;
+      const { sched, entry } = holder;
       const me = this.#membership.id;
       if ("dueAt" in sched) {
         const due = await this.#kv.get(this.#keys.due(sched.dueAt, runId));
@@ -863,11 +863,14 @@ class WeftEngine implements Engine {
     const value = JSON.parse(json);
     const action = `send event '${event}' to run '${runId}'`;
     for (let tries = 0; tries < 16; tries++) {
-      const [runEntry, keyEntry, activeEntry] = await this.#kv.getMany([
+      const [runEntry, keyEntry, heldEntry, dueEntry] = await this.#kv.getMany([
         this.#keys.run(runId),
         this.#keys.eventKey(runId, key ?? ""),
+        this.#keys.held(runId),
         this.#keys.active(runId),
       ]);
+      // A run is held or due, never both: whichever key is there says which.
+      const activeEntry = heldEntry.value !== null ? heldEntry : dueEntry;
       if (key !== undefined && typeof keyEntry.value === "string") {
         // Delivered before, or stored by a process that died before it could
         // deliver it: hand it over again (the wake is idempotent).
@@ -1083,9 +1086,9 @@ class WeftEngine implements Engine {
       if (live && !live.dead) {
         return await this.#scheduler.deliver(live, await this.#store.getEvents(runId));
       }
-      const entry = await this.#kv.get(this.#keys.active(runId));
-      if (entry.value === null) return; // finished meanwhile
-      const sched = schedRecordSchema.parse(entry.value);
+      const holder = await this.#store.getHolder(runId);
+      if (!holder) return; // finished meanwhile
+      const { sched, entry } = holder;
       const me = this.#membership.id;
       if ("dueAt" in sched) {
         const due = await this.#kv.get(this.#keys.due(sched.dueAt, runId));

@@ -9,9 +9,10 @@
  * | `[p, "in", runId, chunk]` | `Uint8Array`, a slice of a large input's JSON |
  * | `[p, "out", runId, step, attempt, chunk]` | `Uint8Array`, a slice of a large output's JSON |
  * | `[p, "hist", runId, seq]` | {@linkcode HistoryEvent} |
- * | `[p, "active", runId]` | {@linkcode SchedRecord}: who holds the unfinished run, or when it is due |
+ * | `[p, "held", runId]` | `{ owner }`: an unfinished run leased by the worker `owner` |
+ * | `[p, "active", runId]` | `{ dueAt }`: an unfinished run no worker holds, and when it is due |
  * | `[p, "due", dueMs, runId]` | `{ seq, wf }` (next history seq, workflow): a run no worker holds, due at `dueMs` ({@linkcode PARKED_MS} when only an event can wake it) |
- * | `[p, "owned", owner, runId]` | `true`: a run leased by the worker `owner` |
+ * | `[p, "owned", owner, runId]` | layout 2 only (upgraded away): `true`, a run leased by `owner`, whose `active` named the owner |
  * | `[p, "worker", owner]` | {@linkcode WorkerRecord}: a live worker; its versionstamp is the fence |
  * | `[p, "hb", owner]` | {@linkcode Heartbeat}: the worker's heartbeat |
  * | `[p, "meta", "layout"]` | the layout version written (2); set once a Weft 1 file is upgraded |
@@ -25,12 +26,14 @@
  * | `[p, "by_status", status, runId]` | `true`: finished runs by final status |
  * | `[p, "by_wf_status", workflow, status, runId]` | `true`: the same per workflow |
  *
- * Unfinished runs (pending, running) are listed from `active` and filtered,
- * so starting a step writes no index. An unfinished run is either held by one
- * worker (`active` names the owner, `owned` lists it under that owner) or
- * waits in the due index (`active` holds its due time, `due` orders it); the
- * commits that move a run between the two check what they read, so a run
- * has one holder at most.
+ * An unfinished run (pending, running) is in exactly one of two places:
+ * held by one worker (`held` names the owner) or waiting in the due index
+ * (`active` holds its due time, `due` orders it). The commits that move a
+ * run between the two delete the one and write the other, checking what
+ * they read, so a run has one holder at most; finding a run's holder is one
+ * read of both keys. Unfinished runs are listed from `held` and `active`
+ * and filtered, so starting a step writes no index. A run created and held
+ * by its worker writes one lease key, and its end deletes that one key.
  *
  * Run ids are ULIDs, so listing any of these by id in reverse is newest first.
  *
@@ -129,13 +132,14 @@ export function keyLayout(prefix: KeyPrefix = ["weft"]) {
     outputs: (runId: string): Deno.KvKey => [...p, "out", runId],
     history: (runId: string, seq: number): Deno.KvKey => [...p, "hist", runId, seq],
     histories: (runId: string): Deno.KvKey => [...p, "hist", runId],
+    held: (runId: string): Deno.KvKey => [...p, "held", runId],
+    helds: (): Deno.KvKey => [...p, "held"],
     active: (runId: string): Deno.KvKey => [...p, "active", runId],
     actives: (): Deno.KvKey => [...p, "active"],
     due: (dueMs: number, runId: string): Deno.KvKey => [...p, "due", dueMs, runId],
     dueIndex: (): Deno.KvKey => [...p, "due"],
     dueBefore: (ms: number): Deno.KvKey => [...p, "due", ms],
-    owned: (owner: string, runId: string): Deno.KvKey => [...p, "owned", owner, runId],
-    ownedBy: (owner: string): Deno.KvKey => [...p, "owned", owner],
+    /** Layout 2's leases, read only to upgrade them. */
     allOwned: (): Deno.KvKey => [...p, "owned"],
     worker: (owner: string): Deno.KvKey => [...p, "worker", owner],
     workers: (): Deno.KvKey => [...p, "worker"],

@@ -387,10 +387,11 @@ export class Membership {
       moved += (await Promise.all(batch.map((p) => p.catch(() => false)))).filter(Boolean).length;
       batch = [];
     };
-    for await (const e of this.#kv.list({ prefix: this.#keys.allOwned() })) {
-      const owner = String(e.key.at(-2));
+    // Held runs are few (each is in a worker's memory): one scan finds a dead owner's.
+    for await (const e of this.#kv.list({ prefix: this.#keys.helds() })) {
+      const owner = ownerOf(e.value);
       const runId = String(e.key.at(-1));
-      if (owner === me || live.has(owner)) continue;
+      if (owner === undefined || owner === me || live.has(owner)) continue;
       const now = this.#clock.now();
       batch.push(this.#batcher.write({
         checks: [
@@ -425,4 +426,10 @@ export class Membership {
       this.#onReaped(moved);
     }
   }
+}
+
+/** The owner a `held` entry names, or `undefined` for a value that is not a lease. */
+function ownerOf(value: unknown): string | undefined {
+  const owner = (value as { owner?: unknown } | null)?.owner;
+  return typeof owner === "string" ? owner : undefined;
 }

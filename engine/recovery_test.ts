@@ -31,14 +31,15 @@ Deno.test("loadRun tells a missing, a finished and an unserved run apart", async
     "an unfinished run another worker holds, or nobody does: not this worker's",
     async () => {
       await kv.set(keys.run(RUN_ID), run("running"));
-      await kv.set(keys.active(RUN_ID), { owner: "w2" });
+      await kv.set(keys.held(RUN_ID), { owner: "w2" });
       assert.deepEqual(await loadRun(RUN_ID, { store, workflows, owner: "w1" }), { kind: "other" });
+      await kv.delete(keys.held(RUN_ID));
       await kv.set(keys.active(RUN_ID), { dueAt: 5 });
       assert.deepEqual(await loadRun(RUN_ID, { store, workflows, owner: "w1" }), { kind: "other" });
     },
   );
   await t.step("an unfinished run of a workflow not served: unserved", async () => {
-    await kv.set(keys.active(RUN_ID), { owner: "w1" });
+    await kv.set(keys.held(RUN_ID), { owner: "w1" });
     await kv.set(keys.run(RUN_ID), run("running", "gone"));
     assert.deepEqual(await loadRun(RUN_ID, { store, workflows, owner: "w1" }), {
       kind: "unserved",
@@ -58,7 +59,7 @@ Deno.test("loadRun loads an unfinished run with its steps, outputs and history p
   };
   await kv.atomic()
     .set(keys.run(RUN_ID), run("running"))
-    .set(keys.active(RUN_ID), { owner: "w1" })
+    .set(keys.held(RUN_ID), { owner: "w1" })
     .set(keys.step(RUN_ID, "a"), a)
     .set(keys.history(RUN_ID, 0), [
       { type: "run", seq: 0, at: 0, from: null, to: "pending" },
@@ -87,7 +88,7 @@ Deno.test("loadRun loads an unfinished run with its steps, outputs and history p
 Deno.test("loadRun goes on after the creation event of a run whose history holds none stored", async () => {
   using kv = await Deno.openKv(":memory:");
   await kv.set(keys.run(RUN_ID), run("pending"));
-  await kv.set(keys.active(RUN_ID), { owner: "w1" });
+  await kv.set(keys.held(RUN_ID), { owner: "w1" });
   const loaded = await loadRun(RUN_ID, { store: new RunStore(kv, keys), workflows, owner: "w1" });
   // The creation event took seq 0; it is implied by the run record, not stored.
   assert.ok(loaded.kind === "live" && loaded.live.nextSeq === 1);

@@ -413,7 +413,7 @@ export class Scheduler {
     if (loaded.kind === "missing" || loaded.kind === "finished") {
       // A lease without a run to carry on: drop it.
       await this.#batcher.write({
-        deletes: [this.#keys.active(runId), this.#keys.owned(owner, runId)],
+        deletes: [this.#keys.held(runId)],
       });
       return undefined;
     }
@@ -505,7 +505,7 @@ export class Scheduler {
     const txn = new Txn();
     this.#planSweep(txn, dueAt);
     await this.#batcher.write({
-      deletes: [this.#keys.owned(this.#owner(), runId)],
+      deletes: [this.#keys.held(runId)],
       sets: [[this.#keys.active(runId), { dueAt }], [this.#keys.due(dueAt, runId), true]],
       enqueues: txn.enqueues,
     });

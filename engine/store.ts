@@ -241,7 +241,10 @@ export class RunStore {
     });
   }
 
-  /** The run record, who holds it, and the named step records, in one read (at most 8 steps). */
+  /**
+   * The run record, its lease (who holds it, if a worker does), and the
+   * named step records, in one read (at most 8 steps).
+   */
   async getRunState(runId: string, stepNames: readonly string[]): Promise<{
     run: RunRecord | undefined;
     sched: SchedRecord | undefined;
@@ -249,7 +252,7 @@ export class RunStore {
   }> {
     const entries = await this.#kv.getMany([
       this.#keys.run(runId),
-      this.#keys.active(runId),
+      this.#keys.held(runId),
       ...stepNames.map((name) => this.#keys.step(runId, name)),
     ]);
     const [run, sched, ...stepEntries] = entries;
@@ -268,11 +271,33 @@ export class RunStore {
     };
   }
 
+  /**
+   * Who holds an unfinished run, and the entry that says so (for a check):
+   * its `held` lease, or its `active` entry while it waits in the due index.
+   * `undefined` once it has finished, or for an unknown run.
+   */
+  async getHolder(
+    runId: string,
+  ): Promise<{ sched: SchedRecord; entry: Deno.KvEntry<unknown> } | undefined> {
+    const [held, active] = await this.#kv.getMany([
+      this.#keys.held(runId),
+      this.#keys.active(runId),
+    ]);
+    const entry = held.value !== null ? held : active.value !== null ? active : undefined;
+    if (!entry) return undefined;
+    return { sched: parseOrThrow(schedRecordSchema, entry.value, entry.key), entry };
+  }
+
   /** The run record and who holds it, in one read. */
   async getRunAndSched(
     runId: string,
   ): Promise<[RunRecord | undefined, SchedRecord | undefined]> {
-    const [run, sched] = await this.#kv.getMany([this.#keys.run(runId), this.#keys.active(runId)]);
+    const [run, held, active] = await this.#kv.getMany([
+      this.#keys.run(runId),
+      this.#keys.held(runId),
+      this.#keys.active(runId),
+    ]);
+    const sched = held.value !== null ? held : active;
     return [
       run.value === null ? undefined : parseOrThrow(runRecordSchema, run.value, run.key),
       sched.value === null ? undefined : parseOrThrow(schedRecordSchema, sched.value, sched.key),
@@ -304,9 +329,7 @@ export class RunStore {
   /** Ids of every run that is not terminal (a full scan: for checks and tools, not the engine). */
   async activeRunIds(): Promise<string[]> {
     const ids: string[] = [];
-    for await (const entry of this.#kv.list({ prefix: this.#keys.actives() })) {
-      ids.push(String(entry.key.at(-1)));
-    }
+    for await (const { id } of this.#unfinishedIds(undefined, 500)) ids.push(id);
     return ids;
   }
 
@@ -333,7 +356,7 @@ export class RunStore {
       : status
       ? this.#keys.byStatus(status)
       : this.#keys.runs();
-    // Unfinished runs are few; they are read from `active` and filtered.
+    // Unfinished runs are read from their leases and due entries, and filtered.
     const keep = unfinished
       ? (r: RunRecord) => r.status === status && (!workflow || r.workflow === workflow)
       : () => true;
@@ -350,11 +373,12 @@ export class RunStore {
         );
       }
     }
-    const iter = this.#kv.list({ prefix }, {
-      reverse: true,
-      cursor: kvCursor,
-      batchSize: Math.min(limit + 1, 500),
-    });
+    const batchSize = Math.min(limit + 1, 500);
+    // Unfinished runs are held (`held`) or due (`active`): both lists, merged
+    // newest first, with the last run id as the cursor.
+    const iter = unfinished
+      ? this.#unfinishedIds(kvCursor, batchSize)
+      : idsWithCursors(this.#kv.list({ prefix }, { reverse: true, cursor: kvCursor, batchSize }));
     const runs: RunRecord[] = [];
     let nextKvCursor: string | null = null;
     // A cursor is handed out only when one more matching run exists, so
@@ -377,8 +401,8 @@ export class RunStore {
       batch = [];
     };
     try {
-      for await (const entry of iter) {
-        batch.push({ id: String(entry.key.at(-1)), cursor: iter.cursor });
+      for await (const next of iter) {
+        batch.push(next);
         if (batch.length === 10 || runs.length === limit) await resolveBatch();
         if (more) break;
       }
@@ -395,4 +419,40 @@ export class RunStore {
         .replace(/\+/g, "-").replace(/\//g, "_");
     return { runs, nextCursor };
   }
+
+  /** Ids of held and due runs, newest first, each its own cursor; after `beforeId` if given. */
+  async *#unfinishedIds(
+    beforeId: string | undefined,
+    batchSize: number,
+  ): AsyncGenerator<{ id: string; cursor: string }> {
+    const lists = [this.#keys.helds(), this.#keys.actives()].map((prefix) =>
+      this.#kv.list(
+        beforeId === undefined ? { prefix } : { prefix, end: [...prefix, beforeId] },
+        { reverse: true, batchSize },
+      )[Symbol.asyncIterator]()
+    );
+    const heads = await Promise.all(lists.map((l) => l.next()));
+    while (true) {
+      let pick = -1;
+      for (let i = 0; i < heads.length; i++) {
+        if (heads[i].done) continue;
+        if (pick < 0 || idOf(heads[i].value) > idOf(heads[pick].value)) pick = i;
+      }
+      if (pick < 0) return;
+      const id = idOf(heads[pick].value);
+      yield { id, cursor: id };
+      heads[pick] = await lists[pick].next();
+    }
+  }
+}
+
+function idOf(entry: Deno.KvEntry<unknown>): string {
+  return String(entry.key.at(-1));
+}
+
+/** The ids of a list's entries, each with the list's cursor after it. */
+async function* idsWithCursors(
+  iter: Deno.KvListIterator<unknown>,
+): AsyncGenerator<{ id: string; cursor: string }> {
+  for await (const entry of iter) yield { id: idOf(entry), cursor: iter.cursor };
 }

@@ -165,8 +165,7 @@ export class Txn {
  * assert.deepEqual(op.sets?.map(([key]) => key.join("/")), [
  *   "weft/run/r1",
  *   "weft/by_wf/wf/r1",
- *   "weft/active/r1",
- *   "weft/owned/w1/r1",
+ *   "weft/held/r1",
  * ]);
  * ```
  */
@@ -188,7 +187,7 @@ export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
           { seq: live.nextSeq, wf: r.workflow },
         ]);
       } else {
-        sets.push([k.active(r.id), { owner }], [k.owned(owner, r.id), true]);
+        sets.push([k.held(r.id), { owner }]);
       }
       if (idem !== undefined) {
         checks.push({ key: k.idempotency(r.workflow, idem), versionstamp: null });
@@ -203,13 +202,13 @@ export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
         [k.byWorkflowStatus(r.workflow, r.status, r.id), true],
       );
     }
-    if (isTerminalRun(r.status)) deletes.push(k.active(r.id), k.owned(owner, r.id));
+    if (isTerminalRun(r.status)) deletes.push(k.held(r.id));
   }
   for (const [live, lease] of txn.leases) {
     const r = live.record;
     const created = txn.runs.get(live)?.fromStatus === null;
     if (created || lease.kind !== "due" || isTerminalRun(r.status)) continue;
-    deletes.push(k.owned(owner, r.id));
+    deletes.push(k.held(r.id));
     // The due entry carries where the run's history goes on: its claimer reads one key less.
     sets.push([k.active(r.id), { dueAt: lease.dueAt }], [
       k.due(lease.dueAt, r.id),

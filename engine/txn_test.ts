@@ -28,7 +28,7 @@ function runEvent(seq: number, to: RunRecord["status"]): HistoryEvent {
   return { type: "run", seq, at: seq, from: "running", to };
 }
 
-Deno.test("toWriteOp writes a new run with its workflow and active indexes", () => {
+Deno.test("toWriteOp writes a new run with its workflow index and its lease", () => {
   const live = liveRun();
   const txn = new Txn();
   txn.touchRun(live, null);
@@ -36,8 +36,7 @@ Deno.test("toWriteOp writes a new run with its workflow and active indexes", () 
   assert.deepEqual(setKeys(op), [
     "weft/run/r1",
     "weft/by_wf/wf/r1",
-    "weft/active/r1",
-    "weft/owned/w1/r1",
+    "weft/held/r1",
   ]);
   assert.equal(op.sets![0][1], live.record);
   assert.deepEqual(op.sets![2][1], { owner: "w1" }, "held by the worker that wrote it");
@@ -55,8 +54,7 @@ Deno.test("toWriteOp claims the idempotency key of a new run with a check", () =
   assert.deepEqual(setKeys(op), [
     "weft/run/r1",
     "weft/by_wf/wf/r1",
-    "weft/active/r1",
-    "weft/owned/w1/r1",
+    "weft/held/r1",
     "weft/idem/wf/k1",
   ]);
   assert.equal(op.sets!.at(-1)![1], "r1");
@@ -71,7 +69,7 @@ Deno.test("toWriteOp writes only the record when an unfinished run changes statu
   assert.deepEqual(op.deletes, []);
 });
 
-Deno.test("toWriteOp ends a run: status indexes written, active index deleted", async (t) => {
+Deno.test("toWriteOp ends a run: status indexes written, its lease deleted", async (t) => {
   await t.step("a run that becomes terminal in this write", () => {
     const live = liveRun({ status: "failed", finishedAt: 5 });
     const txn = new Txn();
@@ -82,7 +80,7 @@ Deno.test("toWriteOp ends a run: status indexes written, active index deleted", 
       "weft/by_status/failed/r1",
       "weft/by_wf_status/wf/failed/r1",
     ]);
-    assert.deepEqual(deleteKeys(op), ["weft/active/r1", "weft/owned/w1/r1"]);
+    assert.deepEqual(deleteKeys(op), ["weft/held/r1"]);
     assert.deepEqual(endedRuns(txn), [live]);
   });
   await t.step("a run created and ended in the same write", () => {
@@ -93,12 +91,11 @@ Deno.test("toWriteOp ends a run: status indexes written, active index deleted", 
     assert.deepEqual(setKeys(op), [
       "weft/run/r1",
       "weft/by_wf/wf/r1",
-      "weft/active/r1",
-      "weft/owned/w1/r1",
+      "weft/held/r1",
       "weft/by_status/cancelled/r1",
       "weft/by_wf_status/wf/cancelled/r1",
     ]);
-    assert.deepEqual(deleteKeys(op), ["weft/active/r1", "weft/owned/w1/r1"]);
+    assert.deepEqual(deleteKeys(op), ["weft/held/r1"]);
   });
   await t.step("a run already terminal before the write is not indexed again", () => {
     const live = liveRun({ status: "succeeded", finishedAt: 5 });
@@ -106,7 +103,7 @@ Deno.test("toWriteOp ends a run: status indexes written, active index deleted", 
     txn.touchRun(live, "succeeded");
     const op = toWriteOp(txn, keys, "w1");
     assert.deepEqual(setKeys(op), ["weft/run/r1"]);
-    assert.deepEqual(deleteKeys(op), ["weft/active/r1", "weft/owned/w1/r1"]);
+    assert.deepEqual(deleteKeys(op), ["weft/held/r1"]);
   });
   await t.step("an unfinished run ends nothing", () => {
     const txn = new Txn();
@@ -135,7 +132,7 @@ Deno.test("toWriteOp puts a new run in the due index or gives a held run back", 
     const txn = new Txn();
     txn.setLease(live, { kind: "due", dueAt: 9 });
     const op = toWriteOp(txn, keys, "w1");
-    assert.deepEqual(deleteKeys(op), ["weft/owned/w1/r1"]);
+    assert.deepEqual(deleteKeys(op), ["weft/held/r1"]);
     assert.deepEqual(setKeys(op), ["weft/active/r1", "weft/due/9/r1"]);
   });
 });
