@@ -620,8 +620,11 @@ class WeftEngine implements Engine {
     this.#upgrading = this.#activity.track(
       new Promise<void>((resolve) => setTimeout(resolve, 0))
         .then(() => upgradeLayout(this.#kv, this.#keys, this.#batcher, () => this.#clock.now()))
-        .then((moved) => {
-          if (moved > 0) this.#dispatcher.wake();
+        .then(async (moved) => {
+          if (moved === 0) return;
+          // Leases of an earlier layout whose owners are gone are due at once.
+          await this.#membership.reapOrphans();
+          this.#dispatcher.wake();
         })
         .catch((error) => log.error("Could not upgrade the KV layout: {error}", { error })),
     );

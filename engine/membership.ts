@@ -235,6 +235,16 @@ export class Membership {
     return this.#ticking;
   }
 
+  /**
+   * Moves the leases of unregistered owners back to the due index now,
+   * without waiting for the next scan (after an upgrade brought leases in).
+   */
+  reapOrphans(): Promise<void> {
+    const reaping = this.#reapOrphans();
+    this.#activity?.track(reaping);
+    return reaping;
+  }
+
   /** Stops beating; the registration stays until {@linkcode leave}. */
   async stop(): Promise<void> {
     this.#stopped = true;

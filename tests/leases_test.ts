@@ -475,6 +475,48 @@ Deno.test("engine carries on runs that Weft 1 left unfinished (active = true, no
   }
 });
 
+Deno.test("engine carries on a run that layout 2 left leased to a worker now gone", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const keys = keyLayout();
+  const runId = "01J00000000000000000000002";
+  // What layout 2 wrote for a run whose worker died while step 'a' ran attempt 1.
+  await kv.atomic()
+    .set(keys.run(runId), { id: runId, workflow: "v2", status: "running", createdAt: 1 })
+    .set(keys.step(runId, "a"), {
+      status: "running",
+      attempts: 1,
+      startedAt: 1,
+      attemptStartedAt: 1,
+      errors: [],
+    })
+    .set(keys.history(runId, 0), [
+      { type: "run", seq: 0, at: 1, from: null, to: "pending" },
+      { type: "step", seq: 1, at: 1, step: "a", from: "pending", to: "running", attempt: 1 },
+      { type: "run", seq: 2, at: 1, from: "pending", to: "running" },
+    ])
+    .set(keys.byWorkflow("v2", runId), true)
+    .set(keys.active(runId), { owner: "gone" })
+    .set([...keys.allOwned(), "gone", runId], true)
+    .set(keys.layoutVersion(), 2)
+    .commit();
+  const v2 = workflow("v2").step("a", ({ attempt }) => attempt);
+  const engine = await createEngine({ kv, workflows: [v2], clock: new FakeClock() });
+  try {
+    const done = await engine.result(runId, { signal: AbortSignal.timeout(10_000) });
+    assert.equal(done.status, "succeeded");
+    assert.equal(done.output, 2, "the interrupted attempt ran again as attempt 2");
+    const history = await engine.history(runId);
+    assert.deepEqual(history.map((e) => e.seq), history.map((_, i) => i));
+    for (const prefix of [keys.allOwned(), keys.actives(), keys.helds(), keys.dueIndex()]) {
+      assert.deepEqual(await Array.fromAsync(kv.list({ prefix })), [], JSON.stringify(prefix));
+    }
+    assert.equal((await kv.get(keys.layoutVersion())).value, 3);
+  } finally {
+    await engine.close();
+    kv.close();
+  }
+});
+
 Deno.test("engine claims each run once when its parallel steps wait for slots (maxIdleRuns counts runs)", async () => {
   const wf = workflow("fan")
     .step("a", async () => await Promise.resolve(1))
