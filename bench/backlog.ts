@@ -117,7 +117,7 @@ async function writeTemplate(kv: Deno.Kv, options: { quiet?: boolean } = {}): Pr
   }
   const kinds = entries.map((e) => String(e.key[keys.prefix.length]));
   // A clone of a run still leased to the seed's engine would be 1M runs to reclaim, not a backlog.
-  const leased = entries.find((e) => e.key[keys.prefix.length] === "owned");
+  const leased = entries.find((e) => e.key[keys.prefix.length] === "held");
   if (leased) {
     throw new Error(
       `Cannot seed W7 as the template run is still leased after engine.close(): ${
