@@ -34,7 +34,8 @@ async function measure(name: string, kvPath: string, idsPath: string | undefined
   const counts = newCounts();
   const raw = await Deno.openKv(kvPath);
   const engine = await createEngine({
-    kv: countingKv(raw, counts),
+    // An ablation for experiments only (WEFT_BENCH_COUNT=0): the raw KV, no counters.
+    kv: Deno.env.get("WEFT_BENCH_COUNT") === "0" ? raw : countingKv(raw, counts),
     workflows: [...instance.workflows, noopWorkflow(WARMUP_WORKFLOW)],
     maxConcurrentSteps: workload.concurrency,
     // An ablation for experiments only (WEFT_BENCH_USE_QUEUE=0): no KV queue wake-ups.
