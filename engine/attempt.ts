@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Clock } from "./clock.ts";
+import type { Clock, TimerHandle } from "./clock.ts";
 import { StepTimeoutError } from "./errors.ts";
 
 /** Skips the body of an attempt that ended before it started. */
@@ -29,6 +29,11 @@ export interface AttemptSpec {
   controller: AbortController;
   /** The source of time. */
   clock: Clock;
+  /**
+   * Where the attempt's timeout is kept, shared by the attempts of one
+   * engine. @default {a timer of `clock` of its own}
+   */
+  deadlines?: Deadlines;
   /** Calls the body; it receives `controller.signal`. */
   body: () => unknown;
   /**
@@ -62,19 +67,20 @@ export interface AttemptSpec {
  */
 export function runAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
   const { controller, clock } = spec;
+  const deadlines = spec.deadlines ?? new Deadlines(clock);
   return new Promise<AttemptOutcome>((resolve) => {
     let settled = false;
     const finish = (outcome: AttemptOutcome) => {
       if (settled) return;
       settled = true;
-      clock.clearTimeout(timer);
+      deadlines.remove(deadline);
       controller.signal.removeEventListener("abort", onAbort);
       resolve(outcome);
     };
     const onAbort = () => finish({ ok: false, error: controller.signal.reason });
-    const timer = clock.setTimeout(() => {
+    const deadline = deadlines.add(clock.now() + spec.timeoutMs, () => {
       controller.abort(new StepTimeoutError(spec.step, spec.attempt, spec.timeoutMs));
-    }, spec.timeoutMs);
+    });
     if (controller.signal.aborted) {
       spec.onSettled?.();
       return onAbort();
@@ -105,4 +111,95 @@ export function runAttempt(spec: AttemptSpec): Promise<AttemptOutcome> {
         finish({ ok: false, error });
       });
   });
+}
+
+/** A deadline of {@linkcode Deadlines}: what to call, and when. */
+export interface Deadline {
+  /** When it is due, in the clock's epoch milliseconds. */
+  readonly atMs: number;
+  /** Called once when it is due. */
+  readonly onDue: () => void;
+}
+
+/**
+ * The timeouts of the attempts in flight, on one timer of the clock: the
+ * earliest one's. A runtime timer per attempt costs some 400 bytes of old
+ * generation that outlive the attempt until the next full collection, and
+ * nearly every timeout is cancelled long before it is due; here an
+ * attempt costs an entry of a set, and the timer is set again only when a
+ * deadline earlier than the one armed arrives (rarely: most steps of an
+ * engine share a timeout, so later attempts are due later).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Deadlines } from "./attempt.ts";
+ * import { FakeClock } from "./clock.ts";
+ * const clock = new FakeClock(0);
+ * const deadlines = new Deadlines(clock);
+ * const due: string[] = [];
+ * deadlines.add(10, () => due.push("a"));
+ * const b = deadlines.add(20, () => due.push("b"));
+ * deadlines.add(30, () => due.push("c"));
+ * deadlines.remove(b);
+ * await clock.advance(30);
+ * assert.deepEqual(due, ["a", "c"]);
+ * assert.equal(deadlines.size, 0);
+ * ```
+ */
+export class Deadlines {
+  readonly #clock: Clock;
+  readonly #pending = new Set<Deadline>();
+  #timer: TimerHandle | undefined;
+  #armedAt = Infinity;
+
+  /** Deadlines on `clock`'s timers. */
+  constructor(clock: Clock) {
+    this.#clock = clock;
+  }
+
+  /** Deadlines not yet due nor removed. */
+  get size(): number {
+    return this.#pending.size;
+  }
+
+  /** Calls `onDue` once the clock reaches `atMs`, unless removed first. */
+  add(atMs: number, onDue: () => void): Deadline {
+    const deadline = { atMs, onDue };
+    this.#pending.add(deadline);
+    if (atMs < this.#armedAt) this.#arm(atMs);
+    return deadline;
+  }
+
+  /** Drops `deadline`: it is never called. */
+  remove(deadline: Deadline): void {
+    if (!this.#pending.delete(deadline) || this.#pending.size > 0) return;
+    // Nothing left to time: no timer keeps the process alive.
+    if (this.#timer) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#armedAt = Infinity;
+  }
+
+  #arm(atMs: number): void {
+    if (this.#timer) this.#clock.clearTimeout(this.#timer);
+    this.#armedAt = atMs;
+    this.#timer = this.#clock.setTimeout(() => this.#fire(), atMs - this.#clock.now());
+  }
+
+  #fire(): void {
+    // What was armed is due, whatever the clock says (a timer may fire a
+    // millisecond early, or the wall clock step back meanwhile).
+    const now = Math.max(this.#clock.now(), this.#armedAt);
+    this.#timer = undefined;
+    this.#armedAt = Infinity;
+    const due: Deadline[] = [];
+    let next = Infinity;
+    for (const d of this.#pending) {
+      if (d.atMs <= now) due.push(d);
+      else if (d.atMs < next) next = d.atMs;
+    }
+    for (const d of due) this.#pending.delete(d);
+    if (next < Infinity) this.#arm(next);
+    for (const d of due) d.onDue();
+  }
 }

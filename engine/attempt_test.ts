@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { runAttempt } from "./attempt.ts";
+import { Deadlines, runAttempt } from "./attempt.ts";
 import { FakeClock } from "./clock.ts";
 import { StepCancelledError, StepTimeoutError } from "./errors.ts";
 
@@ -107,5 +107,62 @@ Deno.test("runAttempt asks mayStart in the body's job, and waits for its answer"
     });
     assert.ok(!called);
     assert.ok(!outcome.ok && outcome.error instanceof StepCancelledError);
+  });
+});
+
+Deno.test("runAttempt keeps the timeouts of many attempts on one clock timer, and each still times out", async () => {
+  const clock = new FakeClock(0);
+  const deadlines = new Deadlines(clock);
+  const outcomes = Array.from({ length: 50 }, (_, i) =>
+    runAttempt({
+      ...spec(() => new Promise(() => {}), new AbortController(), clock),
+      attempt: i + 1,
+      deadlines,
+    }));
+  assert.equal(clock.pendingTimers, 1, "one timer for 50 attempts");
+  assert.equal(deadlines.size, 50);
+  await clock.advance(999);
+  assert.equal(deadlines.size, 50, "none is due before its timeout");
+  await clock.advance(1);
+  const ended = await Promise.all(outcomes);
+  assert.ok(ended.every((o) => !o.ok && o.error instanceof StepTimeoutError));
+  assert.equal(deadlines.size, 0);
+  assert.equal(clock.pendingTimers, 0, "no timer is left behind");
+});
+
+Deno.test("Deadlines arms its timer for the earliest deadline and leaves none once all are removed", async (t) => {
+  await t.step("an earlier deadline re-arms the timer; a later one does not", async () => {
+    const clock = new FakeClock(0);
+    const deadlines = new Deadlines(clock);
+    const due: string[] = [];
+    deadlines.add(100, () => due.push("late"));
+    deadlines.add(50, () => due.push("early"));
+    deadlines.add(70, () => due.push("middle"));
+    assert.equal(clock.pendingTimers, 1);
+    assert.equal(clock.nextDueAt, 50);
+    await clock.advance(50);
+    assert.deepEqual(due, ["early"]);
+    assert.equal(clock.nextDueAt, 70);
+    await clock.advance(50);
+    assert.deepEqual(due, ["early", "middle", "late"]);
+    assert.equal(clock.pendingTimers, 0);
+  });
+  await t.step("removing every deadline clears the timer", () => {
+    const clock = new FakeClock(0);
+    const deadlines = new Deadlines(clock);
+    const all = [deadlines.add(10, () => {}), deadlines.add(20, () => {})];
+    for (const d of all) deadlines.remove(d);
+    assert.equal(deadlines.size, 0);
+    assert.equal(clock.pendingTimers, 0);
+  });
+  await t.step("a removed deadline is never called, the others are", async () => {
+    const clock = new FakeClock(0);
+    const deadlines = new Deadlines(clock);
+    const due: number[] = [];
+    const first = deadlines.add(10, () => due.push(10));
+    deadlines.add(20, () => due.push(20));
+    deadlines.remove(first);
+    await clock.advance(30);
+    assert.deepEqual(due, [20]);
   });
 });

@@ -14,6 +14,7 @@
 import { getLogger } from "@logtape/logtape";
 import { monotonicFactory } from "ulid";
 import type { Activity } from "./activity.ts";
+import { Deadlines } from "./attempt.ts";
 import type { RunTrace, Tracing } from "./tracing.ts";
 import type { Clock } from "./clock.ts";
 import type { CommitBatcher } from "./commit_batcher.ts";
@@ -201,6 +202,7 @@ export class Scheduler {
       activity: options.activity,
       tracing: options.tracing,
       lease: options.lease,
+      deadlines: new Deadlines(options.clock),
     };
     this.#activity = options.activity;
     this.#grace = new GracePeriod(options.clock);
