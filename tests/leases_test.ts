@@ -429,15 +429,16 @@ Deno.test("cancel claims a run that waits in the due index and ends it", async (
   assert.equal((await Array.fromAsync(t.kv.list({ prefix: keyLayout().actives() }))).length, 0);
 });
 
-Deno.test("engine carries on runs that Weft 1 left unfinished (active = true, no due index)", async () => {
-  const kv = await Deno.openKv(":memory:");
+/**
+ * The records an earlier Weft left for run `runId` of `wf`, killed while step
+ * 'a' ran its first attempt; the caller adds that layout's lease keys.
+ */
+function interruptedRun(kv: Deno.Kv, runId: string, wf: string): Deno.AtomicOperation {
   const keys = keyLayout();
-  const runId = "01J00000000000000000000001";
-  // What Weft 1 wrote for a run killed while step 'a' ran its first attempt.
-  await kv.atomic()
+  return kv.atomic()
     .set(keys.run(runId), {
       id: runId,
-      workflow: "v1",
+      workflow: wf,
       status: "running",
       createdAt: 1,
       startedAt: 1,
@@ -454,11 +455,14 @@ Deno.test("engine carries on runs that Weft 1 left unfinished (active = true, no
       { type: "step", seq: 1, at: 1, step: "a", from: "pending", to: "running", attempt: 1 },
       { type: "run", seq: 2, at: 1, from: "pending", to: "running" },
     ])
-    .set(keys.byWorkflow("v1", runId), true)
-    .set(keys.active(runId), true)
-    .commit();
-  const v1 = workflow("v1").step("a", ({ attempt }) => attempt);
-  const engine = await createEngine({ kv, workflows: [v1], clock: new FakeClock() });
+    .set(keys.byWorkflow(wf, runId), true);
+}
+
+/** Starts an engine on `kv` and checks that it ends the run left by {@linkcode interruptedRun}. */
+async function assertCarriedOn(kv: Deno.Kv, runId: string, wf: string): Promise<void> {
+  const keys = keyLayout();
+  const def = workflow(wf).step("a", ({ attempt }) => attempt);
+  const engine = await createEngine({ kv, workflows: [def], clock: new FakeClock() });
   try {
     const done = await engine.result(runId, { signal: AbortSignal.timeout(10_000) });
     assert.equal(done.status, "succeeded");
@@ -469,44 +473,7 @@ Deno.test("engine carries on runs that Weft 1 left unfinished (active = true, no
       history.map((_, i) => i),
       "history goes on in order",
     );
-  } finally {
-    await engine.close();
-    kv.close();
-  }
-});
-
-Deno.test("engine carries on a run that layout 2 left leased to a worker now gone", async () => {
-  const kv = await Deno.openKv(":memory:");
-  const keys = keyLayout();
-  const runId = "01J00000000000000000000002";
-  // What layout 2 wrote for a run whose worker died while step 'a' ran attempt 1.
-  await kv.atomic()
-    .set(keys.run(runId), { id: runId, workflow: "v2", status: "running", createdAt: 1 })
-    .set(keys.step(runId, "a"), {
-      status: "running",
-      attempts: 1,
-      startedAt: 1,
-      attemptStartedAt: 1,
-      errors: [],
-    })
-    .set(keys.history(runId, 0), [
-      { type: "run", seq: 0, at: 1, from: null, to: "pending" },
-      { type: "step", seq: 1, at: 1, step: "a", from: "pending", to: "running", attempt: 1 },
-      { type: "run", seq: 2, at: 1, from: "pending", to: "running" },
-    ])
-    .set(keys.byWorkflow("v2", runId), true)
-    .set(keys.active(runId), { owner: "gone" })
-    .set([...keys.allOwned(), "gone", runId], true)
-    .set(keys.layoutVersion(), 2)
-    .commit();
-  const v2 = workflow("v2").step("a", ({ attempt }) => attempt);
-  const engine = await createEngine({ kv, workflows: [v2], clock: new FakeClock() });
-  try {
-    const done = await engine.result(runId, { signal: AbortSignal.timeout(10_000) });
-    assert.equal(done.status, "succeeded");
-    assert.equal(done.output, 2, "the interrupted attempt ran again as attempt 2");
-    const history = await engine.history(runId);
-    assert.deepEqual(history.map((e) => e.seq), history.map((_, i) => i));
+    // No lease of any layout is left, and the file is marked as upgraded.
     for (const prefix of [keys.allOwned(), keys.actives(), keys.helds(), keys.dueIndex()]) {
       assert.deepEqual(await Array.fromAsync(kv.list({ prefix })), [], JSON.stringify(prefix));
     }
@@ -515,6 +482,25 @@ Deno.test("engine carries on a run that layout 2 left leased to a worker now gon
     await engine.close();
     kv.close();
   }
+}
+
+Deno.test("engine carries on runs that Weft 1 left unfinished (active = true, no due index)", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const runId = "01J00000000000000000000001";
+  await interruptedRun(kv, runId, "v1").set(keyLayout().active(runId), true).commit();
+  await assertCarriedOn(kv, runId, "v1");
+});
+
+Deno.test("engine carries on a run that layout 2 left leased to a worker now gone", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const keys = keyLayout();
+  const runId = "01J00000000000000000000002";
+  await interruptedRun(kv, runId, "v2")
+    .set(keys.active(runId), { owner: "gone" })
+    .set([...keys.allOwned(), "gone", runId], true)
+    .set(keys.layoutVersion(), 2)
+    .commit();
+  await assertCarriedOn(kv, runId, "v2");
 });
 
 Deno.test("engine claims each run once when its parallel steps wait for slots (maxIdleRuns counts runs)", async () => {
