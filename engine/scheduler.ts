@@ -1037,8 +1037,8 @@ export class Scheduler {
     txn.status.durable = true;
     this.#reloads.committed(touched);
     for (const fn of txn.after) fn();
-    for (const [live, events] of txn.history) {
-      for (const event of events) {
+    for (const live of txn.history.keys()) {
+      for (const event of txn.history.get(live)!) {
         this.#events.emit({ runId: live.record.id, workflow: live.def.name, event }, {
           trace: live.record.trace,
         });

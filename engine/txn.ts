@@ -174,7 +174,9 @@ export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
   const sets: [Deno.KvKey, unknown][] = [...txn.extraSets];
   const deletes: Deno.KvKey[] = [...txn.extraDeletes];
   const checks: Deno.AtomicCheck[] = [];
-  for (const [live, { fromStatus, idem }] of txn.runs) {
+  // Maps are walked by key: an entries iterator makes an array per entry.
+  for (const live of txn.runs.keys()) {
+    const { fromStatus, idem } = txn.runs.get(live)!;
     const r = live.record;
     sets.push([k.run(r.id), r]);
     const lease = txn.leaseOf(live);
@@ -215,10 +217,12 @@ export function toWriteOp(txn: Txn, keys: KeyLayout, owner: string): WriteOp {
       { seq: live.nextSeq, wf: r.workflow },
     ]);
   }
-  for (const [live, names] of txn.steps) {
+  for (const live of txn.steps.keys()) {
+    const names = txn.steps.get(live)!;
     for (const name of names) sets.push([k.step(live.record.id, name), live.steps.get(name)]);
   }
-  for (const [live, events] of txn.history) {
+  for (const live of txn.history.keys()) {
+    const events = txn.history.get(live)!;
     // A KV value holds 64 KiB: a run ending with hundreds of steps spans keys.
     let part: HistoryEvent[] = [];
     let bytes = 0;
