@@ -30,6 +30,7 @@ import { createEngine, type EngineOptions } from "../mod.ts";
 import { keyLayout } from "../engine/keys.ts";
 import type { HistoryEvent } from "../engine/records.ts";
 import { RunStore } from "../engine/store.ts";
+import { servedV8Flags } from "./_runtime.ts";
 import { round, sleep, summarizeSamples } from "./_stats.ts";
 import {
   BACKLOG_BODY_MARK,
@@ -339,12 +340,24 @@ class ServerProcess {
     this.#stderr = stderr;
   }
 
-  /** Spawns `deno run -A server.ts --kv <kvPath> --port 0 --workflows backlog_workflows.ts`. */
+  /** Spawns `deno run -A <the V8 flags of deno task serve> server.ts --kv <kvPath> --port 0 --workflows backlog_workflows.ts`. */
   static async start(kvPath: string): Promise<ServerProcess> {
     const spawnedAtEpoch = Date.now();
     const t0 = performance.now();
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", SERVER, "--kv", kvPath, "--port", "0", "--workflows", WORKFLOWS],
+      // The V8 flags of `deno task serve`: this is the server as that task runs it.
+      args: [
+        "run",
+        "-A",
+        ...servedV8Flags(),
+        SERVER,
+        "--kv",
+        kvPath,
+        "--port",
+        "0",
+        "--workflows",
+        WORKFLOWS,
+      ],
       cwd: ROOT,
       stdin: "null",
       stdout: "piped",

@@ -19,6 +19,7 @@
  * @module
  */
 import { analyzeProfile, formatProfile } from "./profile.ts";
+import { servedV8Flags } from "./_runtime.ts";
 import { median, round } from "./_stats.ts";
 import { type SeedSpec, type Workload, WORKLOADS } from "./workloads.ts";
 
@@ -205,7 +206,8 @@ async function runPass(
       await copyKv(seed.kv, kvPath);
       childArgs.push("--seed", seed.side);
     }
-    const denoArgs = ["run", "--allow-all"];
+    // Measured as `deno task serve` runs the engine, unless the workload says otherwise.
+    const denoArgs = ["run", "--allow-all", ...(workload.v8Defaults ? [] : servedV8Flags())];
     let profileDir: string | undefined;
     if (options.profile) {
       profileDir = `${CACHE}/profiles/${workload.name}-${Date.now()}`;

@@ -37,6 +37,7 @@ import { createEngine, type EngineOptions, workflow } from "../mod.ts";
 import { keyLayout } from "../engine/keys.ts";
 import { RunStore } from "../engine/store.ts";
 import { countingKv, newCounts } from "./_kv_counter.ts";
+import { servedV8Flags } from "./_runtime.ts";
 import { round, summarizeSamples } from "./_stats.ts";
 
 const SELF = decodeURIComponent(new URL(import.meta.url).pathname);
@@ -216,9 +217,11 @@ class WorkerProcess {
     this.index = index;
     this.logPath = logPath;
     this.#child = new Deno.Command(Deno.execPath(), {
+      // The V8 flags of `deno task worker`: a worker as that task runs one.
       args: [
         "run",
         "-A",
+        ...servedV8Flags(),
         SELF,
         "worker",
         "--kv",

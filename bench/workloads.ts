@@ -53,6 +53,12 @@ export interface Workload {
   script?: string;
   /** Limit of one pass, in milliseconds. @default {120000} */
   timeoutMs?: number;
+  /**
+   * Runs the pass with V8's default flags, not those of `deno task serve`
+   * (see `_runtime.ts`): what an application embedding the engine without
+   * them gets. @default {false}
+   */
+  v8Defaults?: boolean;
   /** Builds a fresh instance (workflows with their own measurement state); absent with `script`. */
   setup?(): WorkloadInstance;
 }
@@ -208,20 +214,28 @@ function orderWorkload(rate: number): Workload {
   return workload;
 }
 
-/** The workloads, in the order the suite runs them. */
-export const WORKLOADS: readonly Workload[] = [
-  {
-    name: "w1",
-    description: "10,000 one-step no-op runs started at once, concurrency 50",
+/** W1, with or without the V8 flags of `deno task serve`. */
+function bulkWorkload(v8Defaults: boolean): Workload {
+  return {
+    name: v8Defaults ? "w1-v8-defaults" : "w1",
+    description: "10,000 one-step no-op runs started at once, concurrency 50" +
+      (v8Defaults ? ", with V8's default flags" : ""),
     concurrency: 50,
     rate: 0,
+    v8Defaults,
     setup() {
       return {
         workflows: [noopWorkflow("w1-noop")],
         run: (ctx) => bulk(ctx, "w1-noop", 10_000),
       };
     },
-  },
+  };
+}
+
+/** The workloads, in the order the suite runs them. */
+export const WORKLOADS: readonly Workload[] = [
+  bulkWorkload(false),
+  bulkWorkload(true),
   orderWorkload(0),
   orderWorkload(100),
   {
