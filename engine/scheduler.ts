@@ -36,7 +36,7 @@ import {
   type RunningAttempt,
   stepsOf,
 } from "./live_run.ts";
-import { itemName, PARKED_MS } from "./keys.ts";
+import { itemName } from "./keys.ts";
 import { INLINE_OUTPUT_BYTES, splitJson } from "./output.ts";
 import { readiness, runOutcome } from "./readiness.ts";
 import { RunLeases } from "./run_leases.ts";
@@ -62,15 +62,14 @@ import {
   type LeaseCheck,
 } from "./step_execution.ts";
 import type { RunStore } from "./store.ts";
+import { StepTimers } from "./step_timers.ts";
+import { SweepAlarm } from "./sweep_alarm.ts";
 import { recordRunStatus, recordStep } from "./transitions.ts";
 import { endedRuns, toWriteOp, Txn } from "./txn.ts";
 import type { AnyWorkflow, StepDefinition } from "../steps/workflow.ts";
 import { childEndedEvent } from "../steps/kinds/child.ts";
 
 const log = getLogger(["weft", "engine"]);
-
-/** The longest delay Deno KV's queue accepts: 30 days. */
-const MAX_QUEUE_DELAY_MS = 30 * 24 * 3600 * 1000;
 
 /** What a {@linkcode Scheduler} works with; the engine builds and owns each of them. */
 export interface SchedulerOptions {
@@ -149,14 +148,12 @@ export class Scheduler {
   readonly #events: EventHub;
   readonly #clock: Clock;
   readonly #random: () => number;
-  readonly #useQueue: boolean;
   readonly #waiters: WaiterRegistry;
   readonly #kinds: ReadonlyMap<string, StepKind>;
   readonly #owner: () => string;
   readonly #dispatch: SchedulerOptions["dispatch"];
   readonly #maxIdleRuns: () => number;
   readonly #children: SchedulerOptions["children"];
-  readonly #queueAllowed: () => boolean;
   /** Runs held with at least one step waiting for a slot (what `maxIdleRuns` bounds). */
   #queuedRuns = 0;
   readonly #leases: RunLeases;
@@ -170,8 +167,8 @@ export class Scheduler {
   /** Map items whose attempts the reload in progress abandoned, by run. */
   readonly #reloadedItems = new Map<string, ReadonlySet<string>>();
   readonly #reloads: RunReloads;
-  /** When the earliest sweep message still on the queue is due, if any. */
-  #sweepDueAt: number | undefined;
+  readonly #alarm: SweepAlarm;
+  readonly #timers: StepTimers;
   readonly #activity: Activity | undefined;
 
   /** Creates a scheduler holding no run yet. */
@@ -184,14 +181,18 @@ export class Scheduler {
     this.#events = options.events;
     this.#clock = options.clock;
     this.#random = options.random;
-    this.#useQueue = options.useQueue;
+    this.#timers = new StepTimers(options.clock);
+    this.#alarm = new SweepAlarm({
+      enabled: options.useQueue,
+      allowed: options.queueAllowed,
+      clock: options.clock,
+    });
     this.#waiters = options.waiters;
     this.#kinds = options.kinds;
     this.#owner = options.owner;
     this.#dispatch = options.dispatch;
     this.#maxIdleRuns = options.maxIdleRuns;
     this.#children = options.children;
-    this.#queueAllowed = options.queueAllowed ?? (() => true);
     this.#launch = {
       clock: options.clock,
       batcher: options.batcher,
@@ -347,7 +348,7 @@ export class Scheduler {
     await this.#batcher.drain();
     this.#stopped = true;
     const closed = new EngineClosedError();
-    for (const live of this.#live.values()) this.#clearTimers(live);
+    for (const live of this.#live.values()) this.#timers.clearAll(live);
     this.#waiters.rejectAll(closed);
     this.#live.clear();
     await this.#batcher.drain();
@@ -369,7 +370,7 @@ export class Scheduler {
     this.#leases.unpinAll();
     for (const live of [...this.#live.values()]) this.#forget(live);
     this.#live.clear();
-    this.#sweepDueAt = undefined;
+    this.#alarm.forget();
   }
 
   // ---------------------------------------------------------------- recovery
@@ -832,30 +833,14 @@ export class Scheduler {
     }
     this.#planSweep(txn, dueAt);
     txn.after.push(() => {
-      if (this.#closing || live.dead || live.retryTimers?.has(step.name)) return;
-      const timer = this.#clock.setTimeout(() => {
-        live.retryTimers?.delete(step.name);
-        this.#timerDue(live, step);
-      }, dueAt - this.#clock.now());
-      (live.retryTimers ??= new Map()).set(step.name, timer);
+      if (this.#closing || live.dead) return;
+      this.#timers.arm(live, step.name, dueAt, () => this.#timerDue(live, step));
     });
   }
 
-  /**
-   * Makes sure a sweep message is on the KV queue, written with `txn`, due
-   * no later than `dueAt`. Sweeps are the queue's copy of the engine's work:
-   * a sweep that finds the work already in hand does nothing. One message
-   * covers every run, so the queue holds a handful of messages, not one per
-   * step or timer (a large queue slows every delivery; see KV_FACTS).
-   */
+  /** Makes sure a sweep message, written with `txn`, comes no later than `dueAt` (see `SweepAlarm`). */
   #planSweep(txn: Txn, dueAt: number): void {
-    if (!this.#useQueue || this.#closing || dueAt >= PARKED_MS || !this.#queueAllowed()) return;
-    if (this.#sweepDueAt !== undefined && this.#sweepDueAt <= dueAt) return;
-    const now = this.#clock.now();
-    const delayMs = Math.min(MAX_QUEUE_DELAY_MS, Math.max(0, dueAt - now));
-    // The capped time: a sweep that comes before the work is due plans the next.
-    this.#sweepDueAt = now + delayMs;
-    txn.enqueues.push({ value: { weft: "sweep" }, delayMs });
+    if (!this.#closing) this.#alarm.plan(txn.enqueues, dueAt);
   }
 
   #timerDue(live: LiveRun, step: StepDefinition): void {
@@ -887,11 +872,7 @@ export class Scheduler {
           new StepCancelledError(s.name, status === "cancelled" ? "run cancelled" : "run failed"),
         );
       }
-      const timer = live.retryTimers?.get(s.name);
-      if (timer) {
-        this.#clock.clearTimeout(timer);
-        live.retryTimers!.delete(s.name);
-      }
+      this.#timers.clear(live, s.name);
       if (rec.status === "awaiting" && rec.childRunId !== undefined) {
         // Cancelling the parent cancels the child, once this write is on disk.
         const childRunId = rec.childRunId;
@@ -971,17 +952,15 @@ export class Scheduler {
       return;
     }
     const now = this.#clock.now();
-    if (this.#sweepDueAt !== undefined && this.#sweepDueAt <= now) this.#sweepDueAt = undefined;
+    this.#alarm.arrived(now);
     // Held runs' timers may be lost too: fire those that are due.
     for (const live of [...this.#live.values()]) {
-      if (!live.retryTimers) continue;
-      for (const [name, timer] of [...live.retryTimers]) {
+      for (const name of this.#timers.armed(live)) {
         const step = this.#stepDef(live, name);
         if (!step) continue;
         const due = this.#kindOf(step).dueAt(live.steps.get(name)!);
         if (due === undefined || due > now) continue;
-        this.#clock.clearTimeout(timer);
-        live.retryTimers?.delete(name);
+        this.#timers.clear(live, name);
         this.#timerDue(live, step);
       }
     }
@@ -1017,7 +996,7 @@ export class Scheduler {
       // A fenced worker's runs are no longer its own: nothing to reload.
       if (error instanceof FencedError) throw error;
       log.error("A KV commit failed; affected runs are reloaded from KV: {error}", { error });
-      if (txn.enqueues.length > 0) this.#sweepDueAt = undefined;
+      if (txn.enqueues.length > 0) this.#alarm.forget();
       // Runs whose queued steps wait for this write to be durable are reloaded
       // too, or they would wait for ever.
       const affected = new Set(touched);
@@ -1031,7 +1010,7 @@ export class Scheduler {
       if (live.lastCommit === write) live.lastCommit = NO_WRITE;
     }
     if (!ok) {
-      if (txn.enqueues.length > 0) this.#sweepDueAt = undefined;
+      if (txn.enqueues.length > 0) this.#alarm.forget();
       return false;
     }
     txn.status.durable = true;
@@ -1095,13 +1074,6 @@ export class Scheduler {
     this.#commit(txn).catch(() => {});
   }
 
-  /** Clears the run's retry timers. */
-  #clearTimers(live: LiveRun): void {
-    if (!live.retryTimers) return;
-    for (const t of live.retryTimers.values()) this.#clock.clearTimeout(t);
-    live.retryTimers = undefined;
-  }
-
   /** Drops a run from memory without writing anything. */
   #forget(live: LiveRun): void {
     live.dead = true;
@@ -1110,7 +1082,7 @@ export class Scheduler {
       this.#finishAttempt(live, name, r);
       r.controller.abort(new StepCancelledError(name, "run reloaded"));
     }
-    this.#clearTimers(live);
+    this.#timers.clearAll(live);
     for (const step of live.queued.keys()) this.#slots.forget(live.record.id, step);
     if (live.queued.size > 0) this.#queuedRuns--;
     live.queued.clear();
