@@ -251,6 +251,8 @@ async function runPass(
 
 /** Runs the suite; resolves with every pass's JSON line. */
 export async function runSuite(options: SuiteOptions = {}): Promise<Result[]> {
+  // Fails before any pass when the flags cannot be known (DENO_V8_FLAGS set, say).
+  servedV8Flags();
   const names = options.workloads?.length ? options.workloads : WORKLOADS.map((w) => w.name);
   const selected = names.map((n) => {
     const w = WORKLOADS.find((x) => x.name === n);

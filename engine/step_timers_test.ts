@@ -50,3 +50,17 @@ Deno.test("step timers: a cleared timer never fires; clearAll disarms every step
   clock.tick(100);
   assert.deepEqual(fired, ["a again"]);
 });
+
+Deno.test("step timers: arming a step that has a timer keeps the first one", () => {
+  const clock = new FakeClock(0);
+  const timers = new StepTimers(clock);
+  const live = held();
+  const fired: string[] = [];
+  timers.arm(live, "a", 100, () => fired.push("first"));
+  timers.arm(live, "a", 10, () => fired.push("second"));
+  assert.equal(clock.pendingTimers, 1);
+  clock.tick(50);
+  assert.equal(fired.length, 0);
+  clock.tick(50);
+  assert.deepEqual(fired, ["first"]);
+});

@@ -714,6 +714,43 @@ Deno.test("engine retries from the KV queue's sweep when no in-process timer fir
   }
 });
 
+Deno.test("engine retries twice from the KV queue's sweeps: a sweep that arrived lets the next be planned", async () => {
+  // Timers never fire, so each retry comes from a sweep message; if the
+  // engine still counted the first sweep as planned, it would plan none for
+  // the second retry, and the run would wait for ever.
+  let now = Date.UTC(2026, 0, 1);
+  const frozen = { now: () => now, setTimeout: () => ({ id: 0 }), clearTimeout: () => {} };
+  const bodies: number[] = [];
+  const wf = workflow("swept-twice").step("s", ({ attempt }) => {
+    bodies.push(attempt);
+    if (attempt < 3) throw new RetryAfterError("later", 100);
+    return "third";
+  });
+  const kv = await Deno.openKv(":memory:");
+  const engine = await createEngine({ kv, workflows: [wf], clock: frozen });
+  try {
+    const run = await engine.start("swept-twice", null);
+    const attempts = async () => (await engine.get(run.id)).steps.s;
+    await waitFor(async () => (await attempts()).status === "waiting", "first wait");
+    now += 100;
+    await waitFor(async () => {
+      const s = await attempts();
+      return s.attempts === 2 && s.status === "waiting";
+    }, "second wait");
+    now += 100;
+    // Bounded, so that a sweep never planned fails the test instead of hanging it.
+    await waitFor(
+      async () => (await attempts()).status === "succeeded",
+      "third attempt (a second sweep)",
+    );
+    assert.equal((await engine.get(run.id)).output, "third");
+    assert.deepEqual(bodies, [1, 2, 3]);
+  } finally {
+    await engine.close({ graceMs: 0 });
+    kv.close();
+  }
+});
+
 Deno.test("engine close abandons running attempts without charging them and rejects waiters", async () => {
   const hang = deferred();
   const bodies: number[] = [];
