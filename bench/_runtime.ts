@@ -49,23 +49,12 @@ export function v8FlagsOf(command: string): string[] {
   return flags;
 }
 
-/** A task of `deno.json`, in either of its forms, as a command line. */
-function taskCommand(task: unknown): string | undefined {
-  if (typeof task === "string") return task;
-  if (
-    task && typeof task === "object" && typeof (task as { command?: unknown }).command === "string"
-  ) {
-    return (task as { command: string }).command;
-  }
-  return undefined;
-}
-
 /**
  * The V8 flags of `deno task serve`, as `deno run` arguments.
  *
  * @throws {Error} when `DENO_V8_FLAGS` is set (every measured process would
  * inherit it, the `v8Defaults` one included), when `deno.json` has no
- * `serve` or `worker` command, or when the two disagree on the flags (the
+ * `serve` or `worker` command line, or when the two disagree on the flags (the
  * benchmark measures both kinds of process).
  *
  * @example
@@ -85,17 +74,23 @@ export function servedV8Flags(): string[] {
         "process's V8 flags itself (those of deno task serve, or none for w1-v8-defaults)",
     );
   }
-  const text = Deno.readTextFileSync(DENO_JSON);
+  return taskFlags ??= readTaskFlags();
+}
+
+/** The flags, read once per process: every spawn of a pass asks. */
+let taskFlags: string[] | undefined;
+
+function readTaskFlags(): string[] {
   let config: { tasks?: Record<string, unknown> };
   try {
-    config = JSON.parse(text);
+    config = JSON.parse(Deno.readTextFileSync(DENO_JSON));
   } catch (error) {
     throw new Error(`Cannot read deno.json's tasks as JSON: ${(error as Error).message}`);
   }
-  const serve = taskCommand(config.tasks?.serve);
-  const worker = taskCommand(config.tasks?.worker);
-  if (serve === undefined || worker === undefined) {
-    throw new Error("deno.json has no 'serve' or 'worker' command to take the V8 flags from");
+  const serve = config.tasks?.serve;
+  const worker = config.tasks?.worker;
+  if (typeof serve !== "string" || typeof worker !== "string") {
+    throw new Error("deno.json has no 'serve' or 'worker' command line to take the V8 flags from");
   }
   const flags = v8FlagsOf(serve);
   if (flags.join(" ") !== v8FlagsOf(worker).join(" ")) {

@@ -4,6 +4,12 @@ import { type LiveRun, newLiveRun } from "./live_run.ts";
 import { StepTimers } from "./step_timers.ts";
 import { workflow } from "../steps/workflow.ts";
 
+/** Timers on a fake clock, a held run, and what fired. */
+function fixture(startMs = 0) {
+  const clock = new FakeClock(startMs);
+  return { clock, timers: new StepTimers(clock), live: held(), fired: [] as string[] };
+}
+
 function held(): LiveRun {
   return newLiveRun(workflow("wf").step("a", () => 1).step("b", () => 2), {
     record: { id: "r", workflow: "wf", status: "running", createdAt: 0 },
@@ -31,10 +37,7 @@ Deno.test("step timers: each step's timer fires once, at its time, and is gone a
 });
 
 Deno.test("step timers: a cleared timer never fires; clearAll disarms every step of the run", () => {
-  const clock = new FakeClock(0);
-  const timers = new StepTimers(clock);
-  const live = held();
-  const fired: string[] = [];
+  const { clock, timers, live, fired } = fixture();
   timers.arm(live, "a", 10, () => fired.push("a"));
   timers.arm(live, "b", 20, () => fired.push("b"));
   timers.clear(live, "a");
@@ -52,10 +55,7 @@ Deno.test("step timers: a cleared timer never fires; clearAll disarms every step
 });
 
 Deno.test("step timers: arming a step that has a timer keeps the first one", () => {
-  const clock = new FakeClock(0);
-  const timers = new StepTimers(clock);
-  const live = held();
-  const fired: string[] = [];
+  const { clock, timers, live, fired } = fixture();
   timers.arm(live, "a", 100, () => fired.push("first"));
   timers.arm(live, "a", 10, () => fired.push("second"));
   assert.equal(clock.pendingTimers, 1);

@@ -685,14 +685,22 @@ Deno.test("engine fails a run of hundreds of steps in one commit, history split 
   assert.equal(history.filter((e) => e.type === "step" && e.to === "skipped").length, 300);
 });
 
-Deno.test("engine retries from the KV queue's sweep when no in-process timer fires", async () => {
-  // A clock whose timers never fire: only the queue can bring the retry.
+/** A clock whose time moves only when told and whose timers never fire. */
+function frozenClock() {
   let now = Date.UTC(2026, 0, 1);
-  const frozen = {
+  return {
     now: () => now,
     setTimeout: () => ({ id: 0 }),
     clearTimeout: () => {},
+    advance(ms: number) {
+      now += ms;
+    },
   };
+}
+
+Deno.test("engine retries from the KV queue's sweep when no in-process timer fires", async () => {
+  // A clock whose timers never fire: only the queue can bring the retry.
+  const frozen = frozenClock();
   const bodies: number[] = [];
   const wf = workflow("swept").step("s", ({ attempt }) => {
     bodies.push(attempt);
@@ -704,7 +712,7 @@ Deno.test("engine retries from the KV queue's sweep when no in-process timer fir
   try {
     const run = await engine.start("swept", null);
     await waitFor(async () => (await engine.get(run.id)).steps.s.status === "waiting", "waiting");
-    now += 100;
+    frozen.advance(100);
     const done = await engine.result(run.id);
     assert.equal(done.output, "second");
     assert.deepEqual(bodies, [1, 2]);
@@ -718,8 +726,7 @@ Deno.test("engine retries twice from the KV queue's sweeps: a sweep that arrived
   // Timers never fire, so each retry comes from a sweep message; if the
   // engine still counted the first sweep as planned, it would plan none for
   // the second retry, and the run would wait for ever.
-  let now = Date.UTC(2026, 0, 1);
-  const frozen = { now: () => now, setTimeout: () => ({ id: 0 }), clearTimeout: () => {} };
+  const frozen = frozenClock();
   const bodies: number[] = [];
   const wf = workflow("swept-twice").step("s", ({ attempt }) => {
     bodies.push(attempt);
@@ -732,12 +739,12 @@ Deno.test("engine retries twice from the KV queue's sweeps: a sweep that arrived
     const run = await engine.start("swept-twice", null);
     const attempts = async () => (await engine.get(run.id)).steps.s;
     await waitFor(async () => (await attempts()).status === "waiting", "first wait");
-    now += 100;
+    frozen.advance(100);
     await waitFor(async () => {
       const s = await attempts();
       return s.attempts === 2 && s.status === "waiting";
     }, "second wait");
-    now += 100;
+    frozen.advance(100);
     // Bounded, so that a sweep never planned fails the test instead of hanging it.
     await waitFor(
       async () => (await attempts()).status === "succeeded",
