@@ -113,6 +113,7 @@ export {
   type RetryPolicy,
 } from "./engine/retry.ts";
 export type { KeyPrefix } from "./engine/keys.ts";
+export { isLockedError, type OpenKvOptions, openKvRetrying } from "./engine/open_kv.ts";
 export {
   isTerminalRun,
   isTerminalStep,

@@ -34,6 +34,7 @@ import {
   startFrontDoor,
 } from "./http/front_door.ts";
 import { DEFAULT_MIN_FREE_BYTES } from "./engine/storage.ts";
+import { openKvRetrying } from "./engine/open_kv.ts";
 import {
   configureLogging,
   loggingOptionsFrom,
@@ -524,24 +525,6 @@ export async function startServer(
     })();
   const hurry = () => void engine.close({ graceMs: 0 });
   return { url, app, engine, shutdown, hurry };
-}
-
-/**
- * Opens a KV file. Several processes opening one new file at once can see
- * SQLite's "database is locked" while one of them creates it: that open
- * changed nothing and is tried again, with jitter, for up to 5 s.
- */
-async function openKvRetrying(path: string): Promise<Deno.Kv> {
-  const start = Date.now();
-  for (;;) {
-    try {
-      return await Deno.openKv(path);
-    } catch (error) {
-      const locked = error instanceof Error && /database is locked|busy/i.test(error.message);
-      if (!locked || Date.now() - start > 5_000) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 40));
-    }
-  }
 }
 
 /** Why opening the KV may have failed, when its disk is short of space; else "". */

@@ -33,7 +33,7 @@
  */
 import { dirname } from "node:path";
 import process from "node:process";
-import { createEngine, type EngineOptions, workflow } from "../mod.ts";
+import { createEngine, type EngineOptions, openKvRetrying, workflow } from "../mod.ts";
 import { keyLayout } from "../engine/keys.ts";
 import { RunStore } from "../engine/store.ts";
 import { countingKv, newCounts } from "./_kv_counter.ts";
@@ -101,7 +101,8 @@ async function worker(kvPath: string, index: number, { logPath, stepMs }: Worker
       },
     );
   const warmup = workflow(WARMUP).step("noop", () => 1);
-  const { kv: raw, retries: openRetries } = await openKvRetrying(kvPath);
+  let openRetries = 0;
+  const raw = await openKvRetrying(kvPath, { onRetry: () => openRetries++ });
   const counts = newCounts();
   const options: EngineOptions = {
     kv: countingKv(raw, counts),
@@ -171,22 +172,6 @@ async function worker(kvPath: string, index: number, { logPath, stepMs }: Worker
         });
         return;
       }
-    }
-  }
-}
-
-/**
- * `Deno.openKv`, again while it throws: once in a dozen starts, a worker's
- * open of the shared file threw "database is locked" while the others
- * started (seen with 4 workers on a fresh file).
- */
-async function openKvRetrying(path: string): Promise<{ kv: Deno.Kv; retries: number }> {
-  for (let retries = 0;; retries++) {
-    try {
-      return { kv: await Deno.openKv(path), retries };
-    } catch (error) {
-      if (retries >= 20 || !String(error).includes("locked")) throw error;
-      await pause(10 + Math.random() * 40);
     }
   }
 }

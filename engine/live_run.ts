@@ -79,6 +79,13 @@ export interface LiveRun {
   lastCommit: Promise<unknown>;
   /** Dropped from memory (released, or a failed write); nothing of it may act any more. */
   dead: boolean;
+  /**
+   * The worker id this run was created or loaded under. Its writes are only
+   * this worker's while that id stands: after a fence, the same process
+   * registers under a new id, and what it read under the old one is stale.
+   * `undefined` for a run built by hand (tests).
+   */
+  owner?: string;
   /** Given back to the due index by a write not yet known to be on disk. */
   released: boolean;
   /** Events delivered to it that no wait step has taken yet, oldest first. */

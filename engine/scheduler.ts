@@ -300,6 +300,7 @@ export class Scheduler {
       results: new Map(),
       nextSeq: 0,
     });
+    live.owner = this.#owner();
     this.#live.set(id, live);
     txn.runs.set(live, { fromStatus: null, idem: idempotencyKey });
     live.nextSeq++;
@@ -412,7 +413,9 @@ export class Scheduler {
       await this.#putBack(runId, this.#clock.now() + UNREADABLE_RETRY_MS);
       throw error;
     }
-    if (loaded.kind === "other") return undefined;
+    // Fenced while reading: the lease read was the old id's, and another
+    // worker may carry the run on by now. What was read is not this worker's.
+    if (loaded.kind === "other" || this.#owner() !== owner) return undefined;
     if (loaded.kind === "missing" || loaded.kind === "finished") {
       // A lease without a run to carry on: drop it.
       await this.#batcher.write({
@@ -429,6 +432,7 @@ export class Scheduler {
       return undefined;
     }
     const { live } = loaded;
+    live.owner = owner;
     const { def, steps } = live;
     const other = this.#live.get(runId);
     if (other && !other.dead) return other;
@@ -971,6 +975,7 @@ export class Scheduler {
 
   /** Writes a transaction; effects run only once it is durable. */
   async #commit(txn: Txn): Promise<boolean> {
+    this.#refuseStale(txn);
     this.#leases.settle(txn);
     if (txn.empty) {
       txn.status.durable = true;
@@ -1067,6 +1072,30 @@ export class Scheduler {
       };
     }
     txn.extraSets.push([this.#keys.event(parent.runId, this.#ulid(this.#clock.now())), value]);
+  }
+
+  /**
+   * Throws {@linkcode FencedError}, writing nothing, if the transaction
+   * touches a run created or loaded under a worker id that is no longer this
+   * worker's: the new registration's fence would let that write land, though
+   * the run's lease went with the old id. Such a run is dropped; a run of the
+   * current id in the same transaction is reloaded from KV, as after a
+   * failed write.
+   */
+  #refuseStale(txn: Txn): void {
+    const owner = this.#owner();
+    let stale: LiveRun | undefined;
+    for (const live of [...txn.runs.keys(), ...txn.steps.keys()]) {
+      if (live.owner !== undefined && live.owner !== owner) stale = live;
+    }
+    if (!stale) return;
+    const error = new FencedError(stale.owner!);
+    const touched = new Set([...txn.runs.keys(), ...txn.steps.keys(), ...txn.gated]);
+    for (const live of touched) {
+      if (live.owner !== undefined && live.owner !== owner) this.#forget(live);
+      else this.#reloads.reload(live, error, txn.steps.get(live));
+    }
+    throw error;
   }
 
   /** Commits without waiting; a failure is logged and its runs reloaded by `#commit`. */

@@ -385,6 +385,191 @@ Deno.test("a worker frozen between recording an attempt and starting its body st
   }
 });
 
+/**
+ * `kv` whose first `getMany` of run `runId`'s record after `arm()` reads, and
+ * then resolves only when `release()` is called: as if the process froze
+ * right after a claim's read of the run. `hit` resolves when it froze.
+ */
+function freezingRunRead(kv: Deno.Kv) {
+  let runKey: Deno.KvKey | undefined;
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => release = resolve);
+  let hit!: () => void;
+  const frozen = new Promise<void>((resolve) => hit = resolve);
+  const same = (a: Deno.KvKey, b: Deno.KvKey) =>
+    a.length === b.length && a.every((part, i) => part === b[i]);
+  const proxy = new Proxy(kv, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop);
+      if (prop !== "getMany") return typeof value === "function" ? value.bind(target) : value;
+      return async (keys: Deno.KvKey[], options?: { consistency?: Deno.KvConsistencyLevel }) => {
+        const entries = await target.getMany(keys, options);
+        if (runKey && keys.some((k) => same(k, runKey!))) {
+          runKey = undefined;
+          hit();
+          await released;
+        }
+        return entries;
+      };
+    },
+  });
+  return {
+    kv: proxy,
+    arm: (runId: string) => runKey = keyLayout().run(runId),
+    frozen,
+    release,
+  };
+}
+
+/**
+ * Two workers on one KV file, A's reads of run records able to freeze: the
+ * scene of a worker that is fenced while it loads runs it just claimed.
+ */
+async function staleLoadScene(dir: string, wf: Parameters<typeof createEngine>[0]["workflows"][0]) {
+  const path = join(dir, "kv.sqlite3");
+  const kvA = await Deno.openKv(path);
+  const kvB = await Deno.openKv(path);
+  const freezing = freezingRunRead(kvA);
+  const clocks = { a: new FakeClock(), b: new FakeClock() };
+  const settings = {
+    workflows: [wf],
+    heartbeatIntervalMs: 1_000,
+    workerTimeoutMs: 5_000,
+    pollIntervalMs: 100,
+    detectDeadProcesses: false,
+  };
+  const a = await createEngine({ ...settings, kv: freezing.kv, clock: clocks.a });
+  const b = await createEngine({ ...settings, kv: kvB, clock: clocks.b });
+  await a.idle();
+  await b.idle();
+  return {
+    a,
+    b,
+    kvB,
+    clocks,
+    freezing,
+    /**
+     * With A frozen in a read: B fences A and claims its runs; A wakes,
+     * learns of the fence and registers again; then `bStarted` holds, and
+     * only then does A's frozen read come back. Resolves with those of
+     * `watched` that were written while A acted on that read.
+     */
+    async fenceWhileFrozen(bStarted: () => boolean, watched: Deno.KvKey[] = []) {
+      await freezing.frozen;
+      const aId = a.workerId;
+      for (let i = 0; i < 12 && b.stats().fencedOthers === 0; i++) {
+        await clocks.b.advance(1_000);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal(b.stats().fencedOthers, 1, "B declared A dead");
+      await waitFor(bStarted, "B carries A's runs on", 5_000);
+      clocks.a.tick(6_000);
+      await waitFor(() => a.workerId !== aId, "A registered again under a new id");
+      const before = await kvB.getMany(watched);
+      freezing.release();
+      // Whatever A does with what it read, it does now.
+      await new Promise((r) => setTimeout(r, 100));
+      clocks.a.tick(1_000);
+      await new Promise((r) => setTimeout(r, 100));
+      const after = await kvB.getMany(watched);
+      return watched.flatMap((key, i) =>
+        after[i].versionstamp === before[i].versionstamp ? [] : [key.join("/")]
+      );
+    },
+    async close() {
+      freezing.release();
+      await a.close({ graceMs: 0 });
+      await b.close({ graceMs: 0 });
+      kvA.close();
+      kvB.close();
+    },
+  };
+}
+
+/** The run succeeded with `output`, and each step's result is in its history once. */
+async function assertEndedOnce(b: Engine, runId: string, output: unknown): Promise<void> {
+  const done = await b.result(runId);
+  assert.equal(done.status, "succeeded");
+  assert.deepEqual(done.output, output);
+  const history = await b.history(runId);
+  const succeeded = history.flatMap((e) =>
+    e.type === "step" && e.to === "succeeded" ? [e.step] : []
+  );
+  assert.deepEqual(succeeded, [...new Set(succeeded)], `${runId}: a step's result committed twice`);
+}
+
+Deno.test("a worker fenced while it loads a claimed run, and registered again, does not carry that run on", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_stale_load_" });
+  const starts: number[] = [];
+  const gates: (() => void)[] = [];
+  const wf = workflow("later").step("s", { timeoutMs: 3_600_000 }, async ({ attempt }) => {
+    if (attempt === 1) throw new RetryAfterError("come back in 3 s", 3_000);
+    starts.push(attempt);
+    await new Promise<void>((resolve) => gates.push(resolve));
+    return `attempt ${attempt}`;
+  });
+  const scene = await staleLoadScene(dir, wf);
+  try {
+    // Attempt 1 asks for 3 s: the run waits on disk, in the due index.
+    const run = await scene.a.start("later", null);
+    await waitFor(() => scene.a.stats().activeRuns === 0, "the waiting run on disk only");
+    // A claims it when due, and freezes just after reading it.
+    scene.freezing.arm(run.id);
+    await scene.clocks.a.advance(3_000);
+    await scene.fenceWhileFrozen(() => starts.length === 1);
+    // That read was made under A's old id: the new one must not act on it.
+    assert.deepEqual(starts, [2], "attempt 2 started once, in B");
+    gates[0]();
+    await assertEndedOnce(scene.b, run.id, "attempt 2");
+    assert.equal(scene.a.stats().activeRuns, 0, "A holds nothing of the run");
+  } finally {
+    for (const g of gates) g();
+    await scene.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a claim round's write is refused for the runs it loaded before its worker was fenced", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_stale_round_" });
+  const starts: string[] = [];
+  const gates: (() => void)[] = [];
+  // A sleep that ends starts the next step in the same write as the claim
+  // round's: the write that must not land once the claimer is fenced.
+  const wf = workflow("nap")
+    .sleep("nap", { durationMs: 3_000 })
+    .step("s", { needs: ["nap"], timeoutMs: 3_600_000 }, async ({ runId }) => {
+      starts.push(runId);
+      await new Promise<void>((resolve) => gates.push(resolve));
+      return "done";
+    });
+  const scene = await staleLoadScene(dir, wf);
+  try {
+    const first = await scene.a.start("nap", null);
+    const second = await scene.a.start("nap", null);
+    await waitFor(() => scene.a.stats().activeRuns === 0, "both runs asleep on disk");
+    // One claim round takes both; the second's read freezes, the first's
+    // run is loaded (under A's old id) and waits for the round's write.
+    scene.freezing.arm(second.id);
+    await scene.clocks.a.advance(3_000);
+    const keys = keyLayout();
+    const written = await scene.fenceWhileFrozen(
+      () => starts.length === 2,
+      [first, second].flatMap((
+        r,
+      ) => [keys.run(r.id), keys.step(r.id, "nap"), keys.step(r.id, "s")]),
+    );
+    assert.deepEqual(starts.toSorted(), [first.id, second.id].toSorted(), "each s once, in B");
+    assert.deepEqual(written, [], "A wrote nothing of what it loaded before the fence");
+    for (const g of gates) g();
+    await assertEndedOnce(scene.b, first.id, "done");
+    await assertEndedOnce(scene.b, second.id, "done");
+  } finally {
+    for (const g of gates) g();
+    await scene.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("cancel of a run held by another worker reaches it through that worker's inbox", async () => {
   const dir = await Deno.makeTempDir({ prefix: "weft_inbox_" });
   const wf = workflow("held").step(
