@@ -410,7 +410,10 @@ export class Scheduler {
         runId,
         error,
       });
-      await this.#putBack(runId, this.#clock.now() + UNREADABLE_RETRY_MS);
+      // Fenced meanwhile, the lease is not this worker's to give back.
+      if (this.#owner() === owner) {
+        await this.#putBack(runId, this.#clock.now() + UNREADABLE_RETRY_MS);
+      }
       throw error;
     }
     // Fenced while reading: the lease read was the old id's, and another
