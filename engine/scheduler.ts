@@ -1088,14 +1088,14 @@ export class Scheduler {
   #refuseStale(txn: Txn): void {
     const owner = this.#owner();
     let stale: LiveRun | undefined;
-    for (const live of [...txn.runs.keys(), ...txn.steps.keys()]) {
-      if (live.owner !== undefined && live.owner !== owner) stale = live;
-    }
+    // Every commit passes here: a loop over each map, no array built.
+    for (const live of txn.runs.keys()) if (isStale(live, owner)) stale = live;
+    for (const live of txn.steps.keys()) if (isStale(live, owner)) stale = live;
     if (!stale) return;
     const error = new FencedError(stale.owner!);
     const touched = new Set([...txn.runs.keys(), ...txn.steps.keys(), ...txn.gated]);
     for (const live of touched) {
-      if (live.owner !== undefined && live.owner !== owner) this.#forget(live);
+      if (isStale(live, owner)) this.#forget(live);
       else this.#reloads.reload(live, error, txn.steps.get(live));
     }
     throw error;
@@ -1120,4 +1120,9 @@ export class Scheduler {
     live.queued.clear();
     if (this.#live.get(live.record.id) === live) this.#live.delete(live.record.id);
   }
+}
+
+/** Whether `live` was created or loaded under a worker id other than `owner`. */
+function isStale(live: LiveRun, owner: string): boolean {
+  return live.owner !== undefined && live.owner !== owner;
 }
