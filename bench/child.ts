@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { createEngine, type Engine, openKvRetrying } from "../mod.ts";
+import { createEngine, type Engine } from "../mod.ts";
 import { countingKv, newCounts } from "./_kv_counter.ts";
 import { ResourceMeter, round, sleep, summarizeSamples } from "./_stats.ts";
 import { RunTracker } from "./_tracker.ts";
@@ -32,7 +32,7 @@ async function measure(name: string, kvPath: string, idsPath: string | undefined
   const instance = workload.setup();
   const storedIds: string[] = idsPath ? JSON.parse(await Deno.readTextFile(idsPath)) : [];
   const counts = newCounts();
-  const raw = await openKvRetrying(kvPath);
+  const raw = await Deno.openKv(kvPath);
   const engine = await createEngine({
     // An ablation for experiments only (WEFT_BENCH_COUNT=0): the raw KV, no counters.
     kv: Deno.env.get("WEFT_BENCH_COUNT") === "0" ? raw : countingKv(raw, counts),
@@ -140,7 +140,7 @@ async function warmUp(engine: Engine): Promise<void> {
 /** Stores `n` finished runs in big concurrent bulks, as fast as the engine goes. */
 async function seed(n: number, kvPath: string, idsPath: string): Promise<void> {
   const counts = newCounts();
-  const raw = await openKvRetrying(kvPath);
+  const raw = await Deno.openKv(kvPath);
   const engine = await createEngine({
     kv: countingKv(raw, counts),
     workflows: [noopWorkflow(SEED_WORKFLOW)],

@@ -85,7 +85,7 @@ export interface LiveRun {
    * registers under a new id, and what it read under the old one is stale.
    * `undefined` for a run built by hand (tests).
    */
-  owner?: string;
+  owner: string | undefined;
   /** Given back to the due index by a write not yet known to be on disk. */
   released: boolean;
   /** Events delivered to it that no wait step has taken yet, oldest first. */
@@ -140,6 +140,8 @@ export function newLiveRun(def: AnyWorkflow, stored: StoredRun): LiveRun {
     uncommitted: 0,
     lastCommit: NO_WRITE,
     dead: false,
+    // Set by the scheduler; present from the start, so every run keeps one shape.
+    owner: undefined,
     released: false,
     mailbox: stored.mailbox ?? [],
   };

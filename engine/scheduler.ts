@@ -151,6 +151,8 @@ export class Scheduler {
   readonly #waiters: WaiterRegistry;
   readonly #kinds: ReadonlyMap<string, StepKind>;
   readonly #owner: () => string;
+  /** Times this worker was fenced and dropped everything: runs of older ids may linger after. */
+  #fences = 0;
   readonly #dispatch: SchedulerOptions["dispatch"];
   readonly #maxIdleRuns: () => number;
   readonly #children: SchedulerOptions["children"];
@@ -368,6 +370,7 @@ export class Scheduler {
    * worker that fenced it gives its runs to whoever claims them.
    */
   dropAll(): void {
+    this.#fences++;
     this.#leases.unpinAll();
     for (const live of [...this.#live.values()]) this.#forget(live);
     this.#live.clear();
@@ -1086,9 +1089,10 @@ export class Scheduler {
    * failed write.
    */
   #refuseStale(txn: Txn): void {
+    // Until the first fence every run is of the only id this worker had.
+    if (this.#fences === 0) return;
     const owner = this.#owner();
     let stale: LiveRun | undefined;
-    // Every commit passes here: a loop over each map, no array built.
     for (const live of txn.runs.keys()) if (isStale(live, owner)) stale = live;
     for (const live of txn.steps.keys()) if (isStale(live, owner)) stale = live;
     if (!stale) return;
