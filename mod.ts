@@ -84,6 +84,7 @@ export {
   AttemptInterruptedError,
   EngineClosedError,
   type ErrorData,
+  FencedError,
   type InputIssue,
   InputTooLargeError,
   InvalidArgumentError,

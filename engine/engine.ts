@@ -796,18 +796,18 @@ class WeftEngine implements Engine {
       const holder = await this.#store.getHolder(runId);
       if (!holder) continue;
       const { sched, entry } = holder;
-      const me = this.#membership.id;
       if ("dueAt" in sched) {
         const due = await this.#kv.get(this.#keys.due(sched.dueAt, runId));
         if (due.versionstamp === null) continue;
-        if (!(await this.#batcher.write(claimOp(this.#keys, me, due)))) continue;
+        // The id is read as the write is queued: the lease names the id whose fence it checks.
+        if (!(await this.#batcher.write(claimOp(this.#keys, this.#membership.id, due)))) continue;
         const held = await this.#scheduler.resume(runId, new Set(), { pin: true });
         if (held && !isTerminalRun(held.record.status)) {
           return await this.#scheduler.cancel(held, reason);
         }
         continue;
       }
-      if (sched.owner === me) {
+      if (sched.owner === this.#membership.id) {
         // Being loaded by this worker right now, or left leased after its
         // writes kept failing: after a short wait, load it here (a load in
         // flight is not duplicated) and cancel it.
@@ -1106,15 +1106,15 @@ class WeftEngine implements Engine {
       const holder = await this.#store.getHolder(runId);
       if (!holder) return; // finished meanwhile
       const { sched, entry } = holder;
-      const me = this.#membership.id;
       if ("dueAt" in sched) {
         const due = await this.#kv.get(this.#keys.due(sched.dueAt, runId));
         if (due.versionstamp === null) continue;
-        if (!(await this.#batcher.write(claimOp(this.#keys, me, due)))) continue;
+        // The id is read as the write is queued: the lease names the id whose fence it checks.
+        if (!(await this.#batcher.write(claimOp(this.#keys, this.#membership.id, due)))) continue;
         await this.#scheduler.resume(runId);
         return;
       }
-      if (sched.owner === me) {
+      if (sched.owner === this.#membership.id) {
         // Being loaded by this worker right now; loading reads the mailbox.
         await new Promise((resolve) => setTimeout(resolve, 5));
         continue;
@@ -1146,10 +1146,30 @@ class WeftEngine implements Engine {
       { workerId: fence.workerId },
     );
     this.#scheduler.dropAll();
-    this.#registering = this.#membership.register().then(
-      () => this.#dispatcher.wake(),
-      (error) => log.error("Could not register again after a fence: {error}", { error }),
-    );
+    this.#registering = this.#registerAgain();
+  }
+
+  /**
+   * Registers under a new id after a fence, trying again (up to 2 s apart)
+   * until it lands or the engine closes: until then this worker claims and
+   * starts nothing.
+   */
+  async #registerAgain(): Promise<void> {
+    for (let tries = 1;; tries++) {
+      try {
+        await this.#membership.register();
+        this.#dispatcher.wake();
+        return;
+      } catch (error) {
+        log.error("Could not register again after a fence (try {tries}); trying again: {error}", {
+          tries,
+          error,
+        });
+      }
+      const delayMs = Math.min(2_000, 50 * 2 ** tries) * (0.5 + Math.random() / 2);
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      if (this.#closing) return;
+    }
   }
 
   /** Why nothing can be written now. */

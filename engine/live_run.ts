@@ -80,12 +80,11 @@ export interface LiveRun {
   /** Dropped from memory (released, or a failed write); nothing of it may act any more. */
   dead: boolean;
   /**
-   * The worker id this run was created or loaded under. Its writes are only
-   * this worker's while that id stands: after a fence, the same process
-   * registers under a new id, and what it read under the old one is stale.
-   * `undefined` for a run built by hand (tests).
+   * The scheduler's generation when this run was created or loaded. A fence
+   * starts a new one: what was read under the old worker id is stale, and
+   * none of it may be written under the new one.
    */
-  owner: string | undefined;
+  generation: number;
   /** Given back to the due index by a write not yet known to be on disk. */
   released: boolean;
   /** Events delivered to it that no wait step has taken yet, oldest first. */
@@ -141,7 +140,7 @@ export function newLiveRun(def: AnyWorkflow, stored: StoredRun): LiveRun {
     lastCommit: NO_WRITE,
     dead: false,
     // Set by the scheduler; present from the start, so every run keeps one shape.
-    owner: undefined,
+    generation: 0,
     released: false,
     mailbox: stored.mailbox ?? [],
   };

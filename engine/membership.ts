@@ -419,12 +419,19 @@ export class Membership {
     await flush();
     for await (const e of this.#kv.list({ prefix: this.#keys.inboxes() })) {
       const owner = String(e.key.at(-2));
-      if (!me || owner === me || live.has(owner)) continue;
-      // Requests to a dead worker come to this one, which finds the run due.
+      // The id is read as each write is queued: a move names the id whose fence it checks.
+      const to = this.#fence?.workerId;
+      if (!to || owner === to || owner === me || live.has(owner)) continue;
+      // Requests to a dead worker come to this one, which finds the run due;
+      // only while that owner is unregistered: one that registered after the
+      // list of workers above was read keeps its requests.
       await this.#batcher.write({
-        checks: [{ key: e.key, versionstamp: e.versionstamp }],
+        checks: [
+          { key: e.key, versionstamp: e.versionstamp },
+          { key: this.#keys.worker(owner), versionstamp: null },
+        ],
         deletes: [e.key],
-        sets: [[this.#keys.inbox(me, String(e.key.at(-1))), e.value]],
+        sets: [[this.#keys.inbox(to, String(e.key.at(-1))), e.value]],
       }).catch(() => false);
     }
     if (moved > 0) {

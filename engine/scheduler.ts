@@ -151,8 +151,12 @@ export class Scheduler {
   readonly #waiters: WaiterRegistry;
   readonly #kinds: ReadonlyMap<string, StepKind>;
   readonly #owner: () => string;
-  /** Times this worker was fenced and dropped everything: runs of older ids may linger after. */
-  #fences = 0;
+  /**
+   * One more each time this worker learns it was fenced and drops
+   * everything, at once, before its new registration lands: a run read or
+   * created before is of an older generation, and is never written.
+   */
+  #generation = 0;
   readonly #dispatch: SchedulerOptions["dispatch"];
   readonly #maxIdleRuns: () => number;
   readonly #children: SchedulerOptions["children"];
@@ -302,7 +306,7 @@ export class Scheduler {
       results: new Map(),
       nextSeq: 0,
     });
-    live.owner = this.#owner();
+    live.generation = this.#generation;
     this.#live.set(id, live);
     txn.runs.set(live, { fromStatus: null, idem: idempotencyKey });
     live.nextSeq++;
@@ -370,7 +374,7 @@ export class Scheduler {
    * worker that fenced it gives its runs to whoever claims them.
    */
   dropAll(): void {
-    this.#fences++;
+    this.#generation++;
     this.#leases.unpinAll();
     for (const live of [...this.#live.values()]) this.#forget(live);
     this.#live.clear();
@@ -396,9 +400,10 @@ export class Scheduler {
     } = {},
   ): Promise<LiveRun | undefined> {
     const owner = this.#owner();
+    const generation = this.#generation;
     // A run this worker already holds is never loaded twice: one copy acts.
     const held = this.#live.get(runId);
-    if (held && !held.dead) return held;
+    if (held && !held.dead && held.generation === generation) return held;
     let loaded;
     try {
       loaded = await loadRun(runId, {
@@ -414,14 +419,14 @@ export class Scheduler {
         error,
       });
       // Fenced meanwhile, the lease is not this worker's to give back.
-      if (this.#owner() === owner) {
+      if (this.#generation === generation) {
         await this.#putBack(runId, this.#clock.now() + UNREADABLE_RETRY_MS);
       }
       throw error;
     }
     // Fenced while reading: the lease read was the old id's, and another
     // worker may carry the run on by now. What was read is not this worker's.
-    if (loaded.kind === "other" || this.#owner() !== owner) return undefined;
+    if (loaded.kind === "other" || this.#generation !== generation) return undefined;
     if (loaded.kind === "missing" || loaded.kind === "finished") {
       // A lease without a run to carry on: drop it.
       await this.#batcher.write({
@@ -438,10 +443,10 @@ export class Scheduler {
       return undefined;
     }
     const { live } = loaded;
-    live.owner = owner;
+    live.generation = generation;
     const { def, steps } = live;
     const other = this.#live.get(runId);
-    if (other && !other.dead) return other;
+    if (other && !other.dead && other.generation === generation) return other;
     this.#live.set(runId, live);
     if (options.pin) this.#leases.pin(live);
     const txn = options.txn ?? new Txn();
@@ -1004,8 +1009,13 @@ export class Scheduler {
       ok = await write;
     } catch (error) {
       for (const live of touched) live.uncommitted--;
-      // A fenced worker's runs are no longer its own: nothing to reload.
-      if (error instanceof FencedError) throw error;
+      if (error instanceof FencedError) {
+        // A fenced worker's runs are no longer its own: nothing to reload.
+        // Those read after it dropped everything, before it learned why
+        // its writes fail, go too.
+        for (const live of txn.allRuns) this.#forget(live);
+        throw error;
+      }
       log.error("A KV commit failed; affected runs are reloaded from KV: {error}", { error });
       if (txn.enqueues.length > 0) this.#alarm.forget();
       // Runs whose queued steps wait for this write to be durable are reloaded
@@ -1082,24 +1092,22 @@ export class Scheduler {
 
   /**
    * Throws {@linkcode FencedError}, writing nothing, if the transaction
-   * touches a run created or loaded under a worker id that is no longer this
-   * worker's: the new registration's fence would let that write land, though
-   * the run's lease went with the old id. Such a run is dropped; a run of the
-   * current id in the same transaction is reloaded from KV, as after a
-   * failed write.
+   * touches a run of an earlier generation (read or created before this
+   * worker learned it was fenced): the new registration's fence would let
+   * that write land, though the run's lease went with the old id. Such a run
+   * is dropped; a run of the current generation in the same transaction is
+   * reloaded from KV, as after a failed write.
    */
   #refuseStale(txn: Txn): void {
-    // Until the first fence every run is of the only id this worker had.
-    if (this.#fences === 0) return;
-    const owner = this.#owner();
+    // Until the first fence every run is of the only generation.
+    if (this.#generation === 0) return;
+    const all = txn.allRuns;
     let stale: LiveRun | undefined;
-    for (const live of txn.runs.keys()) if (isStale(live, owner)) stale = live;
-    for (const live of txn.steps.keys()) if (isStale(live, owner)) stale = live;
+    for (const live of all) if (live.generation !== this.#generation) stale = live;
     if (!stale) return;
-    const error = new FencedError(stale.owner!);
-    const touched = new Set([...txn.runs.keys(), ...txn.steps.keys(), ...txn.gated]);
-    for (const live of touched) {
-      if (isStale(live, owner)) this.#forget(live);
+    const error = new FencedError(this.#owner());
+    for (const live of all) {
+      if (live.generation !== this.#generation) this.#forget(live);
       else this.#reloads.reload(live, error, txn.steps.get(live));
     }
     throw error;
@@ -1124,9 +1132,4 @@ export class Scheduler {
     live.queued.clear();
     if (this.#live.get(live.record.id) === live) this.#live.delete(live.record.id);
   }
-}
-
-/** Whether `live` was created or loaded under a worker id other than `owner`. */
-function isStale(live: LiveRun, owner: string): boolean {
-  return live.owner !== undefined && live.owner !== owner;
 }

@@ -131,6 +131,17 @@ export class Txn {
     return this.#consider ?? NONE;
   }
 
+  /** Every run this write touches in any way: written, leased, gated or considered. */
+  get allRuns(): Set<LiveRun> {
+    const all = new Set<LiveRun>(this.runs.keys());
+    for (const live of this.steps.keys()) all.add(live);
+    for (const live of this.history.keys()) all.add(live);
+    for (const [live] of this.leases) all.add(live);
+    for (const live of this.gated) all.add(live);
+    for (const live of this.considered) all.add(live);
+    return all;
+  }
+
   /** Whether there is nothing to write. */
   get empty(): boolean {
     return this.runs.size === 0 && this.steps.size === 0 && this.history.size === 0 &&

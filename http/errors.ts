@@ -9,6 +9,7 @@ import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import {
   EngineClosedError,
+  FencedError,
   InputTooLargeError,
   InvalidArgumentError,
   InvalidInputError,
@@ -159,16 +160,17 @@ const STATUS_CODES: Partial<Record<number, ErrorCode>> = {
  * Engine errors: unknown workflow or run → 404; invalid input → 400 with
  * zod's issues; input over the engine's size limit → 413; a live run whose
  * workflow this server lacks → 409; cancelling a
- * finished run → 409; a bad argument (limit, cursor) → 400; a closed engine
- * or a store out of space → 503. Hono's own `HTTPException`s keep their status.
+ * finished run → 409; a bad argument (limit, cursor) → 400; a closed engine,
+ * a store out of space or a worker that was just fenced → 503. Hono's own `HTTPException`s keep their status.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { RunNotFoundError } from "../mod.ts";
+ * import { FencedError, RunNotFoundError } from "../mod.ts";
  * import { toApiError } from "./errors.ts";
  * assert.ok(toApiError(new RunNotFoundError("r1"))?.status === 404);
  * assert.ok(toApiError(new TypeError("boom")) === undefined);
+ * assert.ok(toApiError(new FencedError("w1"))?.status === 503);
  * ```
  */
 export function toApiError(error: unknown): ApiError | undefined {
@@ -199,6 +201,16 @@ export function toApiError(error: unknown): ApiError | undefined {
     return new ApiError(503, ErrorCode.Unavailable, "The server is shutting down", {
       cause: error,
     });
+  }
+  if (error instanceof FencedError) {
+    // Nothing of the request was written; the worker registers again at once.
+    return new ApiError(
+      503,
+      ErrorCode.Unavailable,
+      "This worker was declared dead by another and is registering again; nothing was " +
+        "written, retry the request",
+      { cause: error, headers: { "Retry-After": "1" } },
+    );
   }
   if (error instanceof StorageFullError) {
     return new ApiError(503, ErrorCode.Unavailable, error.message, {

@@ -385,29 +385,85 @@ Deno.test("a worker frozen between recording an attempt and starting its body st
   }
 });
 
+/** A point where a KV call was made to wait: `frozen` once it waits, `release()` to let it go. */
+interface Freeze {
+  frozen: Promise<void>;
+  release(): void;
+}
+
+function newFreeze(): Freeze & { hit(): void; released: Promise<void> } {
+  const frozen = Promise.withResolvers<void>();
+  const released = Promise.withResolvers<void>();
+  return {
+    frozen: frozen.promise,
+    hit: frozen.resolve,
+    released: released.promise,
+    release: released.resolve,
+  };
+}
+
 /**
- * `kv` whose first `getMany` of run `runId`'s record after `arm()` reads, and
- * then resolves only when `release()` is called: as if the process froze
- * right after a claim's read of the run. `hit` resolves when it froze.
+ * `kv` whose calls can be made to wait, as if the process froze right after
+ * them: the next `getMany` that reads a given run's record (a claim's load
+ * of the run), and the next commit that registers a worker.
  */
-function freezingRunRead(kv: Deno.Kv) {
-  let runKey: Deno.KvKey | undefined;
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => release = resolve);
-  let hit!: () => void;
-  const frozen = new Promise<void>((resolve) => hit = resolve);
-  const same = (a: Deno.KvKey, b: Deno.KvKey) =>
-    a.length === b.length && a.every((part, i) => part === b[i]);
+function freezingKv(kv: Deno.Kv) {
+  const reads = new Map<string, ReturnType<typeof newFreeze>>();
+  let registration: ReturnType<typeof newFreeze> | undefined;
+  let failRegistrations = 0;
+  const runKeyOf = (key: Deno.KvKey) => {
+    const runs = keyLayout().runs();
+    const isRun = key.length === runs.length + 1 && runs.every((part, i) => key[i] === part);
+    return isRun ? String(key.at(-1)) : undefined;
+  };
+  const atomic = (target: Deno.Kv) => {
+    const op = target.atomic();
+    let registers = false;
+    const proxy: Deno.AtomicOperation = new Proxy(op, {
+      get(o, p) {
+        if (p === "commit") {
+          return async () => {
+            if (registers && failRegistrations > 0) {
+              failRegistrations--;
+              throw new Error("disk I/O error (injected)");
+            }
+            const freeze = registers ? registration : undefined;
+            if (freeze) {
+              registration = undefined;
+              freeze.hit();
+              await freeze.released;
+            }
+            return o.commit();
+          };
+        }
+        const value = Reflect.get(o, p);
+        if (typeof value !== "function") return value;
+        return (...args: unknown[]) => {
+          const check = args[0] as Deno.AtomicCheck;
+          if (p === "check" && check.key[1] === "worker" && check.versionstamp === null) {
+            registers = true;
+          }
+          value.apply(o, args);
+          return proxy;
+        };
+      },
+    });
+    return proxy;
+  };
   const proxy = new Proxy(kv, {
     get(target, prop) {
+      if (prop === "atomic") return () => atomic(target);
       const value = Reflect.get(target, prop);
       if (prop !== "getMany") return typeof value === "function" ? value.bind(target) : value;
       return async (keys: Deno.KvKey[], options?: { consistency?: Deno.KvConsistencyLevel }) => {
         const entries = await target.getMany(keys, options);
-        if (runKey && keys.some((k) => same(k, runKey!))) {
-          runKey = undefined;
-          hit();
-          await released;
+        for (const key of keys) {
+          const runId = runKeyOf(key);
+          const freeze = runId === undefined ? undefined : reads.get(runId);
+          if (!freeze) continue;
+          reads.delete(runId!);
+          freeze.hit();
+          await freeze.released;
         }
         return entries;
       };
@@ -415,75 +471,103 @@ function freezingRunRead(kv: Deno.Kv) {
   });
   return {
     kv: proxy,
-    arm: (runId: string) => runKey = keyLayout().run(runId),
-    frozen,
-    release,
+    /** Freezes the next load of run `runId`, after its read. */
+    read(runId: string): Freeze {
+      const freeze = newFreeze();
+      reads.set(runId, freeze);
+      return freeze;
+    },
+    /** Freezes the next registration's commit, before it is sent. */
+    registration(): Freeze {
+      return registration = newFreeze();
+    },
+    /** Makes the next `n` registrations' commits throw. */
+    failRegistrations(n: number) {
+      failRegistrations = n;
+    },
   };
 }
 
+type SceneWorkflows = Parameters<typeof createEngine>[0]["workflows"];
+
 /**
- * Two workers on one KV file, A's reads of run records able to freeze: the
- * scene of a worker that is fenced while it loads runs it just claimed.
+ * Two workers on one KV file, A's reads and registration able to freeze:
+ * the scene of a worker that is fenced while it loads runs it just claimed.
+ * `workflows` is called once per worker, with its name.
  */
-async function staleLoadScene(dir: string, wf: Parameters<typeof createEngine>[0]["workflows"][0]) {
+async function staleLoadScene(dir: string, workflows: (worker: "A" | "B") => SceneWorkflows) {
   const path = join(dir, "kv.sqlite3");
   const kvA = await Deno.openKv(path);
   const kvB = await Deno.openKv(path);
-  const freezing = freezingRunRead(kvA);
+  const freezing = freezingKv(kvA);
   const clocks = { a: new FakeClock(), b: new FakeClock() };
   const settings = {
-    workflows: [wf],
     heartbeatIntervalMs: 1_000,
     workerTimeoutMs: 5_000,
     pollIntervalMs: 100,
     detectDeadProcesses: false,
+    // The due index alone wakes them: no queue message arrives on a real timer.
+    useQueue: false,
   };
-  const a = await createEngine({ ...settings, kv: freezing.kv, clock: clocks.a });
-  const b = await createEngine({ ...settings, kv: kvB, clock: clocks.b });
+  const a = await createEngine({
+    ...settings,
+    workflows: workflows("A"),
+    kv: freezing.kv,
+    clock: clocks.a,
+  });
+  const b = await createEngine({
+    ...settings,
+    workflows: workflows("B"),
+    kv: kvB,
+    clock: clocks.b,
+  });
   await a.idle();
   await b.idle();
-  return {
+  let aId = a.workerId;
+  const scene = {
     a,
     b,
     kvB,
     clocks,
     freezing,
-    /**
-     * With A frozen in a read: B fences A and claims its runs; A wakes,
-     * learns of the fence and registers again; then `bStarted` holds, and
-     * only then does A's frozen read come back. Resolves with those of
-     * `watched` that were written while A acted on that read.
-     */
-    async fenceWhileFrozen(bStarted: () => boolean, watched: Deno.KvKey[] = []) {
-      await freezing.frozen;
-      const aId = a.workerId;
+    /** B sees A silent past the timeout and declares it dead: A is fenced, its runs due. */
+    async fenceA() {
+      aId = a.workerId;
       for (let i = 0; i < 12 && b.stats().fencedOthers === 0; i++) {
         await clocks.b.advance(1_000);
         await new Promise((r) => setTimeout(r, 20));
       }
       assert.equal(b.stats().fencedOthers, 1, "B declared A dead");
-      await waitFor(bStarted, "B carries A's runs on", 5_000);
+    },
+    /** A's timers fire 6 s late: its heartbeat finds the fence, and it drops everything. */
+    wakeA() {
       clocks.a.tick(6_000);
+    },
+    /** Waits until A registered under a new id. */
+    async registeredAgain() {
       await waitFor(() => a.workerId !== aId, "A registered again under a new id");
-      const before = await kvB.getMany(watched);
-      freezing.release();
-      // Whatever A does with what it read, it does now.
+    },
+    /** Lets A act on what it was given back, then moves its clock a second on. */
+    async settle() {
       await new Promise((r) => setTimeout(r, 100));
       clocks.a.tick(1_000);
       await new Promise((r) => setTimeout(r, 100));
+    },
+    /** The keys of `watched` whose versionstamp differs from `before`'s. */
+    async writtenSince(before: Deno.KvEntryMaybe<unknown>[], watched: Deno.KvKey[]) {
       const after = await kvB.getMany(watched);
       return watched.flatMap((key, i) =>
         after[i].versionstamp === before[i].versionstamp ? [] : [key.join("/")]
       );
     },
     async close() {
-      freezing.release();
       await a.close({ graceMs: 0 });
       await b.close({ graceMs: 0 });
       kvA.close();
       kvB.close();
     },
   };
+  return scene;
 }
 
 /** The run succeeded with `output`, and each step's result is in its history once. */
@@ -498,32 +582,52 @@ async function assertEndedOnce(b: Engine, runId: string, output: unknown): Promi
   assert.deepEqual(succeeded, [...new Set(succeeded)], `${runId}: a step's result committed twice`);
 }
 
+/** Bodies that wait for their gate, recording who started which attempt of which step. */
+function gatedBodies() {
+  const starts: string[] = [];
+  const gates: (() => void)[] = [];
+  return {
+    starts,
+    open: () => gates.forEach((g) => g()),
+    /** A body for worker `who` that records `${who}:${step}${attempt}` and waits. */
+    body: (who: string, value: unknown) => async (ctx: { step: string; attempt: number }) => {
+      starts.push(`${who}:${ctx.step}${ctx.attempt}`);
+      await new Promise<void>((resolve) => gates.push(resolve));
+      return value;
+    },
+  };
+}
+
 Deno.test("a worker fenced while it loads a claimed run, and registered again, does not carry that run on", async () => {
   const dir = await Deno.makeTempDir({ prefix: "weft_stale_load_" });
-  const starts: number[] = [];
-  const gates: (() => void)[] = [];
-  const wf = workflow("later").step("s", { timeoutMs: 3_600_000 }, async ({ attempt }) => {
-    if (attempt === 1) throw new RetryAfterError("come back in 3 s", 3_000);
-    starts.push(attempt);
-    await new Promise<void>((resolve) => gates.push(resolve));
-    return `attempt ${attempt}`;
-  });
-  const scene = await staleLoadScene(dir, wf);
+  const bodies = gatedBodies();
+  const scene = await staleLoadScene(dir, (who) => [
+    workflow("later").step("s", { timeoutMs: 3_600_000 }, (ctx) => {
+      if (ctx.attempt === 1) throw new RetryAfterError("come back in 3 s", 3_000);
+      return bodies.body(who, `attempt ${ctx.attempt}`)(ctx);
+    }),
+  ]);
   try {
     // Attempt 1 asks for 3 s: the run waits on disk, in the due index.
     const run = await scene.a.start("later", null);
     await waitFor(() => scene.a.stats().activeRuns === 0, "the waiting run on disk only");
     // A claims it when due, and freezes just after reading it.
-    scene.freezing.arm(run.id);
+    const read = scene.freezing.read(run.id);
     await scene.clocks.a.advance(3_000);
-    await scene.fenceWhileFrozen(() => starts.length === 1);
-    // That read was made under A's old id: the new one must not act on it.
-    assert.deepEqual(starts, [2], "attempt 2 started once, in B");
-    gates[0]();
+    await read.frozen;
+    await scene.fenceA();
+    await waitFor(() => bodies.starts.length === 1, "B runs attempt 2", 5_000);
+    scene.wakeA();
+    await scene.registeredAgain();
+    // Only now does A's read come back: it was made under A's old id.
+    read.release();
+    await scene.settle();
+    assert.deepEqual(bodies.starts, ["B:s2"], "attempt 2 started once, in B");
+    bodies.open();
     await assertEndedOnce(scene.b, run.id, "attempt 2");
     assert.equal(scene.a.stats().activeRuns, 0, "A holds nothing of the run");
   } finally {
-    for (const g of gates) g();
+    bodies.open();
     await scene.close();
     await Deno.remove(dir, { recursive: true });
   }
@@ -531,40 +635,186 @@ Deno.test("a worker fenced while it loads a claimed run, and registered again, d
 
 Deno.test("a claim round's write is refused for the runs it loaded before its worker was fenced", async () => {
   const dir = await Deno.makeTempDir({ prefix: "weft_stale_round_" });
-  const starts: string[] = [];
-  const gates: (() => void)[] = [];
+  const bodies = gatedBodies();
   // A sleep that ends starts the next step in the same write as the claim
   // round's: the write that must not land once the claimer is fenced.
-  const wf = workflow("nap")
-    .sleep("nap", { durationMs: 3_000 })
-    .step("s", { needs: ["nap"], timeoutMs: 3_600_000 }, async ({ runId }) => {
-      starts.push(runId);
-      await new Promise<void>((resolve) => gates.push(resolve));
-      return "done";
-    });
-  const scene = await staleLoadScene(dir, wf);
+  const scene = await staleLoadScene(dir, (who) => [
+    workflow("nap")
+      .sleep("nap", { durationMs: 3_000 })
+      .step("s", { needs: ["nap"], timeoutMs: 3_600_000 }, bodies.body(who, "done")),
+  ]);
   try {
     const first = await scene.a.start("nap", null);
     const second = await scene.a.start("nap", null);
     await waitFor(() => scene.a.stats().activeRuns === 0, "both runs asleep on disk");
     // One claim round takes both; the second's read freezes, the first's
     // run is loaded (under A's old id) and waits for the round's write.
-    scene.freezing.arm(second.id);
+    const read = scene.freezing.read(second.id);
     await scene.clocks.a.advance(3_000);
+    await read.frozen;
+    await scene.fenceA();
+    await waitFor(() => bodies.starts.length === 2, "B carries both runs on", 5_000);
     const keys = keyLayout();
-    const written = await scene.fenceWhileFrozen(
-      () => starts.length === 2,
-      [first, second].flatMap((
-        r,
-      ) => [keys.run(r.id), keys.step(r.id, "nap"), keys.step(r.id, "s")]),
+    const watched = [first, second].flatMap((r) => [
+      keys.run(r.id),
+      keys.step(r.id, "nap"),
+      keys.step(r.id, "s"),
+    ]);
+    const before = await scene.kvB.getMany(watched);
+    scene.wakeA();
+    await scene.registeredAgain();
+    read.release();
+    await scene.settle();
+    assert.deepEqual(bodies.starts, ["B:s1", "B:s1"], "each s once, in B");
+    assert.deepEqual(
+      await scene.writtenSince(before, watched),
+      [],
+      "A wrote nothing of what it loaded before the fence",
     );
-    assert.deepEqual(starts.toSorted(), [first.id, second.id].toSorted(), "each s once, in B");
-    assert.deepEqual(written, [], "A wrote nothing of what it loaded before the fence");
-    for (const g of gates) g();
+    bodies.open();
     await assertEndedOnce(scene.b, first.id, "done");
     await assertEndedOnce(scene.b, second.id, "done");
   } finally {
-    for (const g of gates) g();
+    bodies.open();
+    await scene.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a run whose load ends after its worker dropped everything, before it registered again, is not kept in memory", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_stale_gap_" });
+  const starts: string[] = [];
+  const scene = await staleLoadScene(dir, (who) => [
+    workflow("thrice").step("s", ({ attempt }) => {
+      starts.push(`${who}:s${attempt}`);
+      if (attempt < 3) throw new RetryAfterError("again in 3 s", 3_000);
+      return "done";
+    }),
+  ]);
+  let bClosed = false;
+  try {
+    const run = await scene.a.start("thrice", null);
+    await waitFor(() => scene.a.stats().activeRuns === 0, "the waiting run on disk only");
+    const read = scene.freezing.read(run.id);
+    await scene.clocks.a.advance(3_000);
+    await read.frozen;
+    await scene.fenceA();
+    // B runs attempt 2, which asks for 3 s more, and leaves.
+    await waitFor(() => starts.includes("B:s2"), "B ran attempt 2");
+    await waitFor(() => scene.b.stats().activeRuns === 0, "the run back in the due index");
+    await scene.b.close({ graceMs: 0 });
+    bClosed = true;
+    // A drops everything; while its new registration is being written, the
+    // read comes back: the load ends under the old id, still A's current one.
+    const registration = scene.freezing.registration();
+    scene.wakeA();
+    await registration.frozen;
+    read.release();
+    await new Promise((r) => setTimeout(r, 100));
+    registration.release();
+    await scene.registeredAgain();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(scene.a.stats().activeRuns, 0, "A keeps nothing of that load");
+    assert.equal(scene.a.stats().runningSteps, 0, "and holds no slot for it");
+    // When attempt 3 is due, A claims the run under its new id and ends it.
+    for (let i = 0; i < 30 && starts.length < 3; i++) {
+      await scene.clocks.a.advance(1_000);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.deepEqual(starts, ["A:s1", "B:s2", "A:s3"]);
+    const done = await scene.a.result(run.id);
+    assert.equal(done.status, "succeeded");
+  } finally {
+    await scene.a.close({ graceMs: 0 });
+    if (!bClosed) await scene.b.close({ graceMs: 0 });
+    await scene.close().catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a claim round's release of a run loaded before the new registration landed leaves the new holder's lease alone", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_stale_release_" });
+  const bodies = gatedBodies();
+  const keys = keyLayout();
+  const scene = await staleLoadScene(dir, (who) => [
+    workflow("retry").step("a", { timeoutMs: 3_600_000 }, (ctx) => {
+      if (ctx.attempt === 1) throw new RetryAfterError("again in 60 s", 60_000);
+      return bodies.body(who, ctx.attempt)(ctx);
+    }),
+    workflow("nap")
+      .sleep("nap", { durationMs: 3_000 })
+      .step("s", { needs: ["nap"], timeoutMs: 3_600_000 }, bodies.body(who, "done")),
+  ]);
+  try {
+    const r1 = await scene.a.start("retry", null);
+    const r2 = await scene.a.start("nap", null);
+    await waitFor(() => scene.a.stats().activeRuns === 0, "both runs on disk");
+    // R1 due in 3 s though its retry is 60 s away, as a reap, an event or an
+    // upgrade leaves a run: its load changes nothing, and the round's write
+    // would give it back to the due index.
+    const active = await scene.kvB.get<{ dueAt: number }>(keys.active(r1.id));
+    const due = await scene.kvB.get(keys.due(active.value!.dueAt, r1.id));
+    const at = scene.clocks.a.now() + 3_000;
+    const moved = await scene.kvB.atomic().check(active, due).delete(due.key)
+      .set(keys.due(at, r1.id), due.value).set(keys.active(r1.id), { dueAt: at }).commit();
+    assert.ok(moved.ok);
+    // One claim round takes both; both loads freeze.
+    const read1 = scene.freezing.read(r1.id);
+    const read2 = scene.freezing.read(r2.id);
+    await scene.clocks.a.advance(3_000);
+    await Promise.all([read1.frozen, read2.frozen]);
+    await scene.fenceA();
+    await waitFor(() => bodies.starts.includes("B:s1"), "B carries R2 on");
+    // B's clock reaches R1's retry: B claims it and runs attempt 2.
+    for (let i = 0; i < 60 && !bodies.starts.includes("B:a2"); i++) {
+      await scene.clocks.b.advance(1_000);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.ok(bodies.starts.includes("B:a2"), "B runs attempt 2 of R1");
+    const before = await scene.kvB.getMany([keys.held(r1.id), keys.step(r1.id, "a")]);
+    // A drops everything; R1's load ends before the new registration lands,
+    // R2's after; then the round's write goes out.
+    const registration = scene.freezing.registration();
+    scene.wakeA();
+    await registration.frozen;
+    read1.release();
+    await new Promise((r) => setTimeout(r, 50));
+    registration.release();
+    await scene.registeredAgain();
+    read2.release();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(
+      await scene.writtenSince(before, [keys.held(r1.id), keys.step(r1.id, "a")]),
+      [],
+      "B's lease of R1 and its step stand",
+    );
+    // Were R1 back in the due index, A would claim it now and start attempt 3.
+    await scene.clocks.a.advance(60_000);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(bodies.starts.filter((s) => s.includes(":a")), ["B:a2"], "a runs once");
+    bodies.open();
+    await assertEndedOnce(scene.b, r1.id, 2);
+    await assertEndedOnce(scene.b, r2.id, "done");
+  } finally {
+    bodies.open();
+    await scene.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a worker whose registration after a fence fails tries again until it lands, and works on", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_register_again_" });
+  const scene = await staleLoadScene(dir, () => [workflow("one").step("s", () => "ok")]);
+  try {
+    await scene.fenceA();
+    scene.freezing.failRegistrations(2);
+    scene.wakeA();
+    // Two failed tries, 50-200 ms apart on real timers, then it lands.
+    await scene.registeredAgain();
+    assert.equal(scene.a.stats().fenced, 1);
+    const run = await scene.a.start("one", null);
+    assert.equal((await scene.a.result(run.id)).status, "succeeded");
+  } finally {
     await scene.close();
     await Deno.remove(dir, { recursive: true });
   }
