@@ -206,12 +206,16 @@ export class Dispatcher {
     }
     const picked = listed.length <= room ? listed : sample(listed, room);
     const owner = this.#o.owner();
-    const results = await Promise.all(
+    // Every claim that landed is carried on, even if another write of the
+    // round failed: a lease of this live worker is reaped by nobody.
+    const results = await Promise.allSettled(
       picked.map((e) => this.#o.batcher.write(claimOp(keys, owner, e))),
     );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
     const claims: Claim[] = [];
-    results.forEach((ok, i) => {
-      if (!ok) return void this.lost++;
+    results.forEach((result, i) => {
+      if (result.status === "rejected") return;
+      if (!result.value) return void this.lost++;
       const value = picked[i].value as { seq?: unknown; wf?: unknown } | null;
       const claim: Claim = { runId: String(picked[i].key.at(-1)) };
       if (typeof value?.seq === "number") claim.nextSeq = value.seq;
@@ -220,6 +224,7 @@ export class Dispatcher {
     });
     this.claims += claims.length;
     if (claims.length > 0) await this.#o.claimed(claims);
+    if (failed) throw failed.reason;
     return listed.length === limit || picked.length < listed.length ||
       claims.length < picked.length;
   }

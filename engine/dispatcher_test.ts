@@ -103,3 +103,43 @@ Deno.test("Dispatcher arms a timer for the next due entry and claims it when it 
     await dispatcher.stop();
   }
 });
+
+Deno.test("Dispatcher carries on the claims that landed when another claim of the round failed", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const clock = new FakeClock();
+  for (const id of ["r1", "r2", "r3"]) {
+    await kv.atomic().set(keys.due(clock.now() - 1, id), true)
+      .set(keys.active(id), { dueAt: clock.now() - 1 }).commit();
+  }
+  // r2's claim fails, as a write can (a full disk, a lock held too long).
+  const batcher = new CommitBatcher(kv);
+  const write = batcher.write.bind(batcher);
+  batcher.write = (op) =>
+    op.deletes?.some((k) => k.at(-1) === "r2")
+      ? Promise.reject(new Error("disk I/O error (injected)"))
+      : write(op);
+  const got: string[] = [];
+  const dispatcher = new Dispatcher({
+    kv,
+    keys,
+    batcher,
+    clock,
+    owner: () => "w1",
+    capacity: () => 10,
+    claimed: (claims) => {
+      got.push(...claims.map((c) => c.runId));
+      return Promise.resolve();
+    },
+    pollIntervalMs: 60_000,
+  });
+  try {
+    dispatcher.start();
+    await dispatcher.wake();
+    assert.deepEqual(got.toSorted(), ["r1", "r3"], "the leases written are carried on");
+    assert.deepEqual((await kv.get(keys.held("r1"))).value, { owner: "w1" });
+    assert.equal((await kv.get(keys.held("r2"))).value, null, "r2 still waits in the due index");
+    assert.equal((await kv.get(keys.active("r2"))).versionstamp !== null, true);
+  } finally {
+    await dispatcher.stop();
+  }
+});

@@ -7,6 +7,7 @@
  * @module
  */
 import type { TimerHandle } from "./clock.ts";
+import type { Fence } from "./commit_batcher.ts";
 import type { RunEvent, RunRecord, StepRecord } from "./records.ts";
 import { type RunSnapshot, snapshotOf } from "./snapshot.ts";
 import type { AnyWorkflow, StepDefinition } from "../steps/workflow.ts";
@@ -80,11 +81,12 @@ export interface LiveRun {
   /** Dropped from memory (released, or a failed write); nothing of it may act any more. */
   dead: boolean;
   /**
-   * The scheduler's generation when this run was created or loaded. A fence
-   * starts a new one: what was read under the old worker id is stale, and
-   * none of it may be written under the new one.
+   * This worker's fence (its registration) when the run was created or
+   * loaded. After a fence the worker registers again under a new one: what
+   * was read under the old is stale, and none of it may be written under
+   * the new. `undefined` for a run built by hand.
    */
-  generation: number;
+  fence: Fence | undefined;
   /** Given back to the due index by a write not yet known to be on disk. */
   released: boolean;
   /** Events delivered to it that no wait step has taken yet, oldest first. */
@@ -140,7 +142,7 @@ export function newLiveRun(def: AnyWorkflow, stored: StoredRun): LiveRun {
     lastCommit: NO_WRITE,
     dead: false,
     // Set by the scheduler; present from the start, so every run keeps one shape.
-    generation: 0,
+    fence: undefined,
     released: false,
     mailbox: stored.mailbox ?? [],
   };

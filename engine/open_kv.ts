@@ -6,7 +6,10 @@
 
 /** How {@linkcode openKvRetrying} retries. */
 export interface OpenKvOptions {
-  /** How long to keep trying while the file is locked. @default {5_000} */
+  /**
+   * How long to keep trying while the file is locked. Each open itself waits
+   * up to 5 s in SQLite's busy handler before it throws. @default {30_000}
+   */
   timeoutMs?: number;
   /** Called before each retry, with the error that caused it. @default {undefined} */
   onRetry?: (error: Error) => void;
@@ -21,8 +24,9 @@ export function isLockedError(error: unknown): error is Error {
  * `Deno.openKv(path)`, tried again while it throws SQLite's "database is
  * locked": several processes opening one new file at once (N workers
  * started together) can see it while one of them creates the file. Such an
- * open changed nothing, so it is retried with 10-50 ms of jitter, for up to
- * `timeoutMs`; any other error is thrown at once.
+ * open changed nothing, so it is retried with 10-50 ms of jitter while less
+ * than `timeoutMs` has passed (each open first waits up to 5 s in SQLite's
+ * busy handler); any other error is thrown at once.
  *
  * @example
  * ```ts
@@ -34,7 +38,7 @@ export function isLockedError(error: unknown): error is Error {
  * ```
  */
 export async function openKvRetrying(path: string, options: OpenKvOptions = {}): Promise<Deno.Kv> {
-  const timeoutMs = options.timeoutMs ?? 5_000;
+  const timeoutMs = options.timeoutMs ?? 30_000;
   const start = Date.now();
   for (;;) {
     try {

@@ -152,11 +152,12 @@ export class Scheduler {
   readonly #kinds: ReadonlyMap<string, StepKind>;
   readonly #owner: () => string;
   /**
-   * One more each time this worker learns it was fenced and drops
-   * everything, at once, before its new registration lands: a run read or
-   * created before is of an older generation, and is never written.
+   * Times this worker learned it was fenced and dropped everything. A run
+   * created or loaded under an earlier fence is never written: in the gap
+   * until the new registration lands its writes fail on the old fence, and
+   * after it they are refused before they are sent.
    */
-  #generation = 0;
+  #fencesLearned = 0;
   readonly #dispatch: SchedulerOptions["dispatch"];
   readonly #maxIdleRuns: () => number;
   readonly #children: SchedulerOptions["children"];
@@ -306,7 +307,7 @@ export class Scheduler {
       results: new Map(),
       nextSeq: 0,
     });
-    live.generation = this.#generation;
+    live.fence = this.#batcher.fence;
     this.#live.set(id, live);
     txn.runs.set(live, { fromStatus: null, idem: idempotencyKey });
     live.nextSeq++;
@@ -374,7 +375,7 @@ export class Scheduler {
    * worker that fenced it gives its runs to whoever claims them.
    */
   dropAll(): void {
-    this.#generation++;
+    this.#fencesLearned++;
     this.#leases.unpinAll();
     for (const live of [...this.#live.values()]) this.#forget(live);
     this.#live.clear();
@@ -400,10 +401,14 @@ export class Scheduler {
     } = {},
   ): Promise<LiveRun | undefined> {
     const owner = this.#owner();
-    const generation = this.#generation;
+    const fence = this.#batcher.fence;
+    const learned = this.#fencesLearned;
+    // Whether this worker is as it was when the load began: the same
+    // registration, and no fence learned since (it may not have landed yet).
+    const unchanged = () => this.#batcher.fence === fence && this.#fencesLearned === learned;
     // A run this worker already holds is never loaded twice: one copy acts.
     const held = this.#live.get(runId);
-    if (held && !held.dead && held.generation === generation) return held;
+    if (held && !held.dead && held.fence === fence) return held;
     let loaded;
     try {
       loaded = await loadRun(runId, {
@@ -419,14 +424,14 @@ export class Scheduler {
         error,
       });
       // Fenced meanwhile, the lease is not this worker's to give back.
-      if (this.#generation === generation) {
+      if (unchanged()) {
         await this.#putBack(runId, this.#clock.now() + UNREADABLE_RETRY_MS);
       }
       throw error;
     }
     // Fenced while reading: the lease read was the old id's, and another
     // worker may carry the run on by now. What was read is not this worker's.
-    if (loaded.kind === "other" || this.#generation !== generation) return undefined;
+    if (loaded.kind === "other" || !unchanged()) return undefined;
     if (loaded.kind === "missing" || loaded.kind === "finished") {
       // A lease without a run to carry on: drop it.
       await this.#batcher.write({
@@ -443,10 +448,10 @@ export class Scheduler {
       return undefined;
     }
     const { live } = loaded;
-    live.generation = generation;
+    live.fence = fence;
     const { def, steps } = live;
     const other = this.#live.get(runId);
-    if (other && !other.dead && other.generation === generation) return other;
+    if (other && !other.dead && other.fence === fence) return other;
     this.#live.set(runId, live);
     if (options.pin) this.#leases.pin(live);
     const txn = options.txn ?? new Txn();
@@ -1092,22 +1097,23 @@ export class Scheduler {
 
   /**
    * Throws {@linkcode FencedError}, writing nothing, if the transaction
-   * touches a run of an earlier generation (read or created before this
-   * worker learned it was fenced): the new registration's fence would let
-   * that write land, though the run's lease went with the old id. Such a run
-   * is dropped; a run of the current generation in the same transaction is
+   * touches a run created or loaded under an earlier fence than this
+   * worker's registration now: the new registration's fence would let that
+   * write land, though the run's lease went with the old id. Such a run is
+   * dropped; a run of the current registration in the same transaction is
    * reloaded from KV, as after a failed write.
    */
   #refuseStale(txn: Txn): void {
-    // Until the first fence every run is of the only generation.
-    if (this.#generation === 0) return;
+    // Until the first fence every run is of the only registration.
+    if (this.#fencesLearned === 0) return;
+    const fence = this.#batcher.fence;
     const all = txn.allRuns;
     let stale: LiveRun | undefined;
-    for (const live of all) if (live.generation !== this.#generation) stale = live;
+    for (const live of all) if (live.fence !== fence) stale = live;
     if (!stale) return;
     const error = new FencedError(this.#owner());
     for (const live of all) {
-      if (live.generation !== this.#generation) this.#forget(live);
+      if (live.fence !== fence) this.#forget(live);
       else this.#reloads.reload(live, error, txn.steps.get(live));
     }
     throw error;

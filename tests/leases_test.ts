@@ -439,10 +439,8 @@ function freezingKv(kv: Deno.Kv) {
         const value = Reflect.get(o, p);
         if (typeof value !== "function") return value;
         return (...args: unknown[]) => {
-          const check = args[0] as Deno.AtomicCheck;
-          if (p === "check" && check.key[1] === "worker" && check.versionstamp === null) {
-            registers = true;
-          }
+          // Only a registration writes a worker's key (a reap checks it is absent).
+          if (p === "set" && (args[0] as Deno.KvKey)[1] === "worker") registers = true;
           value.apply(o, args);
           return proxy;
         };
@@ -471,6 +469,14 @@ function freezingKv(kv: Deno.Kv) {
   });
   return {
     kv: proxy,
+    /** Lets every frozen call go, and freezes nothing more. */
+    releaseAll() {
+      for (const freeze of reads.values()) freeze.release();
+      reads.clear();
+      registration?.release();
+      registration = undefined;
+      failRegistrations = 0;
+    },
     /** Freezes the next load of run `runId`, after its read. */
     read(runId: string): Freeze {
       const freeze = newFreeze();
@@ -486,6 +492,23 @@ function freezingKv(kv: Deno.Kv) {
       failRegistrations = n;
     },
   };
+}
+
+/**
+ * Moves `clock` a second at a time, with a real pause for what that wakes,
+ * until `condition` holds; throws after 10 s of real time.
+ */
+async function advanceUntil(
+  clock: FakeClock,
+  condition: () => boolean,
+  what: string,
+): Promise<void> {
+  const until = Date.now() + 10_000;
+  while (!condition()) {
+    if (Date.now() > until) throw new Error(`Timed out advancing the clock until ${what}`);
+    await clock.advance(1_000);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 type SceneWorkflows = Parameters<typeof createEngine>[0]["workflows"];
@@ -533,11 +556,7 @@ async function staleLoadScene(dir: string, workflows: (worker: "A" | "B") => Sce
     /** B sees A silent past the timeout and declares it dead: A is fenced, its runs due. */
     async fenceA() {
       aId = a.workerId;
-      for (let i = 0; i < 12 && b.stats().fencedOthers === 0; i++) {
-        await clocks.b.advance(1_000);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      assert.equal(b.stats().fencedOthers, 1, "B declared A dead");
+      await advanceUntil(clocks.b, () => b.stats().fencedOthers === 1, "B declares A dead");
     },
     /** A's timers fire 6 s late: its heartbeat finds the fence, and it drops everything. */
     wakeA() {
@@ -547,11 +566,11 @@ async function staleLoadScene(dir: string, workflows: (worker: "A" | "B") => Sce
     async registeredAgain() {
       await waitFor(() => a.workerId !== aId, "A registered again under a new id");
     },
-    /** Lets A act on what it was given back, then moves its clock a second on. */
+    /** Waits until A acted on what it was given back, then moves its clock a second on. */
     async settle() {
-      await new Promise((r) => setTimeout(r, 100));
-      clocks.a.tick(1_000);
-      await new Promise((r) => setTimeout(r, 100));
+      await a.idle();
+      await clocks.a.advance(1_000);
+      await a.idle();
     },
     /** The keys of `watched` whose versionstamp differs from `before`'s. */
     async writtenSince(before: Deno.KvEntryMaybe<unknown>[], watched: Deno.KvKey[]) {
@@ -560,9 +579,11 @@ async function staleLoadScene(dir: string, workflows: (worker: "A" | "B") => Sce
         after[i].versionstamp === before[i].versionstamp ? [] : [key.join("/")]
       );
     },
+    /** Closes both (B may be closed already), letting every frozen call go first. */
     async close() {
+      freezing.releaseAll();
       await a.close({ graceMs: 0 });
-      await b.close({ graceMs: 0 });
+      await b.close({ graceMs: 0 }).catch(() => {});
       kvA.close();
       kvB.close();
     },
@@ -691,7 +712,6 @@ Deno.test("a run whose load ends after its worker dropped everything, before it 
       return "done";
     }),
   ]);
-  let bClosed = false;
   try {
     const run = await scene.a.start("thrice", null);
     await waitFor(() => scene.a.stats().activeRuns === 0, "the waiting run on disk only");
@@ -703,31 +723,23 @@ Deno.test("a run whose load ends after its worker dropped everything, before it 
     await waitFor(() => starts.includes("B:s2"), "B ran attempt 2");
     await waitFor(() => scene.b.stats().activeRuns === 0, "the run back in the due index");
     await scene.b.close({ graceMs: 0 });
-    bClosed = true;
     // A drops everything; while its new registration is being written, the
     // read comes back: the load ends under the old id, still A's current one.
     const registration = scene.freezing.registration();
     scene.wakeA();
     await registration.frozen;
     read.release();
-    await new Promise((r) => setTimeout(r, 100));
+    await scene.a.idle();
     registration.release();
     await scene.registeredAgain();
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal(scene.a.stats().activeRuns, 0, "A keeps nothing of that load");
-    assert.equal(scene.a.stats().runningSteps, 0, "and holds no slot for it");
-    // When attempt 3 is due, A claims the run under its new id and ends it.
-    for (let i = 0; i < 30 && starts.length < 3; i++) {
-      await scene.clocks.a.advance(1_000);
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    // When attempt 3 is due, A claims the run under its new id and ends it
+    // (a copy of that load kept in memory would swallow the claim).
+    await advanceUntil(scene.clocks.a, () => starts.length === 3, "A runs attempt 3");
     assert.deepEqual(starts, ["A:s1", "B:s2", "A:s3"]);
     const done = await scene.a.result(run.id);
     assert.equal(done.status, "succeeded");
   } finally {
-    await scene.a.close({ graceMs: 0 });
-    if (!bClosed) await scene.b.close({ graceMs: 0 });
-    await scene.close().catch(() => {});
+    await scene.close();
     await Deno.remove(dir, { recursive: true });
   }
 });
@@ -766,11 +778,7 @@ Deno.test("a claim round's release of a run loaded before the new registration l
     await scene.fenceA();
     await waitFor(() => bodies.starts.includes("B:s1"), "B carries R2 on");
     // B's clock reaches R1's retry: B claims it and runs attempt 2.
-    for (let i = 0; i < 60 && !bodies.starts.includes("B:a2"); i++) {
-      await scene.clocks.b.advance(1_000);
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    assert.ok(bodies.starts.includes("B:a2"), "B runs attempt 2 of R1");
+    await advanceUntil(scene.clocks.b, () => bodies.starts.includes("B:a2"), "B runs R1's a2");
     const before = await scene.kvB.getMany([keys.held(r1.id), keys.step(r1.id, "a")]);
     // A drops everything; R1's load ends before the new registration lands,
     // R2's after; then the round's write goes out.
@@ -778,11 +786,13 @@ Deno.test("a claim round's release of a run loaded before the new registration l
     scene.wakeA();
     await registration.frozen;
     read1.release();
-    await new Promise((r) => setTimeout(r, 50));
+    // R1's load ends in the gap (the round then waits for R2's): it began
+    // before A learned of the fence, so A drops what it read.
+    await new Promise((r) => setTimeout(r, 20));
     registration.release();
     await scene.registeredAgain();
     read2.release();
-    await new Promise((r) => setTimeout(r, 100));
+    await scene.a.idle();
     assert.deepEqual(
       await scene.writtenSince(before, [keys.held(r1.id), keys.step(r1.id, "a")]),
       [],
@@ -790,11 +800,60 @@ Deno.test("a claim round's release of a run loaded before the new registration l
     );
     // Were R1 back in the due index, A would claim it now and start attempt 3.
     await scene.clocks.a.advance(60_000);
-    await new Promise((r) => setTimeout(r, 200));
+    await scene.a.idle();
     assert.deepEqual(bodies.starts.filter((s) => s.includes(":a")), ["B:a2"], "a runs once");
     bodies.open();
     await assertEndedOnce(scene.b, r1.id, 2);
     await assertEndedOnce(scene.b, r2.id, "done");
+  } finally {
+    bodies.open();
+    await scene.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a load that begins after its worker dropped everything, before it registered again, writes nothing", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_stale_begin_" });
+  const bodies = gatedBodies();
+  const keys = keyLayout();
+  const scene = await staleLoadScene(dir, (who) => [
+    workflow("gated").step("s", { timeoutMs: 3_600_000 }, bodies.body(who, "done")),
+  ]);
+  try {
+    const run = await scene.a.start("gated", null);
+    await waitFor(() => bodies.starts.includes("A:s1"), "A runs s1");
+    const aId = scene.a.workerId;
+    // A fencer deleted A's registration; its reap of A's leases comes later
+    // (it is slow, or died just after: the next orphan scan reaps).
+    const fenced = await scene.kvB.atomic().delete(keys.worker(aId)).delete(keys.heartbeat(aId))
+      .commit();
+    assert.ok(fenced.ok);
+    // A learns it on its heartbeat and drops everything; its new
+    // registration is being written.
+    const registration = scene.freezing.registration();
+    scene.wakeA();
+    await registration.frozen;
+    assert.equal(scene.a.workerId, aId, "A's id is still the old one");
+    // A cancel arrives now: the lease names A's old id, so A loads the run.
+    const read = scene.freezing.read(run.id);
+    const cancelled = scene.a.cancel(run.id, { reason: "test" }).catch((error) => error);
+    await read.frozen;
+    // B's orphan scan reaps the lease, and B carries the run on.
+    await advanceUntil(scene.clocks.b, () => bodies.starts.includes("B:s2"), "B runs s2");
+    registration.release();
+    await scene.registeredAgain();
+    read.release();
+    // (Not `idle()`: A's s1 ignores its abort and waits for its gate.)
+    await cancelled;
+    assert.deepEqual(bodies.starts, ["A:s1", "B:s2"], "A started nothing after the fence");
+    bodies.open();
+    // The cancel reached B; one ending is committed, B's.
+    const done = await scene.b.result(run.id);
+    const ends = (await scene.b.history(run.id)).filter((e) =>
+      e.type === "run" && (e.to === "succeeded" || e.to === "cancelled")
+    );
+    assert.equal(ends.length, 1, `one ending committed: ${JSON.stringify(ends)}`);
+    assert.ok(done.status === "cancelled" || done.status === "succeeded");
   } finally {
     bodies.open();
     await scene.close();
