@@ -782,6 +782,9 @@ class WeftEngine implements Engine {
     const reason = options.reason ?? "cancelled by request";
     if (this.#closing) throw new EngineClosedError();
     if (!this.#storage.writable) throw this.#storageError();
+    // After a fence, act under the new registration: until it lands, this
+    // worker's own leases look like another's, and nothing it writes lands.
+    await this.#registering;
     // A run is acted on by the worker that holds it: claim it if nobody
     // does, or leave the request in its holder's inbox.
     for (let tries = 0; tries < 8; tries++) {
@@ -1097,6 +1100,7 @@ class WeftEngine implements Engine {
    * run, and loading it reads the mailbox), or another (told through its inbox).
    */
   async #deliver(runId: string): Promise<void> {
+    await this.#registering;
     for (let tries = 0; tries < 8; tries++) {
       if (this.#scheduler.closing) return;
       const live = this.#scheduler.runs.get(runId);

@@ -17,7 +17,7 @@ import type { Activity } from "./activity.ts";
 import { Deadlines } from "./attempt.ts";
 import type { RunTrace, Tracing } from "./tracing.ts";
 import type { Clock } from "./clock.ts";
-import type { CommitBatcher } from "./commit_batcher.ts";
+import type { CommitBatcher, Fence } from "./commit_batcher.ts";
 import {
   EngineClosedError,
   type ErrorData,
@@ -158,6 +158,8 @@ export class Scheduler {
    * after it they are refused before they are sent.
    */
   #fencesLearned = 0;
+  /** The fence this worker last learned was broken: nothing is loaded under it. */
+  #brokenFence: Fence | undefined;
   readonly #dispatch: SchedulerOptions["dispatch"];
   readonly #maxIdleRuns: () => number;
   readonly #children: SchedulerOptions["children"];
@@ -376,6 +378,7 @@ export class Scheduler {
    */
   dropAll(): void {
     this.#fencesLearned++;
+    this.#brokenFence = this.#batcher.fence;
     this.#leases.unpinAll();
     for (const live of [...this.#live.values()]) this.#forget(live);
     this.#live.clear();
@@ -406,6 +409,9 @@ export class Scheduler {
     // Whether this worker is as it was when the load began: the same
     // registration, and no fence learned since (it may not have landed yet).
     const unchanged = () => this.#batcher.fence === fence && this.#fencesLearned === learned;
+    // Until the new registration lands, a load would read under a fence
+    // known to be broken: nothing it read could be written.
+    if (fence !== undefined && fence === this.#brokenFence) return undefined;
     // A run this worker already holds is never loaded twice: one copy acts.
     const held = this.#live.get(runId);
     if (held && !held.dead && held.fence === fence) return held;
