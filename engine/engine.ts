@@ -34,6 +34,7 @@ import { inboxMessageSchema, schedRecordSchema } from "./records.ts";
 import { type Waiter, WaiterRegistry } from "./waiters.ts";
 import {
   EngineClosedError,
+  FencedError,
   InputTooLargeError,
   InvalidArgumentError,
   InvalidInputError,
@@ -346,6 +347,9 @@ const log = getLogger(["weft", "engine"]);
  */
 const WRITE_BACKLOG = 400;
 
+/** How long a request waits for the registration after a fence before it is refused. */
+const REGISTER_WAIT_MS = 5_000;
+
 /**
  * Starts admitted and not yet committed: as many as the engine has slots,
  * within 50..400. The starts of one commit can just fill the slots, so a
@@ -438,6 +442,8 @@ class WeftEngine implements Engine {
   readonly #pendingStarts = new Map<string, Promise<StartResult>>();
   readonly #admission: Admission;
   #registering: Promise<unknown> | undefined;
+  /** Whether a registration after a fence has not landed yet. */
+  #registerPending = false;
   #fencedCount = 0;
   #closing = false;
   #closed: Promise<void> | undefined;
@@ -782,9 +788,9 @@ class WeftEngine implements Engine {
     const reason = options.reason ?? "cancelled by request";
     if (this.#closing) throw new EngineClosedError();
     if (!this.#storage.writable) throw this.#storageError();
-    // After a fence, act under the new registration: until it lands, this
-    // worker's own leases look like another's, and nothing it writes lands.
-    await this.#registering;
+    // After a fence, act under the new registration: until it lands,
+    // nothing this worker writes lands.
+    await this.#registered();
     // A run is acted on by the worker that holds it: claim it if nobody
     // does, or leave the request in its holder's inbox.
     for (let tries = 0; tries < 8; tries++) {
@@ -1100,7 +1106,7 @@ class WeftEngine implements Engine {
    * run, and loading it reads the mailbox), or another (told through its inbox).
    */
   async #deliver(runId: string): Promise<void> {
-    await this.#registering;
+    await this.#registered();
     for (let tries = 0; tries < 8; tries++) {
       if (this.#scheduler.closing) return;
       const live = this.#scheduler.runs.get(runId);
@@ -1150,7 +1156,28 @@ class WeftEngine implements Engine {
       { workerId: fence.workerId },
     );
     this.#scheduler.dropAll();
-    this.#registering = this.#registerAgain();
+    this.#registerPending = true;
+    this.#registering = this.#registerAgain().finally(() => this.#registerPending = false);
+  }
+
+  /**
+   * Resolves at once unless this worker is registering again after a fence;
+   * then waits for that, up to {@linkcode REGISTER_WAIT_MS}.
+   *
+   * @throws {EngineClosedError} if the engine closed meanwhile.
+   * @throws {FencedError} if the registration has not landed by then: the
+   * request is refused whole (HTTP 503, `Retry-After`), not left waiting.
+   */
+  async #registered(): Promise<void> {
+    if (!this.#registerPending) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#registering,
+      new Promise((resolve) => timer = setTimeout(resolve, REGISTER_WAIT_MS)),
+    ]);
+    clearTimeout(timer);
+    if (this.#closing) throw new EngineClosedError();
+    if (this.#registerPending) throw new FencedError(this.#membership.id);
   }
 
   /**
@@ -1160,6 +1187,7 @@ class WeftEngine implements Engine {
    */
   async #registerAgain(): Promise<void> {
     for (let tries = 1;; tries++) {
+      if (this.#closing) return;
       try {
         await this.#membership.register();
         this.#dispatcher.wake();
@@ -1220,7 +1248,7 @@ class WeftEngine implements Engine {
     traceOptions: Pick<StartOptions, "traceparent" | "tracestate">,
   ): Promise<StartResult> {
     await this.#batcher.room(WRITE_BACKLOG);
-    await this.#registering;
+    await this.#registered();
     if (this.#closing) throw new EngineClosedError();
     if (!this.#storage.writable) throw this.#storageError();
     const started = this.#tracing.startRun(def.name, traceOptions);

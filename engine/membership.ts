@@ -426,9 +426,12 @@ export class Membership {
       // only while that owner is unregistered: one that registered after the
       // list of workers above was read keeps its requests.
       await this.#batcher.write({
+        // A note already waiting for this worker stays (it is read on the
+        // next poll, and this one moves on a later scan).
         checks: [
           { key: e.key, versionstamp: e.versionstamp },
           { key: this.#keys.worker(owner), versionstamp: null },
+          { key: this.#keys.inbox(to, String(e.key.at(-1))), versionstamp: null },
         ],
         deletes: [e.key],
         sets: [[this.#keys.inbox(to, String(e.key.at(-1))), e.value]],

@@ -411,7 +411,7 @@ export class Scheduler {
     const unchanged = () => this.#batcher.fence === fence && this.#fencesLearned === learned;
     // Until the new registration lands, a load would read under a fence
     // known to be broken: nothing it read could be written.
-    if (fence !== undefined && fence === this.#brokenFence) return undefined;
+    if (fence !== undefined && fence === this.#brokenFence) throw new FencedError(owner);
     // A run this worker already holds is never loaded twice: one copy acts.
     const held = this.#live.get(runId);
     if (held && !held.dead && held.fence === fence) return held;

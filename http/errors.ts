@@ -207,8 +207,8 @@ export function toApiError(error: unknown): ApiError | undefined {
     return new ApiError(
       503,
       ErrorCode.Unavailable,
-      "This worker was declared dead by another and is registering again; nothing was " +
-        "written, retry the request",
+      "This worker was declared dead by another and is registering again; the request " +
+        "was not carried out, retry it",
       { cause: error, headers: { "Retry-After": "1" } },
     );
   }

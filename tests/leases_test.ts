@@ -10,6 +10,7 @@ import {
   createEngine,
   type Engine,
   FakeClock,
+  FencedError,
   RetryAfterError,
   type RunSnapshot,
   workflow,
@@ -859,6 +860,37 @@ Deno.test("a cancel that arrives after its worker dropped everything, before it 
     assert.deepEqual(bodies.starts, ["A:s1", "B:s2"], "and no other body started");
   } finally {
     bodies.open();
+    await scene.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("requests that wait for a registration after a fence that does not land are refused within 5 s", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "weft_register_wait_" });
+  const keys = keyLayout();
+  const scene = await staleLoadScene(dir, () => [workflow("one").step("s", () => "ok")]);
+  try {
+    const run = await scene.a.start("one", null);
+    await scene.a.result(run.id);
+    const aId = scene.a.workerId;
+    const fenced = await scene.kvB.atomic().delete(keys.worker(aId)).delete(keys.heartbeat(aId))
+      .commit();
+    assert.ok(fenced.ok);
+    const registration = scene.freezing.registration();
+    scene.wakeA();
+    await registration.frozen;
+    // The registration hangs: a start and a cancel get a clear refusal, not a wait for ever.
+    const [started, cancelled] = await Promise.allSettled([
+      scene.a.start("one", null),
+      scene.a.cancel(run.id),
+    ]);
+    assert.ok(started.status === "rejected" && started.reason instanceof FencedError);
+    assert.ok(cancelled.status === "rejected" && cancelled.reason instanceof FencedError);
+    registration.release();
+    await scene.registeredAgain();
+    const after = await scene.a.start("one", null);
+    assert.equal((await scene.a.result(after.id)).status, "succeeded");
+  } finally {
     await scene.close();
     await Deno.remove(dir, { recursive: true });
   }
