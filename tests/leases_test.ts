@@ -563,6 +563,24 @@ async function staleLoadScene(dir: string, workflows: (worker: "A" | "B") => Sce
     wakeA() {
       clocks.a.tick(6_000);
     },
+    /**
+     * A fencer deletes A's registration, and its reap of A's leases comes
+     * later (it is slow, or died just after: the next orphan scan reaps).
+     * A learns it on its heartbeat and drops everything; resolves with its
+     * new registration frozen before it is sent.
+     */
+    async fenceAInTheGap(): Promise<Freeze> {
+      aId = a.workerId;
+      const keys = keyLayout();
+      const fenced = await kvB.atomic().delete(keys.worker(aId)).delete(keys.heartbeat(aId))
+        .commit();
+      assert.ok(fenced.ok);
+      const registration = freezing.registration();
+      clocks.a.tick(6_000);
+      await registration.frozen;
+      assert.equal(a.workerId, aId, "A's id is still the old one");
+      return registration;
+    },
     /** Waits until A registered under a new id. */
     async registeredAgain() {
       await waitFor(() => a.workerId !== aId, "A registered again under a new id");
@@ -816,25 +834,13 @@ Deno.test("a claim round's release of a run loaded before the new registration l
 Deno.test("a cancel that arrives after its worker dropped everything, before it registered again, acts under the new registration", async () => {
   const dir = await Deno.makeTempDir({ prefix: "weft_stale_begin_" });
   const bodies = gatedBodies();
-  const keys = keyLayout();
   const scene = await staleLoadScene(dir, (who) => [
     workflow("gated").step("s", { timeoutMs: 3_600_000 }, bodies.body(who, "done")),
   ]);
   try {
     const run = await scene.a.start("gated", null);
     await waitFor(() => bodies.starts.includes("A:s1"), "A runs s1");
-    const aId = scene.a.workerId;
-    // A fencer deleted A's registration; its reap of A's leases comes later
-    // (it is slow, or died just after: the next orphan scan reaps).
-    const fenced = await scene.kvB.atomic().delete(keys.worker(aId)).delete(keys.heartbeat(aId))
-      .commit();
-    assert.ok(fenced.ok);
-    // A learns it on its heartbeat and drops everything; its new
-    // registration is being written.
-    const registration = scene.freezing.registration();
-    scene.wakeA();
-    await registration.frozen;
-    assert.equal(scene.a.workerId, aId, "A's id is still the old one");
+    const registration = await scene.fenceAInTheGap();
     // A cancel arrives now, while the run's lease still names A's old id.
     const cancelled = scene.a.cancel(run.id, { reason: "test" }).catch((error) => error);
     // B's orphan scan reaps the lease, and B carries the run on.
@@ -867,18 +873,11 @@ Deno.test("a cancel that arrives after its worker dropped everything, before it 
 
 Deno.test("requests that wait for a registration after a fence that does not land are refused within 5 s", async () => {
   const dir = await Deno.makeTempDir({ prefix: "weft_register_wait_" });
-  const keys = keyLayout();
   const scene = await staleLoadScene(dir, () => [workflow("one").step("s", () => "ok")]);
   try {
     const run = await scene.a.start("one", null);
     await scene.a.result(run.id);
-    const aId = scene.a.workerId;
-    const fenced = await scene.kvB.atomic().delete(keys.worker(aId)).delete(keys.heartbeat(aId))
-      .commit();
-    assert.ok(fenced.ok);
-    const registration = scene.freezing.registration();
-    scene.wakeA();
-    await registration.frozen;
+    const registration = await scene.fenceAInTheGap();
     // The registration hangs: a start and a cancel get a clear refusal, not a wait for ever.
     const [started, cancelled] = await Promise.allSettled([
       scene.a.start("one", null),
