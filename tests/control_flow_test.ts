@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { z } from "zod";
 import {
   InvalidInputError,
+  isTerminalRun,
   NonRetryableError,
   RunFinishedError,
   UnknownEventError,
@@ -455,11 +456,18 @@ Deno.test("dynamic fan-out: a map runs one durable attempt per item, in order, w
     );
   await using t = await testEngine([wf]);
   const run = await t.engine.start("fanout", { n: 20 });
-  await waitFor(async () =>
-    (await t.engine.get(run.id)).steps.square.map?.failed === 0 &&
-    t.clock.pendingTimers > 0
+  // Item 4's first attempt fails; its retry waits on the fake clock. Move
+  // the clock only once that retry is scheduled, and until the run ends.
+  await waitFor(
+    async () =>
+      (await t.engine.history(run.id)).some((e) =>
+        e.type === "step" && e.step === "square[4]" && e.to === "waiting"
+      ),
+    "item 4's retry scheduled",
   );
-  for (let i = 0; i < 5; i++) await t.clock.advance(10);
+  for (let i = 0; i < 50 && !isTerminalRun((await t.engine.get(run.id)).status); i++) {
+    await t.clock.advance(10);
+  }
   const done = await t.engine.result(run.id);
   assert.equal(done.status, "succeeded");
   assert.equal(done.output, Array.from({ length: 20 }, (_, i) => i * i).reduce((a, b) => a + b));
