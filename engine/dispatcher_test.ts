@@ -7,6 +7,25 @@ import { keyLayout } from "./keys.ts";
 
 const keys = keyLayout();
 
+/** A dispatcher of worker `w1` with room for 10 runs; `got` lists the runs it claimed. */
+function oneWorker(kv: Deno.Kv, clock: FakeClock, batcher: CommitBatcher, pollIntervalMs: number) {
+  const got: string[] = [];
+  const dispatcher = new Dispatcher({
+    kv,
+    keys,
+    batcher,
+    clock,
+    owner: () => "w1",
+    capacity: () => 10,
+    claimed: (claims) => {
+      got.push(...claims.map((c) => c.runId));
+      return Promise.resolve();
+    },
+    pollIntervalMs,
+  });
+  return { got, dispatcher };
+}
+
 Deno.test("Dispatcher claims due runs once across two handles racing on one file", async () => {
   const dir = await Deno.makeTempDir({ prefix: "weft_dispatch_" });
   const path = join(dir, "kv.sqlite3");
@@ -75,20 +94,7 @@ Deno.test("Dispatcher arms a timer for the next due entry and claims it when it 
   using kv = await Deno.openKv(":memory:");
   const clock = new FakeClock();
   await kv.set(keys.due(clock.now() + 5_000, "r1"), true);
-  const got: string[] = [];
-  const dispatcher = new Dispatcher({
-    kv,
-    keys,
-    batcher: new CommitBatcher(kv),
-    clock,
-    owner: () => "w1",
-    capacity: () => 10,
-    claimed: (claims) => {
-      got.push(...claims.map((c) => c.runId));
-      return Promise.resolve();
-    },
-    pollIntervalMs: 3_600_000,
-  });
+  const { got, dispatcher } = oneWorker(kv, clock, new CommitBatcher(kv), 3_600_000);
   try {
     dispatcher.start();
     await new Promise((r) => setTimeout(r, 5));
@@ -118,20 +124,7 @@ Deno.test("Dispatcher carries on the claims that landed when another claim of th
     op.deletes?.some((k) => k.at(-1) === "r2")
       ? Promise.reject(new Error("disk I/O error (injected)"))
       : write(op);
-  const got: string[] = [];
-  const dispatcher = new Dispatcher({
-    kv,
-    keys,
-    batcher,
-    clock,
-    owner: () => "w1",
-    capacity: () => 10,
-    claimed: (claims) => {
-      got.push(...claims.map((c) => c.runId));
-      return Promise.resolve();
-    },
-    pollIntervalMs: 60_000,
-  });
+  const { got, dispatcher } = oneWorker(kv, clock, batcher, 60_000);
   try {
     dispatcher.start();
     await dispatcher.wake();

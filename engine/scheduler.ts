@@ -406,9 +406,9 @@ export class Scheduler {
     const owner = this.#owner();
     const fence = this.#batcher.fence;
     const learned = this.#fencesLearned;
-    // Whether this worker is as it was when the load began: the same
-    // registration, and no fence learned since (it may not have landed yet).
-    const unchanged = () => this.#batcher.fence === fence && this.#fencesLearned === learned;
+    // Whether no fence was learned since the load began (a new registration
+    // only ever follows one).
+    const unchanged = () => this.#fencesLearned === learned;
     // Until the new registration lands, a load would read under a fence
     // known to be broken: nothing it read could be written.
     if (fence !== undefined && fence === this.#brokenFence) throw new FencedError(owner);
@@ -1114,8 +1114,8 @@ export class Scheduler {
     if (this.#fencesLearned === 0) return;
     const fence = this.#batcher.fence;
     const all = txn.allRuns;
-    let stale: LiveRun | undefined;
-    for (const live of all) if (live.fence !== fence) stale = live;
+    let stale = false;
+    for (const live of all) stale ||= live.fence !== fence;
     if (!stale) return;
     const error = new FencedError(this.#owner());
     for (const live of all) {
